@@ -1,0 +1,51 @@
+# reelflow: `make run` (install + whole pipeline on this machine), `make test`.
+PY       ?= python3.11
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+ARGS     ?=
+PYTEST_ARGS ?=
+STATE    := $(CURDIR)/.reelflow
+RUNS     := $(CURDIR)/runs
+
+.PHONY: setup run test test-fast bench lint ui ui-stop clean
+
+# Idempotent: reinstalls only when pyproject.toml or constraints.txt change.
+setup: $(STAMP)
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	@touch $@
+
+run: setup
+	$(BIN)/reelflow run $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m benchmarks.segment $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check flows tasks models infra tests benchmarks
+
+# MLflow UI and a Prefect server on 127.0.0.1 over this checkout's local state.
+ui: setup
+	@mkdir -p $(STATE) $(RUNS)
+	@PREFECT_HOME=$(STATE)/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_ENABLED=true \
+	  nohup $(BIN)/prefect server start --host 127.0.0.1 --port 4200 > $(STATE)/prefect-server.log 2>&1 & echo $$! > $(STATE)/prefect-server.pid
+	@nohup $(BIN)/mlflow ui --backend-store-uri sqlite:///$(RUNS)/mlflow.db --host 127.0.0.1 --port 5000 \
+	  > $(STATE)/mlflow-ui.log 2>&1 & echo $$! > $(STATE)/mlflow-ui.pid
+	@echo "MLflow : http://127.0.0.1:5000   (log: $(STATE)/mlflow-ui.log)"
+	@echo "Prefect: http://127.0.0.1:4200   (log: $(STATE)/prefect-server.log)"
+	@echo "stop both with: make ui-stop"
+
+ui-stop:
+	-@kill $$(cat $(STATE)/prefect-server.pid $(STATE)/mlflow-ui.pid 2>/dev/null) 2>/dev/null; rm -f $(STATE)/*.pid
+
+clean:
+	rm -rf runs .reelflow

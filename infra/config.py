@@ -1,0 +1,203 @@
+"""Pydantic configuration for every boundary of reelflow.
+
+One YAML tree: ``configs/pipeline.yaml`` (defaults) <- ``configs/profiles/<profile>.yaml`` <-
+``--set a.b=c`` overrides. Validation happens before any work; errors name the dotted field
+path and what is allowed (see :func:`format_validation_error`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PROFILES = ("tiny", "wan-1.3b", "wan-14b")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, already phrased for the user."""
+
+
+class _Cfg(BaseModel):
+    # extra="forbid": a typo in YAML or --set must fail loudly, not be ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StorageConfig(_Cfg):
+    run_root: str = Field("runs", description="Local folder or s3://bucket/prefix holding all runs")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto)")
+    s3_region: str | None = None
+
+
+class TrackingConfig(_Cfg):
+    # None -> sqlite:///<state_dir>/mlflow.db, artifacts under <state_dir>/mlartifacts
+    mlflow_uri: str | None = None
+    experiment: str = "reelflow"
+
+
+class RayConfig(_Cfg):
+    address: str | None = Field(None, description="Ray cluster address; None starts a local Ray")
+    num_cpus: int | None = Field(2, ge=1, description="CPUs for a local Ray (None = all)")
+    object_store_mb: int = Field(1024, ge=128)
+
+
+class PrefectConfig(_Cfg):
+    api_url: str | None = Field(None, description="Prefect server API; None = ephemeral server")
+
+
+class CorpusConfig(_Cfg):
+    videos: int = Field(6, ge=1, le=10_000)
+    seed: int = 0
+    width: int = Field(320, ge=64, multiple_of=2)
+    height: int = Field(180, ge=36, multiple_of=2)
+    fps: float = Field(24.0, gt=0, le=120)
+    shots_per_video: tuple[int, int] = (6, 10)  # inclusive range
+    shot_seconds: tuple[float, float] = (1.5, 5.0)
+    defect_rate: float = Field(0.35, ge=0, le=1, description="Chance a shot carries a planted defect")
+
+
+class IngestConfig(_Cfg):
+    extensions: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+    max_width: int = Field(8192, ge=16, description="Larger frames are recorded as errors (absurd size)")
+    max_height: int = Field(8192, ge=16)
+    hash_bytes: int = Field(
+        0, ge=0, description="Bytes hashed for source_id; 0 = whole file (stable, slower on huge files)"
+    )
+
+
+class SegmentConfig(_Cfg):
+    analysis_width: int = Field(160, ge=32, description="Width frames are scaled to for detection")
+    adaptive_threshold: float = Field(3.0, gt=0)
+    adaptive_min_content_val: float = Field(15.0, ge=0)
+    adaptive_window_width: int = Field(2, ge=1)
+    transnet_threshold: float = Field(0.5, gt=0, lt=1)
+    merge: Literal["union", "transnet_confirmed", "vote"] = "union"
+    merge_tolerance_frames: int = Field(3, ge=0)
+    min_shot_frames: int = Field(8, ge=1, description="Boundaries closer than this are merged")
+    use_transnet: bool = True
+    use_adaptive: bool = True
+
+
+class ClipsConfig(_Cfg):
+    min_seconds: float = Field(1.0, gt=0)
+    max_seconds: float = Field(10.0, gt=0)
+    trim_frames: int = Field(2, ge=0, description="Frames dropped at each cut edge (detector jitter)")
+    crf: int = Field(18, ge=0, le=51)
+    preset: str = "veryfast"
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> ClipsConfig:
+        if self.min_seconds >= self.max_seconds:
+            raise ValueError(
+                f"min_seconds ({self.min_seconds}) must be smaller than max_seconds ({self.max_seconds})"
+            )
+        return self
+
+
+class StagesConfig(_Cfg):
+    ingest: IngestConfig = IngestConfig()
+    segment: SegmentConfig = SegmentConfig()
+    clips: ClipsConfig = ClipsConfig()
+
+
+STAGE_ORDER = ("ingest", "segment", "clips")
+
+
+class PipelineConfig(_Cfg):
+    profile: Literal["tiny", "wan-1.3b", "wan-14b"] = "tiny"
+    input: str | None = Field(None, description="Folder or s3:// prefix of raw videos; None = generate corpus")
+    state_dir: str = Field(".reelflow", description="Local state: Prefect home, MLflow db, Ray temp")
+    storage: StorageConfig = StorageConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    ray: RayConfig = RayConfig()
+    prefect: PrefectConfig = PrefectConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    stages: StagesConfig = StagesConfig()
+
+
+def config_hash(cfg: BaseModel) -> str:
+    """Stable hash of a config's values: part of every stage's resume key."""
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``; the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set stages.clips.min_seconds=2")
+    path, raw = item.split("=", 1)
+    keys = [k for k in path.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"--set {item!r}: empty key path")
+    value: Any = yaml.safe_load(raw) if raw.strip() else None
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def _allowed(model: type[BaseModel], loc: tuple) -> str:
+    """Describe the allowed keys at ``loc`` for an 'extra field' error."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        current = field.annotation
+    fields = getattr(current, "model_fields", None)
+    return f"; allowed keys: {', '.join(sorted(fields))}" if fields else ""
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        dotted = ".".join(str(p) for p in loc) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field" + _allowed(model, loc)
+        else:
+            msg = f"got {e.get('input')!r}; {msg}"
+        lines.append(f"  {dotted}: {msg}")
+    return "\n".join(lines)
+
+
+def load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_config(
+    profile: str = "tiny", overrides: list[str] | tuple[str, ...] = (), config_dir: Path = CONFIG_DIR
+) -> PipelineConfig:
+    """Defaults <- profile <- overrides, validated once, before any work starts."""
+    if profile not in PROFILES:
+        raise ConfigError(f"profile {profile!r} is unknown; allowed: {', '.join(PROFILES)}")
+    tree = load_yaml(config_dir / "pipeline.yaml")
+    tree = _deep_merge(tree, load_yaml(config_dir / "profiles" / f"{profile}.yaml"))
+    tree["profile"] = profile
+    for item in overrides:
+        tree = _deep_merge(tree, parse_override(item))
+    try:
+        return PipelineConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, PipelineConfig, f"profile {profile}")) from None

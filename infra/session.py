@@ -1,0 +1,67 @@
+"""Open (or reopen) a pipeline run: storage, tracking, parent MLflow run, Ray.
+
+Idempotent by run id, so every phase flow can open the run itself and also run standalone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+
+from infra import manifest as mf
+from infra import storage
+from infra.config import PipelineConfig
+from infra.runtime import init_ray
+from infra.stage import StageContext
+from infra.tracking import Tracker, default_tracking_uri, git_sha
+
+log = logging.getLogger("reelflow")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SESSIONS: dict[str, StageContext] = {}
+
+
+def default_run_id(cfg: PipelineConfig) -> str:
+    """Same command -> same run id, so rerunning it resumes instead of starting over."""
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    return f"{cfg.profile}-{hashlib.sha256(blob).hexdigest()[:8]}"
+
+
+def validate_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id):
+        raise ValueError(
+            f"run id {run_id!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit (it becomes a folder name and an MLflow tag)"
+        )
+    return run_id
+
+
+def tracker_for(cfg: PipelineConfig) -> Tracker:
+    uri, artifacts = default_tracking_uri(cfg.storage.run_root, cfg.state_dir)
+    return Tracker(cfg.tracking.mlflow_uri or uri, cfg.tracking.experiment, artifact_root=artifacts)
+
+
+def open_run(cfg: PipelineConfig, run_id: str) -> StageContext:
+    if run_id in _SESSIONS:
+        return _SESSIONS[run_id]
+    validate_run_id(run_id)
+    storage.configure_storage(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
+    run_uri = storage.join(storage.normalize(cfg.storage.run_root), run_id)
+    storage.makedirs(run_uri)
+    for stale in mf.clean_stale_tmp(run_uri):
+        log.warning("removed unpublished output of an interrupted attempt: %s", stale)
+    tracker = tracker_for(cfg)
+    sha = git_sha()
+    parent = tracker.start_parent(
+        run_id, cfg.model_dump(mode="json"), {"reelflow.git_sha": sha, "reelflow.profile": cfg.profile}
+    )
+    init_ray(cfg)
+    ctx = StageContext(run_id=run_id, run_uri=run_uri, cfg=cfg, tracker=tracker, parent_run=parent, code_version=sha)
+    _SESSIONS[run_id] = ctx
+    return ctx
+
+
+def close_run(ctx: StageContext, ok: bool) -> None:
+    ctx.tracker.end(ctx.parent_run, ok)
+    _SESSIONS.pop(ctx.run_id, None)

@@ -1,0 +1,140 @@
+"""MLflow tracking: one parent run per pipeline run, one child run per stage (DESIGN.md section 3).
+
+Everything goes through an explicit ``MlflowClient`` and run ids rather than mlflow's global
+"active run" stack: stages run inside Prefect task threads, and explicit ids keep parent/child
+wiring correct whatever thread logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import mlflow.data
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
+from mlflow.utils.time import get_current_time_millis
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_MAX_PARAM = 6000  # mlflow's param value limit
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def default_tracking_uri(run_root: str, state_dir: str) -> tuple[str, str]:
+    """(tracking uri, artifact root): sqlite + files under the local run root, else the state dir."""
+    base = run_root if "://" not in run_root else state_dir
+    base = os.path.abspath(base)
+    os.makedirs(base, exist_ok=True)
+    return f"sqlite:///{base}/mlflow.db", f"file://{base}/mlartifacts"
+
+
+def flatten(prefix: str, value, out: dict[str, str]) -> dict[str, str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = str(value)[:_MAX_PARAM]
+    return out
+
+
+class Tracker:
+    """Thin, thread-safe facade over one MLflow experiment."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None):
+        # Quiet mlflow's alembic migration chatter on a fresh sqlite store.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
+        mlflow.set_tracking_uri(tracking_uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = (
+            exp.experiment_id
+            if exp is not None
+            else self.client.create_experiment(experiment, artifact_location=artifact_root)
+        )
+
+    def find_parent(self, run_id: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`reelflow.run_id` = '{run_id}' and tags.`reelflow.kind` = 'pipeline'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def start_parent(self, run_id: str, params: dict, tags: dict[str, str]) -> str:
+        """The pipeline's parent run; a rerun of the same run id reopens the same parent."""
+        existing = self.find_parent(run_id)
+        if existing:
+            self.client.update_run(existing, status="RUNNING")
+            return existing
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_id,
+            tags={"reelflow.kind": "pipeline", "reelflow.run_id": run_id, **tags},
+        )
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def end(self, mlflow_run_id: str, ok: bool) -> None:
+        status = RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)
+        self.client.set_terminated(mlflow_run_id, status=status)
+
+    @contextmanager
+    def child(self, parent: str, stage: str, tags: dict[str, str]) -> Iterator[str]:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=stage,
+            tags={"mlflow.parentRunId": parent, "reelflow.kind": "stage", "reelflow.stage": stage, **tags},
+        )
+        rid = run.info.run_id
+        try:
+            yield rid
+        except BaseException:
+            self.end(rid, ok=False)
+            raise
+        self.end(rid, ok=True)
+
+    def log_params(self, rid: str, params: dict) -> None:
+        flat = flatten("", params, {})
+        items = [Param(k, v) for k, v in sorted(flat.items())]
+        for i in range(0, len(items), 100):  # mlflow batch limit
+            self.client.log_batch(rid, params=items[i : i + 100])
+
+    def log_metrics(self, rid: str, metrics: dict[str, float], step: int = 0) -> None:
+        now = get_current_time_millis()
+        items = [Metric(k, float(v), now, step) for k, v in sorted(metrics.items()) if _is_number(v)]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(rid, metrics=items[i : i + 500])
+
+    def log_artifact(self, rid: str, local_path: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(rid, local_path, artifact_path)
+
+    def log_input(self, rid: str, sample: pd.DataFrame, source_uri: str, name: str, digest: str) -> None:
+        """Record a manifest as an MLflow dataset input (schema from a sample, digest = fingerprint)."""
+        with warnings.catch_warnings():  # schema-inference hints meant for model signatures
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(sample, source=source_uri, name=name, digest=digest)
+            entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "input")])
+        self.client.log_inputs(rid, datasets=[entity])
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
