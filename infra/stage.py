@@ -65,8 +65,10 @@ def run_stage(
     cfg: BaseModel,
     inputs: list[mf.Manifest],
     body: Callable[[StageWork], pa.Table],
+    key_extra: str = "",
 ) -> mf.Manifest:
-    chash = config_hash(cfg)
+    """``key_extra`` identifies inputs that are not manifests (e.g. a raw folder's listing)."""
+    chash = config_hash(cfg) + (f"+{key_extra}" if key_extra else "")
     final_uri = ctx.stage_uri(name)
     key = mf.resume_key(chash, inputs)
     done = mf.load_success(final_uri)

@@ -1,0 +1,235 @@
+"""Clips: cut each source's shots into training clips (report section 3.1, "clip segmentation").
+
+Rules per shot, in order: drop ``trim_frames`` at each edge that borders a hard cut (detector
+jitter; gradual transitions are already excluded by the segmenter), drop what is shorter than
+``min_seconds``, split what is longer than ``max_seconds`` into near-equal parts. Each source is
+decoded once for all its clips and every clip is re-encoded, so clip frame k is source frame
+``start_frame + k`` exactly (stream copy could only cut at keyframes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+
+import pyarrow as pa
+
+from infra import manifest as mf
+from infra import storage
+from infra.config import ClipsConfig
+from infra.contact_sheet import contact_sheet
+from infra.manifest import Manifest
+from infra.raydata import flat_map_items
+from infra.stage import StageContext, StageWork, run_stage
+from infra.video import VideoWriter, iter_frames
+
+CLIPS_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("source_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("shot_id", pa.string()),
+        ("start_frame", pa.int64()),
+        ("end_frame", pa.int64()),
+        ("fps", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("num_frames", pa.int64()),
+        ("clip_uri", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+_EPS = 1e-9  # float seconds * fps may land a hair below an exact frame count
+
+
+def clip_id(source_id: str, start_frame: int, end_frame: int) -> str:
+    return hashlib.sha256(f"{source_id}:{start_frame}:{end_frame}".encode()).hexdigest()[:16]
+
+
+def plan_ranges(shot: dict, cfg: ClipsConfig) -> tuple[list[tuple[int, int]], str | None]:
+    """Source frame ranges ``[start, end)`` for one shot, or ``([], why)`` when it yields none."""
+    fps = float(shot["fps"])
+    if fps <= 0:
+        return [], f"no frame rate ({fps}); re-run ingest on this source"
+    start = shot["start_frame"] + (cfg.trim_frames if shot["boundary_in_kind"] == "cut" else 0)
+    end = shot["end_frame"] - (cfg.trim_frames if shot["boundary_out_kind"] == "cut" else 0)
+    length = end - start
+    min_frames = math.ceil(cfg.min_seconds * fps - _EPS)
+    max_frames = math.floor(cfg.max_seconds * fps + _EPS)
+    if max_frames < min_frames:
+        return [], f"no whole number of frames at {fps} fps lies within [min_seconds, max_seconds]"
+    if length < min_frames:
+        return [], (
+            f"too short: {max(length, 0)} frames ({max(length, 0) / fps:.2f} s) after trimming "
+            f"< min_seconds {cfg.min_seconds}"
+        )
+    parts = math.ceil(length / max_frames)
+    if length // parts < min_frames:
+        # e.g. min 6, max 10 frames, length 11: halves of 5 would both be too short, so keep one
+        # clip of max length and drop the tail.
+        parts -= 1
+        length = parts * max_frames
+    bounds = [start + round(i * length / parts) for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True)), None
+
+
+def _even(n: int) -> int:
+    """yuv420p needs even sizes: odd sources lose their last row/column (see ``_crop``)."""
+    return n - n % 2 if n > 0 else n
+
+
+def _row(source: dict, shot: dict, start: int, end: int, final_dir: str, error: str | None) -> dict:
+    cid = clip_id(source["source_id"], start, end)
+    return {
+        "clip_id": cid,
+        "source_id": source["source_id"],
+        "source_uri": source["source_uri"],
+        "shot_id": shot["shot_id"],
+        "start_frame": start,
+        "end_frame": end,
+        "fps": float(source["fps"]),
+        "width": _even(int(source["width"])),
+        "height": _even(int(source["height"])),
+        "num_frames": max(end - start, 0),
+        "clip_uri": None if error else storage.join(final_dir, f"{cid}.mp4"),
+        "error": error,
+    }
+
+
+def cut_clips(
+    source: dict, shots: list[dict], cfg: ClipsConfig, write_dir: str, final_dir: str
+) -> list[dict]:
+    """Clip-table rows for one source; clips are written to ``write_dir`` and addressed under
+    ``final_dir`` (the stage renames the one to the other on publish).
+
+    Never raises: a bad shot or a failed decode becomes rows with ``error`` set. A shot that
+    yields no clip (too short) also becomes one row, with ``error`` saying why and no
+    ``clip_uri``, so a data engineer can see why footage is missing from the pool.
+    """
+    rows, todo = [], []
+    for shot in sorted(shots, key=_frame_range):
+        start, end = _frame_range(shot)
+        error = shot.get("error") or source.get("error")
+        if not error:
+            ranges, error = plan_ranges(shot, cfg)
+            todo += [_row(source, shot, a, b, final_dir, None) for a, b in ranges]
+        if error:
+            rows.append(_row(source, shot, start, end, final_dir, error))
+    if todo:
+        _write_clips(source, todo, cfg, write_dir)
+    return sorted(rows + todo, key=lambda r: (r["start_frame"], r["end_frame"]))
+
+
+def _frame_range(shot: dict) -> tuple[int, int]:
+    """A shot's ``[start, end)``; -1 where an errored shot carries no frames."""
+    return tuple(-1 if shot.get(key) is None else int(shot[key]) for key in ("start_frame", "end_frame"))
+
+
+def _write_clips(source: dict, todo: list[dict], cfg: ClipsConfig, write_dir: str) -> None:
+    """Decode the source once, feeding one writer per clip; rows of clips that could not be
+    finished get ``error`` set and ``clip_uri`` cleared."""
+    starts: dict[int, list[dict]] = {}
+    for row in todo:
+        starts.setdefault(row["start_frame"], []).append(row)
+    remote = storage.is_remote(write_dir)
+    active: dict[str, tuple[dict, VideoWriter]] = {}  # more than one only where shots overlap
+    written: set[str] = set()
+    error = None
+    with tempfile.TemporaryDirectory(prefix="reelflow-clips-") as scratch:
+        try:
+            with storage.local_copy(source["source_uri"]) as path:
+                first, last = min(starts), max(row["end_frame"] for row in todo)
+                for index, frame in iter_frames(path, first, last, fmt=None):
+                    for row in starts.get(index, ()):
+                        name = f"{row['clip_id']}.mp4"
+                        local = os.path.join(scratch, name) if remote else storage.join(write_dir, name)
+                        writer = VideoWriter(
+                            local, row["fps"], row["width"], row["height"], cfg.crf, cfg.preset
+                        )
+                        active[row["clip_id"]] = (row, writer)
+                    for cid, (row, writer) in list(active.items()):
+                        writer.write(_crop(frame, row["width"], row["height"]))
+                        if index + 1 == row["end_frame"]:
+                            del active[cid]
+                            writer.close()
+                            if remote:
+                                storage.upload(writer.path, storage.join(write_dir, f"{cid}.mp4"))
+                                os.unlink(writer.path)
+                            written.add(cid)
+        except Exception as exc:  # corrupt mid-stream, lost download, full disk: rows, not a dead stage
+            error = f"{source['source_uri']}: decoding or encoding failed ({type(exc).__name__}: {exc})"
+        finally:
+            for _, writer in active.values():
+                writer.abort()
+    for row in todo:
+        if row["clip_id"] not in written:
+            row["clip_uri"] = None
+            row["error"] = error or (
+                f"{source['source_uri']}: the video ended before frame {row['end_frame']}; "
+                "the segment table does not match this file, re-run segment"
+            )
+
+
+def _crop(frame, width: int, height: int):
+    """An odd-sized decoded frame cropped to the writer's even size; others pass through."""
+    if (frame.width, frame.height) == (width, height):
+        return frame
+    return frame.to_ndarray(format="rgb24")[:height, :width]
+
+
+# --- stage -----------------------------------------------------------------------------------
+
+
+class ClipsWorker:
+    """Ray actor body: cut every clip of one source from a single decode."""
+
+    def __init__(self, cfg: dict, write_dir: str, final_dir: str):
+        self.cfg = ClipsConfig.model_validate(cfg)
+        self.write_dir, self.final_dir = write_dir, final_dir
+
+    def __call__(self, item: dict) -> list[dict]:
+        # Shots travel as JSON: Arrow would otherwise coerce nested rows with nulls unpredictably.
+        return cut_clips(json.loads(item["source"]), json.loads(item["shots"]), self.cfg,
+                         self.write_dir, self.final_dir)
+
+
+def run(ctx: StageContext, cfg: ClipsConfig, sources: Manifest, shots: Manifest) -> Manifest:
+    """Stage ``clips``: frame-accurate H.264 clips of every usable shot, and the clip table."""
+
+    def body(work: StageWork) -> pa.Table:
+        by_source: dict[str, list[dict]] = {}
+        for shot in mf.read_table(shots).to_dict("records"):
+            by_source.setdefault(shot["source_id"] + shot["source_uri"], []).append(shot)
+        items = []
+        for src in mf.read_table(sources).to_dict("records"):
+            group = by_source.get(src["source_id"] + src["source_uri"], [])
+            items.append({"source": json.dumps(src, default=_json_default), "shots": json.dumps(group, default=_json_default)})
+        started = time.time()
+        table = flat_map_items(items, ClipsWorker, {"cfg": cfg.model_dump(), "write_dir": work.tmp_uri,
+                                                    "final_dir": work.final_uri}, CLIPS_SCHEMA)
+        seconds = time.time() - started
+        good = [r for r in table.to_pylist() if r["error"] is None]
+        frames = sum(r["num_frames"] for r in good)
+        clip_seconds = sum(r["num_frames"] / r["fps"] for r in good)
+        work.metrics.update(clips=len(good), clip_frames=frames, clip_seconds=clip_seconds,
+                            encode_frames_per_s=frames / max(seconds, 1e-9))
+        work.stats.update(clips=len(good), clip_seconds=round(clip_seconds, 2))
+        sheet = os.path.join(work.scratch_dir, "contact_sheet.png")
+        # Thumbnails come from the source (clip files are still in the unpublished temp folder).
+        picks = [(r["source_uri"], (r["start_frame"] + r["end_frame"]) // 2, r["clip_id"][:8]) for r in good[:16]]
+        contact_sheet(picks, sheet)
+        work.artifacts.append(sheet)
+        return table
+
+    return run_stage(ctx, "clips", cfg, [sources, shots], body)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy scalars from pandas
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -1,0 +1,125 @@
+"""The whole curation flow for real: Prefect flow, Ray Data stages, MLflow store, mp4 files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import av
+import pytest
+
+from infra import manifest as mf
+from infra.session import tracker_for
+from tasks.corpus import generate_video
+
+pytestmark = pytest.mark.slow
+STAGES = ("corpus", "ingest", "segment", "clips")
+SMALL = ("corpus.videos=2", "corpus.width=160", "corpus.height=90", "corpus.shots_per_video=[4,5]")
+
+
+@pytest.fixture(autouse=True)
+def fresh_ray():
+    """Each test opens its own run; Ray workers must see that test's environment (S3 endpoint)."""
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def _run(cfg, run_id, until=None):
+    from flows.pipeline import pipeline
+
+    return pipeline(cfg, run_id, until)
+
+
+def _published(cfg, run_id, stage):
+    m = mf.load_success(os.path.join(cfg.storage.run_root, run_id, stage))
+    assert m is not None, f"{stage} not published"
+    return m
+
+
+def test_pipeline_end_to_end_then_resume(make_cfg):
+    cfg = make_cfg(*SMALL)
+    result = _run(cfg, "e2e")
+    assert result.stage == "clips" and result.row_count > 0
+    manifests = {s: _published(cfg, "e2e", s) for s in STAGES}
+    clips = mf.read_table(manifests["clips"])
+    for column in ("clip_id", "source_id", "source_uri", "start_frame", "end_frame", "fps", "width",
+                   "height", "num_frames", "clip_uri", "error"):
+        assert column in clips.columns
+    good = clips[clips.error.isna()]
+    assert len(good) >= 4 and good.clip_id.is_unique
+    for row in good.head(3).itertuples():
+        with av.open(row.clip_uri) as container:
+            assert sum(1 for _ in container.decode(video=0)) == row.num_frames == row.end_frame - row.start_frame
+    assert sorted(os.listdir(os.path.dirname(good.clip_uri.iloc[0])))[:1]  # files live in the stage dir
+
+    tracker = tracker_for(cfg)
+    parent = tracker.find_parent("e2e")
+    children = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    by_stage = {r.data.tags["reelflow.stage"]: r for r in children}
+    assert set(by_stage) == set(STAGES)
+    for stage, run in by_stage.items():
+        assert run.info.status == "FINISHED" and run.data.metrics["rows"] == manifests[stage].row_count
+        assert run.data.tags["reelflow.run_id"] == "e2e" and "reelflow.git_sha" in run.data.tags
+        names = {a.path for a in tracker.client.list_artifacts(run.info.run_id)}
+        assert {"_SUCCESS.json", "sample.csv", "contact_sheet.png"} <= names, stage
+    assert by_stage["segment"].inputs.dataset_inputs[0].dataset.digest == manifests["ingest"].fingerprint
+    assert tracker.client.get_run(parent).info.status == "FINISHED"
+
+    again = _run(cfg, "e2e")  # same command: every stage is skipped, nothing changes
+    assert again == manifests["clips"]
+    assert {s: _published(cfg, "e2e", s) for s in STAGES} == manifests
+
+
+def _bad_inputs(folder, cfg):
+    os.makedirs(folder, exist_ok=True)
+    generate_video("good", 3, cfg.corpus, str(folder))
+    good = os.path.join(folder, "good.mp4")
+    data = open(good, "rb").read()
+    open(os.path.join(folder, "truncated.mp4"), "wb").write(data[: len(data) // 3])
+    open(os.path.join(folder, "notes.mp4"), "w").write("this is a text file, not a video\n" * 20)
+    open(os.path.join(folder, "empty.mp4"), "wb").close()
+    import numpy as np
+
+    from infra.video import write_video
+
+    write_video([np.zeros((90, 160, 3), np.uint8)], os.path.join(folder, "oneframe.mp4"), fps=24)
+
+
+def test_bad_inputs_are_recorded_and_the_run_goes_on(make_cfg, tmp_path):
+    cfg = make_cfg(*SMALL)
+    _bad_inputs(tmp_path / "raw", cfg)
+    cfg = cfg.model_copy(update={"input": str(tmp_path / "raw")})
+    _run(cfg, "bad")
+    sources = mf.read_table(_published(cfg, "bad", "ingest")).set_index(lambda d: d.source_uri.map(os.path.basename))
+    assert sources.loc["good.mp4", "error"] is None
+    for name in ("truncated.mp4", "notes.mp4", "empty.mp4"):
+        assert isinstance(sources.loc[name, "error"], str), name
+    assert sources.loc["oneframe.mp4", "num_frames"] == 1
+    clips = mf.read_table(_published(cfg, "bad", "clips"))
+    assert (clips[clips.error.isna()].source_uri.map(os.path.basename) == "good.mp4").all()
+    assert clips.error.notna().sum() >= 3  # the bad files stay visible downstream, with their reason
+
+
+def test_s3_input_and_run_root(make_cfg, tmp_path, monkeypatch):
+    from s3_server import moto_s3
+
+    cfg = make_cfg(*SMALL)
+    local = tmp_path / "raw"
+    os.makedirs(local)
+    generate_video("film_a", 5, cfg.corpus, str(local))
+    with moto_s3(monkeypatch, bucket="reelflow-e2e") as (endpoint, client):
+        client.put_object(Bucket="reelflow-e2e", Key="raw/film_a.mp4", Body=(local / "film_a.mp4").read_bytes())
+        client.put_object(Bucket="reelflow-e2e", Key="raw/broken.mp4", Body=b"\x00\x00\x00 ftypisom broken")
+        cfg = make_cfg(*SMALL, "input=s3://reelflow-e2e/raw", "storage.run_root=s3://reelflow-e2e/runs",
+                       f"storage.s3_endpoint_url={endpoint}")
+        result = _run(cfg, "s3run")
+        assert result.uri == "s3://reelflow-e2e/runs/s3run/clips"
+        clips = mf.read_table(result)
+        good = clips[clips.error.isna()]
+        assert len(good) > 0 and all(u.startswith("s3://reelflow-e2e/runs/s3run/clips/") for u in good.clip_uri)
+        key = good.clip_uri.iloc[0][len("s3://reelflow-e2e/"):]
+        assert client.head_object(Bucket="reelflow-e2e", Key=key)["ContentLength"] > 0
+        assert clips.error.notna().any()
+        shutil.rmtree(tmp_path / "raw")
