@@ -59,6 +59,15 @@ class CorpusConfig(_Cfg):
     shots_per_video: tuple[int, int] = (6, 10)  # inclusive range
     shot_seconds: tuple[float, float] = (1.5, 5.0)
     defect_rate: float = Field(0.35, ge=0, le=1, description="Chance a shot carries a planted defect")
+    workers: int = Field(0, ge=0, description="Processes rendering films in generate_corpus; 0 = one per CPU")
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> CorpusConfig:
+        for name in ("shots_per_video", "shot_seconds"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got ({lo}, {hi})")
+        return self
 
 
 class IngestConfig(_Cfg):

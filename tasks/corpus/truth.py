@@ -7,6 +7,7 @@ categories, planted defects), so the schema is the contract between the corpus a
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,11 +88,15 @@ class Transition(BaseModel):
 
 
 class Defect(BaseModel):
+    """A planted defect. Footage defects (mosaic, sticker, blur, noise, blocking, a per-shot logo)
+    cover their shot's clean range and also show, blended, in its gradual-transition frames."""
+
     model_config = _STRICT
     kind: DefectKind
     start_frame: int
     end_frame: int
-    box: tuple[int, int, int, int] | None = None  # x, y, w, h where spatial
+    # x, y, w, h where spatial; for letterbox / pillarbox the picture area left between the bars
+    box: tuple[int, int, int, int] | None = None
     text: str | None = None  # the burned-in words for subtitle / caption_text / logo
 
 
@@ -116,3 +121,23 @@ class VideoTruth(BaseModel):
     transitions: list[Transition] = Field(default_factory=list)
     defects: list[Defect] = Field(default_factory=list)
     hard_negatives: list[HardNegative] = Field(default_factory=list)
+
+
+def truth_path(mp4_path: str) -> str:
+    """``film_0000.mp4`` -> ``film_0000.truth.json`` (the sidecar beside the video)."""
+    return os.path.splitext(mp4_path)[0] + ".truth.json"
+
+
+def load_truth(mp4_path: str) -> VideoTruth:
+    with open(truth_path(mp4_path), encoding="utf-8") as f:
+        return VideoTruth.model_validate_json(f.read())
+
+
+def save_truth(truth: VideoTruth, mp4_path: str) -> str:
+    """Write the sidecar atomically (temporary file, then one rename)."""
+    path = truth_path(mp4_path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(truth.model_dump_json(indent=1))
+    os.replace(tmp, path)
+    return path
