@@ -75,7 +75,19 @@ def load_success(stage_uri: str) -> Manifest | None:
 def read_table(manifest_or_uri: Manifest | str, columns: list[str] | None = None) -> pd.DataFrame:
     uri = manifest_or_uri.data_uri if isinstance(manifest_or_uri, Manifest) else manifest_or_uri
     with storage.open_uri(uri, "rb") as fh:
-        return pq.read_table(fh, columns=columns).to_pandas()
+        return to_pandas(pq.read_table(fh, columns=columns))
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow -> pandas with missing strings as ``None`` (pandas 3 would make them NaN, and
+    ``row["error"] is None`` is how every stage tells a usable row from a carried error row)."""
+    df = table.to_pandas()
+    for name in table.column_names:
+        if pa.types.is_string(table.schema.field(name).type) or pa.types.is_large_string(
+            table.schema.field(name).type
+        ):
+            df[name] = df[name].astype(object).where(df[name].notna(), None)
+    return df
 
 
 def tmp_dir_for(final_uri: str) -> str:

@@ -8,10 +8,10 @@ models load once per actor, not once per video.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pyarrow as pa
-
 
 
 class _FlatMapAdapter:
@@ -21,7 +21,9 @@ class _FlatMapAdapter:
         self.worker = worker_cls(**kwargs)
 
     def __call__(self, row: dict) -> list[dict]:
-        return list(self.worker(dict(row)))
+        # Rows travel pickled, one record per item: Ray infers Arrow types per block, and a block
+        # whose column happens to be all-null would not concatenate with the others.
+        return [{"rows": pickle.dumps(list(self.worker(dict(row))))}]
 
 
 def flat_map_items(
@@ -49,8 +51,10 @@ def flat_map_items(
         fn_constructor_kwargs={"worker_cls": worker_cls, "kwargs": worker_kwargs},
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,
+        max_restarts=0,  # a crashed worker fails the stage loudly; bad items are error rows instead
     )
     rows: list[dict] = []
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        rows.extend(batch.to_pylist())
+        for payload in batch.column("rows").to_pylist():
+            rows.extend(pickle.loads(payload))
     return pa.Table.from_pylist(rows, schema=schema)

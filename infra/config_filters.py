@@ -1,0 +1,121 @@
+"""Configuration of the ``score`` stage (issue 3 item 1; report section 3.1, "data processing").
+
+One sub-config per filter. Each says how a score is *measured*, never where a clip is cut off:
+thresholds belong to the dataset profiles (``configs/filters/*.yaml``), so re-thresholding never
+re-scores. The shared decode (:class:`DecodeConfig`) feeds every frame-based filter.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DecodeConfig(_Cfg):
+    """One decode per clip: every frame as a small grey thumbnail (temporal filters need every
+    frame: a planted black flash lasts 3 frames), plus RGB samples at ``sample_fps``."""
+
+    sample_fps: float = Field(4.0, gt=0, le=30, description="RGB samples per second handed to spatial filters")
+    max_samples: int = Field(24, ge=2, le=256, description="Cap on RGB samples per clip (long clips are strided)")
+    analysis_width: int = Field(320, ge=64, le=1920, description="Width RGB samples are scaled down to (never up)")
+    thumb_width: int = Field(96, ge=16, le=512, description="Width of the per-frame grey thumbnails")
+
+
+class BlackConfig(_Cfg):
+    enabled: bool = True
+    luma_max: float = Field(24.0, ge=0, le=255, description="A frame is black when its 99th-percentile luma is below this")
+
+
+class StaticConfig(_Cfg):
+    enabled: bool = True
+    diff_max: float = Field(6.0, ge=0, le=255, description="A frozen frame has no thumbnail pixel this different from the previous one")
+    relative_max: float = Field(0.2, gt=0, le=1, description="... and a mean difference below this share of the clip's median")
+
+
+class MosaicConfig(_Cfg):
+    enabled: bool = True
+    frames: int = Field(3, ge=1, le=32, description="RGB samples examined (a mosaic covers its whole shot)")
+    tile: int = Field(24, ge=8, le=128, description="Square tile size, in analysis pixels")
+    step_min: float = Field(3.0, ge=1, le=255, description="Luma difference that counts as a cell-edge step")
+    line_min: float = Field(0.5, gt=0, le=1, description="Share of a tile's rows stepping in one column for it to be a cell edge")
+    purity_min: float = Field(0.8, gt=0, le=1, description="Share of change carried by steps, and of steps lying on cell edges")
+
+
+class TextConfig(_Cfg):
+    enabled: bool = True
+    backend: Literal["rapidocr", "paddleocr"] = Field(
+        "rapidocr", description="rapidocr: PP-OCR ONNX models shipped in its wheel (offline); paddleocr: production"
+    )
+    ocr_fps: float = Field(2.0, gt=0, le=30, description="Samples per second read by OCR")
+    max_frames: int = Field(8, ge=1, le=64)
+    min_confidence: float = Field(0.8, ge=0, le=1, description="Recognition score a text line needs")
+    max_line_height: float = Field(0.25, gt=0, le=1, description="Taller boxes (share of frame height) are textures, not a line of text")
+    min_chars: int = Field(2, ge=1, description="Shorter recognised strings are ignored")
+    corner_zone: float = Field(
+        0.25, ge=0, le=0.5, description="Lines wholly inside a corner this share of the frame are logos, not text"
+    )
+
+
+class BorderConfig(_Cfg):
+    enabled: bool = True
+    luma_max: float = Field(20.0, ge=0, le=255, description="A row/column is a bar when its 99th-percentile luma is below this in every sample")
+    min_bar: float = Field(0.02, ge=0, le=0.5, description="Bars thinner than this share of the side are ignored")
+
+
+class LogoConfig(_Cfg):
+    enabled: bool = True  # reads the text filter's OCR lines (TextConfig: backend, corner_zone)
+
+
+class StickerConfig(_Cfg):
+    enabled: bool = True
+    still_max: float = Field(3.0, ge=0, description="Temporal luma std (0-255) below which a pixel is still")
+    moving_min: float = Field(0.1, ge=0, le=1, description="Share of moving pixels needed for overlays to be measurable")
+
+
+class DedupConfig(_Cfg):
+    enabled: bool = True
+    grid: int = Field(12, ge=4, le=64, description="Side of the grey grid a frame is reduced to for the copy-detection embedding")
+    frames: int = Field(4, ge=1, le=32, description="Samples pooled into the clip embedding")
+    similarity_min: float = Field(0.9, gt=0, le=1, description="Cosine similarity at which two clips are near-duplicates")
+
+
+class AestheticConfig(_Cfg):
+    enabled: bool = True
+    backbone_path: str | None = Field(None, description="CLIP vision folder (transformers); None = tiny random, built locally")
+    head_path: str | None = Field(None, description="Aesthetic MLP state dict (.pt); None = tiny random")
+    frames: int = Field(2, ge=1, le=16)
+    cache_dir: str = Field(".reelflow/models", description="Where tiny random weights are built once")
+
+
+class MotionConfig(_Cfg):
+    enabled: bool = True
+    pairs: int = Field(8, ge=1, le=64, description="Consecutive-frame pairs whose Farneback flow is measured")
+
+
+class QualityConfig(_Cfg):
+    enabled: bool = True
+    frames: int = Field(4, ge=1, le=32, description="Samples the IQA is averaged over")
+    vtss_weights_path: str | None = Field(None, description="JSON from fit_vtss; None = the hand-set prior weights")
+
+
+class ScoreConfig(_Cfg):
+    """Stage ``score``: adds ``score_*`` columns to the clip table; never drops a row."""
+
+    decode: DecodeConfig = DecodeConfig()
+    black: BlackConfig = BlackConfig()
+    static: StaticConfig = StaticConfig()
+    mosaic: MosaicConfig = MosaicConfig()
+    text: TextConfig = TextConfig()
+    border: BorderConfig = BorderConfig()
+    logo: LogoConfig = LogoConfig()
+    sticker: StickerConfig = StickerConfig()
+    dedup: DedupConfig = DedupConfig()
+    aesthetic: AestheticConfig = AestheticConfig()
+    motion: MotionConfig = MotionConfig()
+    quality: QualityConfig = QualityConfig()
+    actors: int | None = Field(None, ge=1, description="Score actors; None = one per CPU")

@@ -1,0 +1,58 @@
+"""Letterbox / pillarbox filter (report section 3.1: "black borders", cropped for the strict profile).
+
+A row (column) is part of a bar when at least ``DARK_SHARE`` of its pixels are darker than
+``luma_max`` in every non-black sample; bars grow inwards from the frame edges. Burned-in
+subtitles often sit on the bottom bar, hence a share rather than "every pixel". Output: the share of
+the frame outside the picture (``score_border``) and the crop box of the picture, in clip pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from infra.config_filters import BorderConfig
+from tasks.filters.black import black_frames
+from tasks.filters.frames import ClipFrames
+
+DARK_SHARE = 0.75
+
+
+def _edge_run(bar: np.ndarray) -> int:
+    """How many leading entries of ``bar`` are True."""
+    return int(np.argmin(bar)) if not bar.all() else len(bar)
+
+
+def picture_box(grey: np.ndarray, luma_max: float, min_bar: float) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the picture inside bars, in the samples' pixels; grey is (S, H, W)."""
+    _, h, w = grey.shape
+    dark = grey < luma_max
+    rows = (dark.mean(axis=2) >= DARK_SHARE).all(axis=0)
+    cols = (dark.mean(axis=1) >= DARK_SHARE).all(axis=0)
+    top, bottom = _edge_run(rows), _edge_run(rows[::-1])
+    left, right = _edge_run(cols), _edge_run(cols[::-1])
+    if top + bottom >= h or left + right >= w:  # all dark: no picture to frame
+        return 0, 0, w, h
+    top, bottom = (t if t >= min_bar * h else 0 for t in (top, bottom))
+    left, right = (t if t >= min_bar * w else 0 for t in (left, right))
+    return left, top, w - left - right, h - top - bottom
+
+
+class BorderFilter:
+    name = "border"
+    columns = {"score_border": pa.float64(), "border_crop": pa.list_(pa.int32())}
+
+    def __init__(self, cfg: BorderConfig):
+        self.cfg = cfg
+
+    def __call__(self, clip: ClipFrames) -> dict:
+        grey = clip.grey_samples
+        lit = grey[~black_frames(grey, self.cfg.luma_max)]
+        full = [0, 0, clip.width, clip.height]
+        if not len(lit):
+            return {"score_border": 0.0, "border_crop": full}
+        x, y, w, h = picture_box(lit, self.cfg.luma_max, self.cfg.min_bar)
+        sh, sw = lit.shape[1:]
+        sx, sy = clip.width / sw, clip.height / sh
+        box = [round(x * sx), round(y * sy), round(w * sx), round(h * sy)]
+        return {"score_border": 1.0 - (w * h) / (sw * sh), "border_crop": box}

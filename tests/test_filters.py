@@ -1,0 +1,182 @@
+"""Unit tests of the score stage's filters on synthetic frames (each can fail), plus one slow
+stage run through Ray."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from infra.config_filters import ScoreConfig
+from models.vtss import fit_vtss, prior_weights, vtss
+from tasks.filters.black import BlackFilter
+from tasks.filters.border import BorderFilter
+from tasks.filters.dedup import DedupFilter, group_duplicates
+from tasks.filters.frames import frames_from_arrays, sample_plan
+from tasks.filters.logo import corner_persistence
+from tasks.filters.motion import MotionFilter
+from tasks.filters.ocr import TextLine, in_corner
+from tasks.filters.quality import QualityFilter
+from tasks.filters.static import StaticFilter
+from tasks.filters.sticker import StickerFilter
+
+cv2.setNumThreads(1)
+CFG = ScoreConfig()
+FPS = 24.0
+
+
+def moving_scene(n: int = 48, h: int = 90, w: int = 160, seed: int = 0, speed: int = 2, blur: float = 3) -> np.ndarray:
+    """Textured background panning right, so every frame differs from the last."""
+    rng = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(rng.integers(0, 255, (h, w * 3, 3), dtype=np.uint8), (0, 0), blur)
+    base = cv2.normalize(base, None, 30, 230, cv2.NORM_MINMAX)
+    return np.stack([base[:, i * speed: i * speed + w] for i in range(n)])
+
+
+def test_sample_plan_spreads_and_caps():
+    plan = sample_plan(240, 24.0, CFG.decode)
+    assert len(plan) == 24 and plan[0] >= 0 and plan[-1] < 240
+    assert len(sample_plan(24, 24.0, CFG.decode)) == 4  # 1 s at 4 fps
+
+
+def test_shared_decode_gives_every_frame_and_samples():
+    clip = frames_from_arrays(moving_scene(), FPS, CFG.decode)
+    assert clip.num_frames == 48 and clip.thumbs.shape[1:] == (54, 96)
+    assert len(clip.samples) == 8 and clip.samples.shape[1:] == (90, 160, 3)
+
+
+def test_black_finds_a_three_frame_flash_and_not_a_dark_scene():
+    frames = moving_scene()
+    frames[20:23] = 0
+    out = BlackFilter(CFG.black)(frames_from_arrays(frames, FPS, CFG.decode))
+    assert out["score_black_s"] == pytest.approx(3 / FPS)
+    dark = (moving_scene() * 0.3).astype(np.uint8)  # dim but lit
+    assert BlackFilter(CFG.black)(frames_from_arrays(dark, FPS, CFG.decode))["score_black_s"] == 0
+
+
+def test_static_finds_a_freeze_inside_motion():
+    frames = moving_scene()
+    frames[20:30] = frames[20]
+    out = StaticFilter(CFG.static)(frames_from_arrays(frames, FPS, CFG.decode))
+    assert out["score_static_s"] == pytest.approx(10 / FPS)
+    clean = StaticFilter(CFG.static)(frames_from_arrays(moving_scene(), FPS, CFG.decode))
+    assert clean["score_static_s"] == 0
+
+
+def test_border_measures_letterbox_and_crop_box():
+    frames = moving_scene()
+    frames[:, :12] = 0
+    frames[:, -12:] = 0
+    out = BorderFilter(CFG.border)(frames_from_arrays(frames, FPS, CFG.decode))
+    assert out["border_crop"] == [0, 12, 160, 66]
+    assert out["score_border"] == pytest.approx(24 / 90)
+    assert BorderFilter(CFG.border)(frames_from_arrays(moving_scene(), FPS, CFG.decode))["score_border"] == 0
+
+
+def test_motion_orders_still_and_fast():
+    still = MotionFilter(CFG.motion)(frames_from_arrays(np.repeat(moving_scene(1), 24, 0), FPS, CFG.decode))
+    fast = MotionFilter(CFG.motion)(frames_from_arrays(moving_scene(speed=4), FPS, CFG.decode))
+    assert still["score_motion"] < 0.01 < fast["score_motion"]
+
+
+def test_sticker_finds_a_still_overlay_on_moving_content():
+    frames = moving_scene()
+    frames[:, 30:60, 60:90] = (255, 200, 0)
+    out = StickerFilter(CFG.sticker)(frames_from_arrays(frames, FPS, CFG.decode))
+    assert out["score_sticker"] > 0.04
+    assert StickerFilter(CFG.sticker)(frames_from_arrays(moving_scene(), FPS, CFG.decode))["score_sticker"] < 0.01
+
+
+def test_dedup_groups_a_brightened_crop_and_keeps_one():
+    a = moving_scene(seed=1, blur=8)  # scene-scale structure, as in film, not pixel noise
+    copy = np.clip(a[:, 4:-4, 6:-6].astype(np.float32) * 1.15, 0, 255).astype(np.uint8)
+    copy = np.stack([cv2.resize(f, (160, 90)) for f in copy])
+    other = moving_scene(seed=2, blur=8)
+    flt = DedupFilter(CFG.dedup)
+    emb = [flt(frames_from_arrays(x, FPS, CFG.decode))["dedup_embedding"] for x in (a, copy, other)]
+    out = group_duplicates(["a", "b", "c"], emb, [48, 48, 48], CFG.dedup.similarity_min)
+    assert out[0]["dup_group"] == out[1]["dup_group"] == "a" and out[2]["dup_group"] == "c"
+    assert [o["dup_keep"] for o in out] == [True, False, True]
+
+
+def test_quality_penalises_noise_and_blur():
+    clean = QualityFilter(CFG.quality)(frames_from_arrays(moving_scene(), FPS, CFG.decode))
+    noisy = moving_scene().astype(np.int16) + np.random.default_rng(0).normal(0, 25, (48, 90, 160, 1)).astype(np.int16)
+    noisy_out = QualityFilter(CFG.quality)(frames_from_arrays(np.clip(noisy, 0, 255).astype(np.uint8), FPS, CFG.decode))
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 3) for f in moving_scene()])
+    blur_out = QualityFilter(CFG.quality)(frames_from_arrays(blurred, FPS, CFG.decode))
+    assert noisy_out["score_noise"] > clean["score_noise"] and noisy_out["score_iqa"] < clean["score_iqa"]
+    assert blur_out["score_sharpness"] < clean["score_sharpness"] and blur_out["score_iqa"] < clean["score_iqa"]
+
+
+def test_logo_needs_the_same_corner_place_in_most_samples():
+    mark = TextLine((0.03, 0.04, 0.1, 0.06), "TV5", 0.99)
+    moved = TextLine((0.5, 0.5, 0.1, 0.06), "TV5", 0.99)
+    assert in_corner(mark.box, 0.25) == "tl" and in_corner(moved.box, 0.25) is None
+    assert corner_persistence([[mark]] * 4, 0.25) == 1.0
+    assert corner_persistence([[mark], [], [], [moved]], 0.25) == 0.25
+
+
+def test_vtss_fit_learns_the_sign_of_a_feature():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"clip_id": [f"c{i}" for i in range(200)], "score_iqa": rng.uniform(0, 1, 200),
+                       "score_text": rng.uniform(0, 1, 200)})
+    verdicts = {cid: bool(q > 0.5) for cid, q in zip(df.clip_id, df.score_iqa, strict=True)}
+    w = fit_vtss(df, verdicts, features=["score_iqa", "score_text"])
+    assert w.coef[0] > 1.0 and abs(w.coef[1]) < 0.5 * w.coef[0]
+    assert vtss({"score_iqa": 0.9}, w)[0] > 0.5 > vtss({"score_iqa": 0.1}, w)[0]
+    assert vtss({"score_iqa": 0.9}, prior_weights())[0] > vtss({"score_iqa": 0.1}, prior_weights())[0]
+
+
+def _burn_text(frames: np.ndarray, text: str, org: tuple[int, int], scale: float) -> np.ndarray:
+    out = frames.copy()
+    for f in out:
+        cv2.putText(f, text, org, cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), 2, cv2.LINE_AA)
+    return out
+
+
+@pytest.mark.slow
+def test_text_and_logo_with_rapidocr():
+    from tasks.filters.logo import LogoFilter
+    from tasks.filters.text import TextFilter
+
+    scene = moving_scene(n=48, h=180, w=320)
+    text = TextFilter(CFG.text)
+    logo = LogoFilter(CFG.logo, CFG.text, text.reader)
+    subtitled = frames_from_arrays(_burn_text(scene, "Where did you put the keys?", (40, 160), 0.7), FPS, CFG.decode)
+    assert text(subtitled)["score_text"] == 1.0 and text(subtitled)["score_subtitle"] == 1.0
+    marked = frames_from_arrays(_burn_text(scene, "NEWS", (250, 25), 0.6), FPS, CFG.decode)
+    assert logo(marked)["score_logo"] == 1.0 and text(marked)["score_text"] == 0.0
+    plain = frames_from_arrays(scene, FPS, CFG.decode)
+    assert text(plain)["score_text"] == 0.0 and logo(plain)["score_logo"] == 0.0
+
+
+@pytest.mark.slow
+def test_score_stage_adds_columns_and_carries_error_rows(make_cfg, tmp_path):
+    """The stage through Ray: one good clip scored, one error row carried with null scores."""
+    import pyarrow as pa
+
+    from infra import manifest as mf
+    from infra.config import ClipsConfig
+    from infra.session import open_run
+    from infra.stage import run_stage
+    from infra.video import write_video
+    from tasks import score
+    from tasks.clips import CLIPS_SCHEMA
+
+    path = str(tmp_path / "clip.mp4")
+    write_video(moving_scene(n=36), path, FPS)
+    base = {"source_id": "s", "source_uri": path, "shot_id": "s:0", "start_frame": 0, "end_frame": 36,
+            "fps": FPS, "width": 160, "height": 90, "num_frames": 36}
+    rows = [{**base, "clip_id": "good", "clip_uri": path, "error": None},
+            {**base, "clip_id": "bad", "clip_uri": None, "error": "too short"}]
+    ctx = open_run(make_cfg(), "score-test")
+    clips = run_stage(ctx, "clips", ClipsConfig(), [], lambda work: pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA))
+    cfg = ScoreConfig(actors=1, text={"enabled": False}, logo={"enabled": False},
+                      aesthetic={"cache_dir": str(tmp_path / "models")})
+    out = mf.read_table(score.run(ctx, cfg, clips)).set_index("clip_id")
+    assert len(out) == 2 and set(score.SCORED_SCHEMA.names) <= set(out.reset_index().columns)
+    assert out.loc["good", "score_black_s"] == 0 and out.loc["good", "dup_keep"]
+    assert 0 < out.loc["good", "score_vtss"] < 1 and pd.isna(out.loc["good", "score_text"])
+    assert pd.isna(out.loc["bad", "score_iqa"]) and out.loc["bad", "error"] == "too short"
