@@ -1,0 +1,118 @@
+"""Concept balancing math (report section 3.1, Figure 5): how many samples of each subject category.
+
+The report balances D_540p by subject category: Human falls from 84.8% to 55.3%, Scenery rises
+from 8.8% to 14.0%, Animal from 4.1% to 8.5%, and the total shrinks by about half. Two facts shape
+the algorithm:
+
+- Capping dominant classes alone cannot give both numbers. With every non-Human clip kept once,
+  Human at 55.3% leaves 15.2 / 0.447 = 34% of the pool (-66%), and a 50% budget leaves Human at
+  (50 - 15.2) / 50 = 70%. Both hold only if the rare classes supply 22.4% of the old pool's size,
+  i.e. ~1.5x what they have. So rare classes are kept whole AND may be repeated (``max_repeat``);
+  ``max_repeat=1`` is pure subsampling with the bound above.
+- Target shares that a class cannot reach (too rare even repeated) are re-spread over the other
+  rare classes, never onto the dominant ones: the dominant caps are the point of balancing.
+
+Per class c with n_c clips, target share t_c, budget B = keep_fraction * N:
+  dominant (n_c >= t_c B): k_c = t_c B            (capped, subsampled)
+  rare     (n_c <  t_c B): k_c = clip(lam t_c, n_c, max_repeat n_c), lam such that the rare
+                           classes fill B - sum(dominant); never below n_c (kept whole).
+If the rare classes, each kept whole, already exceed their part of the budget, the dominant ones
+shrink to make room; if even repeated they cannot fill it, the total stays under B.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def normalise(target: dict[str, float], classes: Sequence[str]) -> dict[str, float]:
+    """Target shares over the classes present; a class the target does not name gets the smallest
+    named share (an unforeseen concept is treated as rare, not dropped)."""
+    floor = min(target.values())
+    raw = {c: float(target.get(c, floor)) for c in classes}
+    total = sum(raw.values())
+    return {c: v / total for c, v in raw.items()}
+
+
+def _fill(lo: np.ndarray, hi: np.ndarray, weight: np.ndarray, budget: float) -> np.ndarray:
+    """``clip(lam * weight, lo, hi)`` with ``lam`` chosen so the sum equals ``budget`` (bisection;
+    the sum is monotone in lam). Assumes ``sum(lo) <= budget <= sum(hi)``."""
+    a, b = 0.0, 1.0
+    while np.clip(b * weight, lo, hi).sum() < budget:
+        b *= 2
+    for _ in range(200):
+        mid = (a + b) / 2
+        if np.clip(mid * weight, lo, hi).sum() < budget:
+            a = mid
+        else:
+            b = mid
+    return np.clip(b * weight, lo, hi)
+
+
+def _round(values: dict[str, float]) -> dict[str, int]:
+    """Largest-remainder rounding: integers summing to round(sum(values))."""
+    floors = {c: math.floor(v) for c, v in values.items()}
+    missing = round(sum(values.values())) - sum(floors.values())
+    for c in sorted(values, key=lambda c: (floors[c] - values[c], c))[: max(missing, 0)]:
+        floors[c] += 1
+    return floors
+
+
+def plan_counts(
+    counts: dict[str, int], target: dict[str, float], keep_fraction: float, max_repeat: int = 1
+) -> dict[str, int]:
+    """Samples to keep per class (may exceed the class size when ``max_repeat > 1``)."""
+    classes = [c for c in sorted(counts) if counts[c] > 0]
+    if not classes:
+        return {}
+    shares = normalise(target, classes)
+    n = np.array([counts[c] for c in classes], float)
+    t = np.array([shares[c] for c in classes])
+    budget = keep_fraction * n.sum()
+    dominant = n >= t * budget
+    k = np.where(dominant, t * budget, 0.0)
+    rare_budget = budget - k[dominant].sum()
+    lo, hi = n[~dominant], max_repeat * n[~dominant]
+    if lo.sum() >= rare_budget:  # rare classes whole already overfill: dominant ones make room
+        k[~dominant] = lo
+        room = max(budget - lo.sum(), 0.0)
+        k[dominant] = t[dominant] * room / max(t[dominant].sum(), 1e-12)
+    elif hi.sum() <= rare_budget:  # even repeated, rare classes cannot fill: stay under budget
+        k[~dominant] = hi
+    else:
+        k[~dominant] = _fill(lo, hi, t[~dominant], rare_budget)
+    return _round(dict(zip(classes, k.tolist(), strict=True)))
+
+
+def _rank(seed: int, clip_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{clip_id}".encode()).hexdigest()
+
+
+def assign_repeats(clip_ids: Sequence[str], categories: Sequence[str], plan: dict[str, int], seed: int = 0) -> np.ndarray:
+    """How many times each clip is sampled (0 = dropped). Within a class every clip gets
+    ``k // n`` and the ``k % n`` first by a seeded hash of its id get one more: deterministic,
+    independent of row order, and a larger budget keeps a superset."""
+    repeats = np.zeros(len(clip_ids), dtype=np.int64)
+    members: dict[str, list[int]] = {}
+    for i, c in enumerate(categories):
+        members.setdefault(c, []).append(i)
+    for c, idx in members.items():
+        q, r = divmod(plan.get(c, len(idx)), len(idx))
+        order = sorted(idx, key=lambda i: _rank(seed, clip_ids[i]))
+        repeats[idx] = q
+        repeats[order[:r]] += 1
+    return repeats
+
+
+def shares(categories: Sequence[str], weights: Sequence[int] | None = None) -> dict[str, float]:
+    """Share of each category, optionally weighting each item (e.g. by its repeat count)."""
+    tally: Counter = Counter()
+    for i, c in enumerate(categories):
+        tally[c] += 1 if weights is None else int(weights[i])
+    total = sum(tally.values())
+    return {c: v / total for c, v in sorted(tally.items())} if total else {}

@@ -1,0 +1,241 @@
+"""Human-in-the-loop audit gates (report section 3.1, Figure 3: "BadCase Rate" validation).
+
+A gate samples a dataset (pre-training: 0.01% with bad cases < 15%; post-training: 0.1% with < 3%;
+never fewer than ``min_sample`` clips so small runs still audit), waits until every sampled clip
+has a verdict, then passes (bad/labelled below the threshold) or fails with a report by reason.
+
+The wait polls the verdicts stored in the run's store (``infra.audit_store``) instead of using
+Prefect's ``pause_flow_run(wait_for_input=...)``: with Prefect's ephemeral server (our default)
+the API lives inside the flow's process, so a separate web app cannot submit the paused run's
+input, and a killed flow's paused run is not picked up again by re-running the command (that is a
+new flow run). The run's store outlives both: the sample is written once when the gate opens, each
+verdict is one durable write, and re-running ``reelflow run`` re-enters the gate with the same
+sample and every verdict already given. Pausing would add nothing but a second source of truth.
+
+Modes: ``interactive`` (reviewers use ``reelflow audit serve``), ``file`` (pre-supplied
+verdicts.json), ``simulated`` (synthetic corpus only: verdicts derived from the corpus truth,
+labelled simulated in the audit id, every verdict, the MLflow run and every message).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+
+import pandas as pd
+
+from infra import manifest as mf
+from infra import storage
+from infra.audit_store import (
+    AuditSample,
+    GateResult,
+    SampledClip,
+    Verdict,
+    VerdictStore,
+    audit_uri,
+    evaluate,
+    load_result,
+    load_sample,
+    save_result,
+    save_sample,
+)
+from infra.config_datasets import AuditConfig
+from infra.manifest import Manifest
+from infra.stage import StageContext
+from tasks.corpus.truth import VideoTruth, truth_path
+
+log = logging.getLogger("reelflow.audit")
+
+# Planted defect kind -> the report's bad-case taxonomy. A channel logo is a burned-in mark (text,
+# as OCR reads it). Borders are absent: the strict profile crops them away. Near-duplicates are absent: the kept copy of a group is a good clip.
+DEFECT_REASON = {
+    "black": "black", "frozen": "static", "subtitle": "text", "caption_text": "text", "mosaic": "mosaic",
+    "sticker": "effects/stickers", "logo": "text", "blur": "low quality", "noise": "low quality",
+    "blocking": "low quality",
+}
+
+
+class AuditFailed(RuntimeError):
+    """The bad-case rate is at or above the gate's threshold."""
+
+
+class AuditIncomplete(RuntimeError):
+    """Verdicts are missing (file mode) or the wait timed out; re-running resumes."""
+
+
+def sample_size(population: int, rate: float, min_sample: int, max_sample: int) -> int:
+    return min(population, max_sample, max(min_sample, math.ceil(rate * population)))
+
+
+def _rank(seed: int, gate: str, clip_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{gate}:{clip_id}".encode()).hexdigest()
+
+
+def members(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    held = df[f"in_{dataset}"].fillna(False).astype(bool) if f"in_{dataset}" in df.columns else pd.Series(False, df.index)
+    if "error" in df.columns:
+        held &= df["error"].isna()
+    return df[held]
+
+
+def draw_sample(df: pd.DataFrame, dataset: str, gate: str, n_rate: float, cfg: AuditConfig) -> tuple[pd.DataFrame, int]:
+    pool = members(df, dataset)
+    n = sample_size(len(pool), n_rate, cfg.min_sample, cfg.max_sample)
+    order = sorted(pool.index, key=lambda i: _rank(cfg.seed, gate, str(pool.at[i, "clip_id"])))
+    return pool.loc[order[:n]], len(pool)
+
+
+def clip_truth(row: dict) -> dict:
+    """What the synthetic corpus truth says a reviewer would see in this clip (simulated mode)."""
+    uri = truth_path(row["source_uri"]) if row.get("source_uri") else None
+    if uri is None or not storage.exists(uri):
+        raise AuditIncomplete(
+            f"--audit simulated needs the synthetic corpus truth, but {uri} does not exist: simulated verdicts "
+            "exist only for the generated corpus; use --audit verdicts.json or a real audit")
+    truth = VideoTruth.model_validate_json(storage.read_text(uri))
+    a, b = int(row["start_frame"]), int(row["end_frame"])
+    defects = sorted({DEFECT_REASON[d.kind] for d in truth.defects if d.kind in DEFECT_REASON
+                      and d.start_frame < b and d.end_frame > a})
+    boundary = any((t.start_frame < b and t.end_frame > a) if t.is_gradual else a < t.start_frame < b
+                   for t in truth.transitions)
+    shots = [s for s in truth.shots if s.start_frame < b and s.end_frame > a]
+    return {"reasons": defects, "boundary_inside": boundary,
+            "category": max(shots, key=lambda s: min(s.end_frame, b) - max(s.start_frame, a)).category if shots else None}
+
+
+def simulated_verdict(clip: SampledClip) -> Verdict:
+    truth = clip.truth or {}
+    reasons = list(truth.get("reasons", []))
+    note = "simulated from corpus truth"
+    if truth.get("boundary_inside"):
+        reasons.append("other")
+        note += "; a shot boundary lies inside the clip"
+    if not reasons and clip.category and truth.get("category") and clip.category.lower() != truth["category"]:
+        reasons.append("wrong caption")
+    if reasons:
+        return Verdict(clip_id=clip.clip_id, verdict="bad", reason=reasons[0], note=f"{note}: {', '.join(reasons)}",
+                       reviewer="simulated", source="simulated")
+    return Verdict(clip_id=clip.clip_id, verdict="good", note=note, reviewer="simulated", source="simulated")
+
+
+def file_verdicts(path: str, gate: str) -> list[Verdict]:
+    """``verdicts.json``: a list of verdicts, or ``{gate: [verdicts]}``; each needs clip_id, verdict
+    (good/bad) and, when bad, a reason from the taxonomy."""
+    data = json.loads(storage.read_text(path))
+    items = data.get(gate, []) if isinstance(data, dict) else data
+    return [Verdict.model_validate({"reviewer": os.path.basename(path), **v, "source": "file"}) for v in items]
+
+
+def open_audit(ctx: StageContext, cfg: AuditConfig, gate: str, dataset: Manifest) -> AuditSample:
+    """The gate's sample, drawn once per (gate, dataset content, mode) and stored before any wait."""
+    simulated = cfg.mode == "simulated"
+    audit_id = f"{gate}-{dataset.fingerprint[:8]}" + ("-simulated" if simulated else "")
+    existing = load_sample(ctx.run_uri, audit_id)
+    if existing is not None:
+        return existing
+    rate, threshold = cfg.rate_and_threshold(gate)
+    picked, population = draw_sample(mf.read_table(dataset), cfg.gates[gate].dataset, gate, rate, cfg)
+    clips = []
+    for row in picked.to_dict("records"):
+        # Only a caption's category is the caption's claim; a zero-shot guess is not judged as one.
+        category = row.get("category") if row.get("category_source") in (None, "caption") else None
+        clips.append(SampledClip(
+            clip_id=row["clip_id"], clip_uri=row.get("clip_uri"), caption=row.get("caption_t2v"),
+            category=category, truth=clip_truth(row) if simulated else None))
+    sample = AuditSample(audit_id=audit_id, run_id=ctx.run_id, gate=gate, dataset=cfg.gates[gate].dataset,
+                         dataset_fingerprint=dataset.fingerprint, kind=cfg.gates[gate].kind, mode=cfg.mode,
+                         simulated=simulated, sample_rate=rate, max_bad_rate=threshold, population=population,
+                         tolerate=cfg.gates[gate].tolerate,
+                         clips=clips)
+    save_sample(ctx.run_uri, sample)
+    return sample
+
+
+def supply_verdicts(ctx: StageContext, cfg: AuditConfig, sample: AuditSample, store: VerdictStore) -> None:
+    """Non-interactive modes: store the verdicts of clips that have none yet."""
+    have = store.latest()
+    if cfg.mode == "simulated":
+        given = [simulated_verdict(c) for c in sample.clips]
+    elif cfg.mode == "file":
+        given = file_verdicts(cfg.verdicts_file, sample.gate)
+    else:
+        return
+    wanted = {c.clip_id for c in sample.clips}
+    for v in given:
+        if v.clip_id in wanted and v.clip_id not in have:
+            store.append(v)
+            have[v.clip_id] = v
+    missing = [c for c in wanted if c not in have]
+    if missing and cfg.mode == "file":
+        raise AuditIncomplete(
+            f"audit gate {sample.gate}: {cfg.verdicts_file} has no verdict for {len(missing)} of {len(wanted)} sampled "
+            f"clips (e.g. {sorted(missing)[:3]}); the sample is {audit_uri(ctx.run_uri, sample.audit_id)}/sample.json. "
+            f"Add them to the file, or label them with: reelflow audit serve {ctx.run_id}")
+
+
+def wait_for_verdicts(ctx: StageContext, cfg: AuditConfig, sample: AuditSample, store: VerdictStore) -> GateResult:
+    started, next_report = time.time(), 0.0
+    while True:
+        result = evaluate(sample, store.latest())
+        if result.complete:
+            return result
+        if time.time() >= next_report:
+            log.warning("audit gate %s waiting: %d/%d clips labelled; reviewers: reelflow audit serve %s",
+                        sample.gate, result.labelled, result.total, ctx.run_id)
+            next_report = time.time() + 30
+        if cfg.wait_timeout_s is not None and time.time() - started > cfg.wait_timeout_s:
+            raise AuditIncomplete(
+                f"audit gate {sample.gate}: {result.total - result.labelled} of {result.total} clips still unlabelled "
+                f"after {cfg.wait_timeout_s:g}s; verdicts given so far are kept, re-run to keep waiting")
+        time.sleep(cfg.poll_s)
+
+
+def _log(ctx: StageContext, mode: str, sample: AuditSample, result: GateResult, store: VerdictStore) -> None:
+    tags = {"reelflow.run_id": ctx.run_id, "reelflow.git_sha": ctx.code_version, "reelflow.profile": ctx.profile,
+            "reelflow.audit_mode": mode, "reelflow.audit_simulated": str(sample.simulated).lower()}
+    name = f"audit_{sample.gate}" + ("_simulated" if sample.simulated else "")
+    try:
+        with ctx.tracker.child(ctx.parent_run, name, tags) as rid:
+            ctx.tracker.log_params(rid, {k: getattr(sample, k) for k in
+                                         ("audit_id", "gate", "dataset", "kind", "sample_rate", "max_bad_rate")} | {"mode": mode})
+            metrics = {"bad_case_rate": result.bad_rate, "sampled": result.total, "labelled": result.labelled,
+                       "bad": result.bad, "population": sample.population, "passed": float(result.passed)}
+            ctx.tracker.log_metrics(rid, metrics | {f"bad.{k}": v for k, v in result.by_reason.items()}
+                                    | {f"tolerated.{k}": v for k, v in result.tolerated.items()})
+            ctx.tracker.log_metrics(ctx.parent_run, {f"bad_case_rate.{sample.gate}": result.bad_rate})
+            rows = [v.model_dump() | {"simulated": sample.simulated} for v in store.latest().values()]
+            ctx.tracker.client.log_table(rid, data=pd.DataFrame(rows), artifact_file="verdicts.json")
+            ctx.tracker.client.log_text(rid, result.model_dump_json(indent=1), "gate_result.json")
+            if not result.passed:
+                raise AuditFailed(result.summary())  # marks the gate's MLflow run FAILED
+    except AuditFailed:
+        pass
+
+
+def audit_gate(ctx: StageContext, cfg: AuditConfig, gate: str, dataset: Manifest) -> Manifest:
+    """Block until ``gate``'s sample of ``dataset`` is labelled; return ``dataset`` if it passes."""
+    if cfg.mode == "off":
+        log.warning("audit gate %s skipped (audit mode off)", gate)
+        return dataset
+    if gate not in cfg.gates:
+        raise KeyError(f"audit gate {gate!r} is not configured (audit.gates); known: {', '.join(cfg.gates)}")
+    sample = open_audit(ctx, cfg, gate, dataset)
+    prior = load_result(ctx.run_uri, sample.audit_id)
+    if prior is not None and prior.passed:
+        log.warning("%s (recorded earlier)", prior.summary())
+        return dataset
+    store = VerdictStore(ctx.run_uri, sample.audit_id)
+    supply_verdicts(ctx, cfg, sample, store)
+    result = wait_for_verdicts(ctx, cfg, sample, store)
+    save_result(ctx.run_uri, result)
+    _log(ctx, cfg.mode, sample, result, store)
+    if not result.passed:
+        lines = [f"  {b['clip_id']}: {b['reason']}" + (f" ({b['note']})" if b["note"] else "") for b in result.bad_clips]
+        raise AuditFailed("\n".join([result.summary(), "bad cases:", *lines,
+                                     f"verdicts: {audit_uri(ctx.run_uri, sample.audit_id)}"]))
+    log.warning(result.summary())
+    return dataset

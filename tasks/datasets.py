@@ -1,0 +1,179 @@
+"""Datasets: threshold profiles turn one scored pool into D_256p, D_360p, D_540p, D_540p_sft.
+
+Report section 3.1: ``D_256p = pool.filter(loose)``, ``D_360p = pool.filter(medium)``,
+``D_540p = pool.filter(strict)``, ``D_540p_sft = QualityFilter(D_post)``. A dataset is a VIEW
+(DESIGN.md section 4): every row of its input is kept and gets
+
+- ``rejected_by``: names of every rule the clip fails (empty = in the dataset); ``error`` for an
+  error row, ``not_in_<base>`` when the base dataset (e.g. D_post) does not hold it;
+- ``rejected_detail``: the same, with the score and the threshold (what :func:`why_not` prints);
+- ``in_<dataset>``: the membership flag; flags of earlier datasets are carried along.
+
+A null score means the filter was off for the run (the score stage never leaves one null on a
+good row otherwise): by default it passes the rule, as in ``tasks.filters.rejects``; a profile with
+``missing: reject`` rejects it instead (``rule (column=missing, ...)``).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from infra import manifest as mf
+from infra import storage
+from infra.config import ConfigError, PipelineConfig
+from infra.config_datasets import (
+    DatasetsConfig,
+    DatasetStageConfig,
+    Rule,
+    ThresholdProfile,
+    dataset_stage_config,
+)
+from infra.manifest import Manifest
+from infra.stage import StageContext, StageWork, run_stage
+
+OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+VIEW_COLUMNS = ("rejected_by", "rejected_detail", "crop_box")
+
+
+def flag(dataset: str) -> str:
+    return f"in_{dataset}"
+
+
+def resolve_column(rule: Rule, columns: dict[str, str], df: pd.DataFrame) -> str:
+    actual = columns.get(rule.column, rule.column)
+    if actual not in df.columns:
+        scores = sorted(c for c in df.columns if c.startswith("score_"))
+        raise ConfigError(
+            f"rule {rule.name!r} needs {rule.column!r} (column {actual!r}), which the pool does not have; "
+            f"score columns present: {', '.join(scores) or 'none'}. Map the name in configs/filters/columns.yaml "
+            "or fix the profile."
+        )
+    return actual
+
+
+def _fmt(value: float) -> str:
+    return "missing" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+def apply_profile(
+    df: pd.DataFrame,
+    profile: ThresholdProfile,
+    columns: dict[str, str],
+    pipeline_profile: str = "tiny",
+    base: str | None = None,
+) -> tuple[list[list[str]], list[list[str]]]:
+    """(rejected_by, rejected_detail) per row of ``df``; pure, no I/O."""
+    n = len(df)
+    names: list[list[str]] = [[] for _ in range(n)]
+    details: list[list[str]] = [[] for _ in range(n)]
+    if "error" in df.columns:
+        for i in np.flatnonzero(df["error"].notna().to_numpy()):
+            names[i].append("error")
+            details[i].append(f"error row: {df['error'].iloc[i]}")
+    if base is not None:
+        held = df[flag(base)].fillna(False).astype(bool).to_numpy() if flag(base) in df.columns else np.zeros(n, bool)
+        for i in np.flatnonzero(~held):
+            names[i].append(f"not_in_{base}")
+            details[i].append(f"not in {base}")
+    for rule in (r for r in profile.rules if pipeline_profile not in r.off_in):
+        column = resolve_column(rule, columns, df)
+        values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
+        threshold = rule.threshold(pipeline_profile)
+        with np.errstate(invalid="ignore"):
+            keep = OPS[rule.op](values, threshold) | (np.isnan(values) & (profile.missing == "pass"))
+        for i in np.flatnonzero(~keep):
+            names[i].append(rule.name)
+            details[i].append(f"{rule.name} ({column}={_fmt(values[i])}, needs {rule.op} {threshold:g})")
+    return names, details
+
+
+def build_view(df: pd.DataFrame, cfg: DatasetStageConfig) -> pd.DataFrame:
+    """The dataset table: ``df`` (earlier view columns dropped) + rejected_by/detail + in_ flag."""
+    out = df.drop(columns=[c for c in VIEW_COLUMNS if c in df.columns]).reset_index(drop=True)
+    names, details = apply_profile(out, cfg.profile, cfg.columns, cfg.pipeline_profile, cfg.base)
+    out["rejected_by"] = names
+    out["rejected_detail"] = details
+    out[flag(cfg.dataset)] = [not r for r in names]
+    if cfg.profile.crop_borders:
+        # Border crop (report 3.1, strict profile): clips are re-cut inside the picture box.
+        crop = cfg.columns.get("border_crop", "border_crop")
+        out["crop_box"] = out[crop] if crop in out.columns else None
+    return out
+
+
+def rule_counts(view: pd.DataFrame, profile: ThresholdProfile) -> dict[str, dict[str, int]]:
+    """Per rule: clips it rejects, and clips ONLY it rejects (what loosening it alone would add)."""
+    counts = {}
+    for rule in profile.rules:
+        hits = view["rejected_by"].map(lambda r, n=rule.name: n in r)
+        alone = view["rejected_by"].map(lambda r, n=rule.name: list(r) == [n])
+        counts[rule.name] = {"rejected": int(hits.sum()), "only": int(alone.sum())}
+    return counts
+
+
+def why_not(manifest_df: pd.DataFrame, dataset: str, clip_id: str) -> str:
+    """One line: is ``clip_id`` (or a unique prefix of it) in ``dataset``, and if not, why."""
+    ids = manifest_df["clip_id"].astype(str)
+    match = manifest_df[ids == clip_id]
+    if match.empty and clip_id:
+        match = manifest_df[ids.str.startswith(clip_id)]
+    if match.empty:
+        return f"clip {clip_id} is not in {dataset}: no such clip_id among its {len(manifest_df)} pool rows"
+    if len(match) > 1:
+        return f"clip id prefix {clip_id!r} is ambiguous in {dataset}: {len(match)} clips match, give more characters"
+    row = match.iloc[0]
+    cid = row["clip_id"]
+    if bool(row.get(flag(dataset), False)):
+        return f"clip {cid} is in {dataset}: it passes every rule of the profile"
+    details = _as_list(row.get("rejected_detail")) or _as_list(row.get("rejected_by"))
+    reason = "; ".join(details) if details else "no rule recorded (was the table built by tasks.datasets?)"
+    return f"clip {cid} is not in {dataset}: {reason}"
+
+
+def _as_list(value) -> list[str]:
+    return [] if value is None or (isinstance(value, float) and math.isnan(value)) else [str(v) for v in value]
+
+
+def run(ctx: StageContext, cfg: DatasetStageConfig, pool: Manifest) -> Manifest:
+    """Stage ``<dataset>``: the pool (or the base dataset's table) viewed through ``cfg.profile``."""
+
+    def body(work: StageWork) -> pa.Table:
+        df = mf.read_table(pool)
+        if cfg.base is not None and flag(cfg.base) not in df.columns:
+            raise ConfigError(f"{cfg.dataset} filters {cfg.base}, but input {pool.stage!r} has no {flag(cfg.base)}")
+        view = build_view(df, cfg)
+        kept = int(view[flag(cfg.dataset)].sum())
+        counts = rule_counts(view, cfg.profile)
+        work.metrics.update(kept=kept, rejected=len(view) - kept, kept_share=kept / max(len(view), 1))
+        for name, c in counts.items():
+            work.metrics[f"rejected.{name}"] = c["rejected"]
+            work.metrics[f"rejected_only.{name}"] = c["only"]
+        work.stats.update(dataset=cfg.dataset, profile=cfg.profile.name, kept=kept, rules=counts)
+        return pa.Table.from_pandas(view, preserve_index=False)
+
+    return run_stage(ctx, cfg.dataset, cfg, [pool], body)
+
+
+def build_dataset(ctx: StageContext, cfg: DatasetsConfig, name: str, source: Manifest) -> Manifest:
+    """``D_<name> = source.filter(profile)`` for the flows: resolves the spec and its profile."""
+    specs = {s.name: s for s in cfg.specs}
+    if name not in specs:
+        raise ConfigError(f"dataset {name!r} is not configured; known: {', '.join(specs)}")
+    return run(ctx, dataset_stage_config(specs[name], cfg, ctx.profile), source)
+
+
+def why_not_in_run(cfg: PipelineConfig, run_id: str, dataset: str, clip_id: str) -> str:
+    """``reelflow inspect RUN D_540p --why CLIP_ID``."""
+    uri = storage.join(storage.normalize(cfg.storage.run_root), run_id, dataset)
+    manifest = mf.load_success(uri)
+    if manifest is None:
+        raise FileNotFoundError(f"dataset {dataset!r} of run {run_id!r} is not published (no {mf.SUCCESS} in {uri})")
+    table = mf.read_table(manifest)
+    if "rejected_by" not in table.columns:
+        raise FileNotFoundError(f"stage {dataset!r} is not a dataset (no rejected_by column); --why needs D_256p, D_540p, ...")
+    return why_not(table, dataset, clip_id)

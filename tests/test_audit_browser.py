@@ -1,0 +1,102 @@
+"""The audit page in a real browser: Playwright drives Debian's Chromium, labels clips with mouse
+and keyboard, and the waiting gate resumes."""
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+from audit_helpers import audit_cfg, audit_run
+
+from infra.audit_app import create_app
+from infra.audit_store import VerdictStore, list_audits
+from tasks.audit import audit_gate
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--disable-gpu"]
+TOKEN = "tok-reviewer-42"
+
+
+@pytest.fixture
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} missing: apt-get install -y chromium (see .ci/run)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def server():
+    import uvicorn
+
+    servers = []
+
+    def start(run_uri):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        srv = uvicorn.Server(uvicorn.Config(create_app(run_uri, {TOKEN: "rita"}), host="127.0.0.1", port=port,
+                                            log_level="warning"))
+        threading.Thread(target=srv.run, daemon=True).start()
+        for _ in range(100):
+            if srv.started:
+                break
+            time.sleep(0.05)
+        servers.append(srv)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for srv in servers:
+        srv.should_exit = True
+
+
+def test_reviewer_labels_clips_and_the_gate_resumes(make_cfg, tmp_path, browser, server):
+    ctx, ds = audit_run(make_cfg(), tmp_path, n_clips=4)
+    cfg = audit_cfg(gates={"D_540p": {"dataset": "D_540p", "max_bad_rate": 0.3}})
+    outcome = {}
+    gate = threading.Thread(target=lambda: outcome.setdefault("manifest", audit_gate(ctx, cfg, "D_540p", ds)))
+    gate.start()
+    for _ in range(100):  # the gate stores its sample before it waits
+        if list_audits(ctx.run_uri):
+            break
+        time.sleep(0.05)
+    (sample,) = list_audits(ctx.run_uri)
+    base = server(ctx.run_uri)
+
+    page = browser.new_page()
+    assert page.goto(f"{base}/").status == 401  # no token, no page
+    page.goto(f"{base}/login?token={TOKEN}")
+    assert "0 / 4" in page.inner_text("#audits")
+    page.click(f"text={sample.gate}")
+    page.wait_for_function("document.getElementById('video').readyState >= 2", timeout=15000)  # it plays
+    assert page.evaluate("document.getElementById('video').videoWidth") == 64
+
+    def labelled(action, *args):
+        before = page.inner_text("#count")
+        action(*args)
+        page.wait_for_function(f"document.getElementById('count').textContent !== {before!r}")
+
+    labelled(page.click, "#good")  # mouse: clip 1 good
+    labelled(page.click, "button[data-reason='black']")  # mouse: clip 2 bad, black
+    page.keyboard.press("ArrowLeft")  # back to clip 2: the reviewer changes their mind
+    labelled(page.keyboard.press, "g")  # keyboard: clip 2 good (the latest verdict counts)
+    labelled(page.keyboard.press, "3")  # keyboard: clip 3 bad, 3rd reason = text
+    assert gate.is_alive()  # 3 of 4 labelled: still waiting
+    page.keyboard.press("g")  # clip 4 good
+    page.wait_for_selector("text=Audit complete")
+
+    gate.join(20)
+    assert not gate.is_alive() and outcome["manifest"] == ds  # 1 bad of 4 = 25% < 30%: the gate passed
+    latest = VerdictStore(ctx.run_uri, sample.audit_id).latest()
+    assert sorted(v.verdict for v in latest.values()) == ["bad", "good", "good", "good"]
+    assert [v.reason for v in latest.values() if v.verdict == "bad"] == ["text"]
+    assert {v.reviewer for v in latest.values()} == {"rita"}
+    page.goto(f"{base}/")
+    assert "passed" in page.inner_text("#audits")

@@ -1,0 +1,141 @@
+"""tasks.datasets: threshold profiles as views of the scored pool, rejected_by, why_not."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic_pool import publish, scored_pool, stage_ctx
+
+from infra import manifest as mf
+from infra.config import ConfigError
+from infra.config_datasets import (
+    DatasetsConfig,
+    dataset_stage_config,
+    load_columns,
+    load_profile,
+)
+from tasks import datasets
+
+SPECS = {s.name: s for s in DatasetsConfig().specs}
+
+
+def view(df, name, pipeline_profile="tiny", **columns):
+    cfg = dataset_stage_config(SPECS[name], DatasetsConfig(columns=columns), pipeline_profile)
+    return datasets.build_view(df, cfg)
+
+
+def test_profiles_progress_loose_to_strict():
+    names = {p: {r.name for r in load_profile(p).rules} for p in ("256p", "360p", "540p", "post")}
+    assert {"dup", "black", "static", "mosaic", "sticker"} <= names["256p"]
+    assert names["360p"] - names["256p"] == {"too_static", "too_chaotic", "text", "aesthetic", "short"}
+    assert names["540p"] - names["360p"] == {"source", "subtitle", "logo", "border"}
+    assert names["post"] == {"iqa", "vqa", "vtss"}
+    assert load_profile("540p").crop_borders and not load_profile("360p").crop_borders
+    pool = scored_pool(3000)
+    kept = {d: set(pool.clip_id[view(pool, d)[f"in_{d}"]]) for d in ("D_256p", "D_360p", "D_540p")}
+    assert kept["D_540p"] < kept["D_360p"] < kept["D_256p"] < set(pool.clip_id)
+    assert len(kept["D_540p"]) > 0.2 * len(pool)
+
+
+def test_rejected_by_lists_every_failing_rule():
+    pool = scored_pool(4)
+    cols = load_columns()
+    clean = {"score_black": 0.0, "score_static": 0.0, "score_mosaic": 0.0, "score_sticker": 0.0, "score_text": 0.0,
+             "score_subtitle": 0.0, "score_border": 0.0, "score_logo": 0.0, "dup_keep": True,
+             "score_motion": 0.05, "score_duration": 4.0, "score_resolution": 720}
+    for name, value in clean.items():
+        pool[cols[name]] = value
+    pool.loc[1, cols["score_black"]] = 1.0  # fails black in every profile
+    pool.loc[1, cols["score_logo"]] = 0.9  # and logo (strict only)
+    pool.loc[2, cols["score_text"]] = np.nan  # filter off: not applied by default
+    pool.loc[3, "error"] = "decoding failed"
+    v = view(pool, "D_540p")
+    assert list(v.rejected_by[0]) == [] and v.in_D_540p[0]
+    assert list(v.rejected_by[1]) == ["black", "logo"]
+    assert list(v.rejected_by[2]) == [] and v.in_D_540p[2]
+    assert list(v.rejected_by[3])[0] == "error" and not v.in_D_540p[3]
+    assert list(view(pool, "D_256p").rejected_by[1]) == ["black"]  # loose: logos are allowed
+    assert len(v) == len(pool) and list(v.clip_id) == list(pool.clip_id)  # a view: no row dropped
+    cfg = dataset_stage_config(SPECS["D_540p"], DatasetsConfig(), "tiny")
+    cfg.profile.missing = "reject"
+    strict = datasets.build_view(pool, cfg)
+    assert list(strict.rejected_by[2]) == ["text"] and "score_text=missing" in strict.rejected_detail[2][0]
+
+
+def test_column_mapping_is_config_and_missing_columns_fail_clearly():
+    pool = scored_pool(50)
+    actual = load_columns()["score_logo"]
+    renamed = pool.rename(columns={actual: "logo_strength"})
+    with pytest.raises(ConfigError, match="columns.yaml") as err:
+        view(renamed, "D_540p")
+    assert "score_logo" in str(err.value)
+    same = view(renamed, "D_540p", score_logo="logo_strength")
+    assert same.in_D_540p.equals(view(pool, "D_540p").in_D_540p)
+
+
+def test_threshold_per_pipeline_profile():
+    pool = scored_pool(200)
+    cols = load_columns()
+    res, aesthetic = cols["score_resolution"], cols["score_aesthetic"]
+    pool.loc[:9, aesthetic] = 0.0
+    tiny, big = view(pool, "D_540p", "tiny"), view(pool, "D_540p", "wan-14b")
+    assert not tiny.rejected_by[pool[res] == 180].map(lambda r: "source" in r).any()
+    assert big.rejected_by[pool[res] == 180].map(lambda r: "source" in r).all()
+    assert not tiny.rejected_by.map(lambda r: "aesthetic" in r).any()  # off in tiny: a random head
+    assert big.rejected_by[:10].map(lambda r: "aesthetic" in r).all()
+
+
+def test_profile_may_not_loosen_what_it_extends(tmp_path):
+    (tmp_path / "columns.yaml").write_text("score_black: score_black\n")
+    (tmp_path / "loose.yaml").write_text("rules: [{name: black, column: score_black, op: '<=', value: 0.1}]\n")
+    (tmp_path / "strict.yaml").write_text(
+        "extends: loose\nrules: [{name: black, column: score_black, op: '<=', value: 0.3}]\n")
+    with pytest.raises(ConfigError, match="loosens inherited rule 'black'"):
+        load_profile("strict", tmp_path)
+    (tmp_path / "bad.yaml").write_text("rules: [{name: black, column: score_black, op: '=', value: 1}]\n")
+    with pytest.raises(ConfigError, match="rules.0.op"):
+        load_profile("bad", tmp_path)
+
+
+def test_why_not_answers_in_one_line():
+    pool = scored_pool(300)
+    v = view(pool, "D_540p")
+    inside = v[v.in_D_540p].clip_id.iloc[0]
+    outside = v[v.rejected_by.map(len) >= 2].iloc[0]
+    assert datasets.why_not(v, "D_540p", inside) == f"clip {inside} is in D_540p: it passes every rule of the profile"
+    line = datasets.why_not(v, "D_540p", outside.clip_id[:10])
+    assert "\n" not in line and line.startswith(f"clip {outside.clip_id} is not in D_540p: ")
+    for detail in outside.rejected_detail:
+        assert detail in line
+    assert "no such clip_id" in datasets.why_not(v, "D_540p", "ffffffffffffffff0")
+    assert "ambiguous" in datasets.why_not(v, "D_540p", v.clip_id[0][:1])
+
+
+def test_dataset_over_a_base_dataset():
+    pool = scored_pool(100)
+    pool["in_D_post"] = [i % 2 == 0 for i in range(100)]
+    v = view(pool, "D_540p_sft")
+    assert not v.in_D_540p_sft[1::2].any()
+    assert all(r[0] == "not_in_D_post" for r in v.rejected_by[1::2])
+    assert "not in D_post" in datasets.why_not(v, "D_540p_sft", v.clip_id[1])
+
+
+def test_stage_publishes_view_and_resumes(make_cfg, tmp_path):
+    ctx = stage_ctx(make_cfg(), tmp_path)
+    pool = publish(ctx, scored_pool(500))
+    cfg = dataset_stage_config(SPECS["D_360p"], DatasetsConfig(), "tiny")
+    m = datasets.run(ctx, cfg, pool)
+    table = mf.read_table(m)
+    assert m.stage == "D_360p" and m.row_count == 500 and m.stats["kept"] == int(table.in_D_360p.sum())
+    line = datasets.why_not_in_run(ctx.cfg, "r1", "D_360p", table.clip_id[0][:8])  # reelflow inspect --why
+    assert line.startswith(f"clip {table.clip_id[0]} is") and "\n" not in line
+    with pytest.raises(FileNotFoundError, match="not a dataset"):
+        datasets.why_not_in_run(ctx.cfg, "r1", "score", table.clip_id[0])
+    assert datasets.build_dataset(ctx, DatasetsConfig(), "D_360p", pool) == m
+    assert datasets.run(ctx, cfg, pool) == m  # same profile, same pool: skipped
+    tighter = cfg.model_copy(deep=True)
+    tighter.profile.rules[0].value = 0.1
+    assert datasets.run(ctx, tighter, pool).fingerprint != m.fingerprint
+    runs = ctx.tracker.client.search_runs([ctx.tracker.experiment_id], "tags.`reelflow.stage` = 'D_360p'")
+    metrics = runs[0].data.metrics
+    assert metrics["kept"] + metrics["rejected"] == 500 and "rejected.aesthetic" in metrics
+    assert isinstance(table.rejected_by[0], np.ndarray | list) and isinstance(table, pd.DataFrame)
