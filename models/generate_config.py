@@ -1,0 +1,65 @@
+"""Settings of one diffusion-forcing generation (upstream README "Diffusion Forcing Additional Parameters")."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+VAE_TEMPORAL_STRIDE = 4  # Wan2.1 VAE: 1 + 4k pixel frames -> 1 + k latent frames
+SPATIAL_MULTIPLE = 16  # VAE stride 8 x DiT patch 2
+
+
+def latent_frames(pixel_frames: int) -> int:
+    return (pixel_frames - 1) // VAE_TEMPORAL_STRIDE + 1
+
+
+class GenerateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    prompt: str
+    negative_prompt: str = ""
+    num_frames: int = Field(97, ge=1, description="pixel frames of the whole video, 1 + 4k")
+    height: int = Field(544, ge=16)
+    width: int = Field(960, ge=16)
+    num_inference_steps: int = Field(30, ge=1)
+    guidance_scale: float = Field(6.0, ge=0, description="classifier-free guidance; <= 1 disables it")
+    flow_shift: float | None = Field(None, gt=0, description="None keeps the checkpoint scheduler's shift")
+    seed: int = 0
+    fps: int = Field(24, ge=1, description="frame-rate condition of fps-aware DiTs (16 or other)")
+    max_sequence_length: int = Field(512, ge=1)
+    # Diffusion forcing (report section 3.4.2, 5.4)
+    ar_step: int = Field(0, ge=0, description="0 = synchronous; >0 = rows a block lags the previous one")
+    causal_block_size: int | None = Field(None, ge=1, description="latent frames per causal block; None = "
+                                          "the checkpoint's num_frame_per_block; 1 = full attention")
+    base_num_frames: int = Field(97, ge=1, description="pixel frames the DiT sees per window")
+    overlap_history: int | None = Field(None, ge=1, description="pixel frames re-read from the last window")
+    addnoise_condition: float = Field(0.0, ge=0, description="noise level on history conditions (~20)")
+    # Speed-ups beyond the reference (issue 6 item 4); exact up to float rounding.
+    skip_unstarted_blocks: bool = Field(True, description="under block-causal attention, do not run blocks "
+                                        "that have not started: no earlier block attends to them")
+    kv_cache: bool = Field(True, description="under block-causal attention, compute finished blocks' keys/"
+                           "values once; exact only while history is not re-noised each row, so it is off "
+                           "for windows with history when addnoise_condition > 0")
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerateConfig:
+        for name in ("num_frames", "base_num_frames"):
+            value = getattr(self, name)
+            if value % VAE_TEMPORAL_STRIDE != 1:
+                lower = value - (value - 1) % VAE_TEMPORAL_STRIDE
+                raise ValueError(f"{name} must be 1 + {VAE_TEMPORAL_STRIDE}k for the VAE; use {lower} or "
+                                 f"{lower + VAE_TEMPORAL_STRIDE}, not {value}")
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value % SPATIAL_MULTIPLE:
+                raise ValueError(f"{name} must be a multiple of {SPATIAL_MULTIPLE}, got {value}")
+        if self.num_frames > self.base_num_frames:
+            if self.overlap_history is None:
+                raise ValueError("overlap_history is required when num_frames exceeds base_num_frames "
+                                 "(the upstream README recommends 17 or 37)")
+            if latent_frames(self.overlap_history) >= latent_frames(self.base_num_frames):
+                raise ValueError("overlap_history must be shorter than base_num_frames")
+        return self
+
+    @property
+    def is_long_video(self) -> bool:
+        return self.overlap_history is not None and self.num_frames > self.base_num_frames
