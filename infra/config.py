@@ -15,6 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from infra.config_datasets import AuditConfig, BalanceConfig, DatasetsConfig
+from infra.config_filters import ScoreConfig
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROFILES = ("tiny", "wan-1.3b", "wan-14b")
 
@@ -80,16 +83,66 @@ class IngestConfig(_Cfg):
 
 
 class SegmentConfig(_Cfg):
-    analysis_width: int = Field(160, ge=32, description="Width frames are scaled to for detection")
-    adaptive_threshold: float = Field(3.0, gt=0)
-    adaptive_min_content_val: float = Field(15.0, ge=0)
-    adaptive_window_width: int = Field(2, ge=1)
-    transnet_threshold: float = Field(0.5, gt=0, lt=1)
-    merge: Literal["union", "transnet_confirmed", "vote"] = "union"
-    merge_tolerance_frames: int = Field(3, ge=0)
-    min_shot_frames: int = Field(8, ge=1, description="Boundaries closer than this are merged")
-    use_transnet: bool = True
-    use_adaptive: bool = True
+    """Shot segmentation (report section 3.1): PySceneDetect's AdaptiveDetector, a colour-palette
+    content detector and TransNetV2 over one decode, merged into boundaries (models/shot_*.py)."""
+
+    analysis_width: int = Field(
+        48, ge=32, le=1920, description="Width of the frames fed to AdaptiveDetector (aspect kept); at 48 a 16:9 "
+        "source needs one swscale call, shared with TransNetV2's 48x27 input"
+    )
+    scale_filter: Literal["fast_bilinear", "area", "bilinear"] = Field(
+        "fast_bilinear", description="swscale filter making the small frames: fast_bilinear samples (cheapest: "
+        "0.1 ms/frame from 720p; keeps the colour distribution the palette test reads), area averages (anti-aliased, "
+        "closer to TransNetV2's training input; 1.4 ms/frame from 720p)"
+    )
+    adaptive_threshold: float = Field(3.0, gt=0, description="AdaptiveDetector: score / neighbours' mean ratio for a cut")
+    adaptive_min_content_val: float = Field(15.0, ge=0, description="AdaptiveDetector: least content change for a cut")
+    adaptive_window_width: int = Field(2, ge=1, le=16, description="AdaptiveDetector: neighbour frames on each side")
+    transnet_threshold: float = Field(0.5, gt=0, lt=1, description="TransNetV2 probability that marks a transition frame")
+    transnet_mode: Literal["full", "arbiter"] = Field(
+        "arbiter",
+        description="full: TransNetV2 scores every frame (GPU); arbiter: only candidates whose content evidence "
+        "lies within arbiter_margin of its threshold (CPU: TransNetV2 is ~10x slower than decoding there)",
+    )
+    transnet_device: str = Field("auto", description="torch device for TransNetV2: auto (cuda if present), cpu, cuda")
+    torch_threads: int = Field(0, ge=0, le=256, description="torch intra-op threads for a worker; 0 = leave torch's default")
+    merge: Literal["union", "transnet_confirmed", "vote"] = Field(
+        "union", description="union: any detector; vote: two detectors agree; transnet_confirmed: TransNetV2 agrees"
+    )
+    merge_tolerance_frames: int = Field(3, ge=0, le=48, description="Candidates this close are one boundary")
+    min_shot_frames: int = Field(8, ge=1, description="Boundaries leaving fewer clean frames between them are merged")
+    cut_threshold: float = Field(
+        0.38, gt=0, lt=1, description="Least histogram change across a cut (lit frames before vs after, past flashes/black)"
+    )
+    change_threshold: float = Field(
+        0.2, gt=0, lt=1, description="Least palette change across a gap for a boundary (gradual transitions)"
+    )
+    arbiter_margin: float = Field(
+        0.06, ge=0, lt=0.5, description="Evidence within this of its threshold is decided by TransNetV2 when it runs"
+    )
+    arbiter_budget: float = Field(
+        0.01, ge=0, le=1, description="Arbiter mode: most frames TransNetV2 may score, as a share of the video's "
+        "frames (a question costs ~60 frames; on 2 CPU cores 1% of frames adds ~30% time at 320x180, ~3% at 720p)"
+    )
+    change_gap_s: float = Field(
+        0.35, gt=0, le=5, description="Half the gap the palette test leaves between its two sides, seconds "
+        "(transitions up to ~3x as long are found: their middle frames differ from both shots)"
+    )
+    change_window_s: float = Field(
+        1.1, gt=0, le=10, description="Reach of the palette test, seconds; minus the gap it must exceed any flash, "
+        "black run or object crossing the frame, and stay under the shortest shot"
+    )
+    block_frames: int = Field(1024, ge=64, le=65536, description="Frames analysed per step: bounds a worker's memory")
+    use_transnet: bool = Field(True, description="Load TransNetV2 (arbiter or full mode); false: never")
+    use_adaptive: bool = Field(True, description="Run PySceneDetect's AdaptiveDetector as a cut detector")
+
+    @model_validator(mode="after")
+    def _window_beyond_gap(self) -> SegmentConfig:
+        if self.change_window_s <= self.change_gap_s:
+            raise ValueError(
+                f"change_window_s ({self.change_window_s}) must be larger than change_gap_s ({self.change_gap_s})"
+            )
+        return self
 
 
 class ClipsConfig(_Cfg):
@@ -112,9 +165,12 @@ class StagesConfig(_Cfg):
     ingest: IngestConfig = IngestConfig()
     segment: SegmentConfig = SegmentConfig()
     clips: ClipsConfig = ClipsConfig()
+    score: ScoreConfig = ScoreConfig()
+    balance: BalanceConfig = BalanceConfig()
 
 
-STAGE_ORDER = ("ingest", "segment", "clips")
+# The curate flow's stages in order (``--until`` accepts any of them).
+STAGE_ORDER = ("ingest", "segment", "clips", "score", "D_256p", "D_360p", "D_540p", "D_post", "D_540p_sft")
 
 
 class PipelineConfig(_Cfg):
@@ -127,6 +183,17 @@ class PipelineConfig(_Cfg):
     prefect: PrefectConfig = PrefectConfig()
     corpus: CorpusConfig = CorpusConfig()
     stages: StagesConfig = StagesConfig()
+    datasets: DatasetsConfig = DatasetsConfig()
+    audit: AuditConfig = AuditConfig()
+
+    @model_validator(mode="after")
+    def _local_caches_under_state_dir(self) -> PipelineConfig:
+        """Tiny random weights are built once per checkout, in the state dir, not in the cwd."""
+        default = ".reelflow/models"
+        for section in (self.stages.score.aesthetic, self.stages.balance.classifier):
+            if section.cache_dir == default:
+                object.__setattr__(section, "cache_dir", str(Path(self.state_dir) / "models"))
+        return self
 
 
 def config_hash(cfg: BaseModel) -> str:

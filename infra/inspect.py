@@ -22,7 +22,7 @@ def describe_run(cfg: PipelineConfig, run_id: str) -> str:
     lines = [f"run {run_id} at {run_uri}", f"{'stage':<10} {'rows':>7} {'errors':>7} {'seconds':>8}  fingerprint"]
     names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(storage._path(run_uri), detail=False))
     for name in names:
-        if name.startswith("."):
+        if name.startswith(".") or name == "audits":  # audits/ holds verdicts, not a stage
             continue
         m = mf.load_success(storage.join(run_uri, name))
         if m is None:

@@ -51,7 +51,6 @@ def flat_map_items(
         fn_constructor_kwargs={"worker_cls": worker_cls, "kwargs": worker_kwargs},
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,
-        max_restarts=0,  # a crashed worker fails the stage loudly; bad items are error rows instead
     )
     rows: list[dict] = []
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):

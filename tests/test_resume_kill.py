@@ -21,7 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _cli(tmp_path, run_id, *extra):
     return [
         sys.executable, "-m", "flows.cli", "run", "--run-id", run_id, "--input", str(tmp_path / "raw"),
-        "--set", f"storage.run_root={tmp_path / 'runs'}", "--set", f"state_dir={tmp_path / 'state'}", *extra,
+        "--set", f"storage.run_root={tmp_path / 'runs'}", "--set", f"state_dir={tmp_path / 'state'}",
+        "--until", "clips", *extra,
     ]
 
 
