@@ -221,6 +221,8 @@ def parse_override(item: str) -> dict[str, Any]:
     if not keys:
         raise ConfigError(f"--set {item!r}: empty key path")
     value: Any = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        value = raw.strip()  # YAML 1.1 reads on/off/yes/no as booleans; `audit.mode=off` means "off"
     for key in reversed(keys):
         value = {key: value}
     return value

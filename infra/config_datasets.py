@@ -248,6 +248,11 @@ class AuditConfig(_Cfg):
         }
     )
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        return "off" if value is False else value  # `mode: off` in YAML 1.1 is the boolean false
+
     @model_validator(mode="after")
     def _checks(self) -> AuditConfig:
         if self.mode == "file" and not self.verdicts_file:

@@ -44,3 +44,8 @@ def test_config_hash_changes_with_values_only():
     a, b = load_config("tiny"), load_config("tiny")
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash(load_config("tiny", ["corpus.seed=1"]))
+
+
+def test_yaml_booleans_do_not_swallow_words():
+    assert load_config("tiny", ["audit.mode=off"]).audit.mode == "off"
+    assert load_config("tiny", ["stages.segment.use_transnet=false"]).stages.segment.use_transnet is False

@@ -40,7 +40,7 @@ def _published(cfg, run_id, stage):
 
 
 def test_pipeline_end_to_end_then_resume(make_cfg):
-    cfg = make_cfg(*SMALL, "audit.mode=simulated")
+    cfg = make_cfg(*SMALL, *UNAUDITED)  # gates have their own tests (test_audit*.py)
     result = _run(cfg, "e2e")
     assert result.stage == "D_540p_sft" and result.row_count > 0
     manifests = {s: _published(cfg, "e2e", s) for s in STAGES}
@@ -94,7 +94,8 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(make_cfg, tmp_path):
     cfg = make_cfg(*SMALL, *UNAUDITED, f"input={tmp_path / 'raw'}")
     _bad_inputs(tmp_path / "raw", cfg)
     _run(cfg, "bad", until="clips")
-    sources = mf.read_table(_published(cfg, "bad", "ingest")).set_index(lambda d: d.source_uri.map(os.path.basename))
+    sources = mf.read_table(_published(cfg, "bad", "ingest"))
+    sources.index = sources.source_uri.map(os.path.basename)
     assert sources.loc["good.mp4", "error"] is None
     for name in ("truncated.mp4", "notes.mp4", "empty.mp4"):
         assert isinstance(sources.loc[name, "error"], str), name
