@@ -1,4 +1,5 @@
-"""Captioning benchmark (issue 4): the camera-motion sub-expert against the corpus truth.
+"""Captioning benchmark (issue 4): the camera-motion sub-expert against the corpus truth, caption
+validity and throughput of the caption stage's worker, and the shot expert's held-out accuracy.
 
 Films come from ``tasks.corpus.generate_corpus``; clips are cut with ``tasks.clips.cut_clips`` from
 the *truth* shot ranges (so the segmenter's errors do not leak in) and re-encoded as in the
@@ -9,7 +10,14 @@ pipeline. Each clip's estimated 6DoF label + speed class is compared with its sh
 * complex: truth moves two or more axes; same criterion (report: 83%);
 * static precision: of the clips called static, the share whose camera is truly still.
 
-    python -m benchmarks.caption --videos 30 --seed 7 [--out benchmarks/results/caption.json]
+Captions (tiny profile: random tiny Qwen2.5-VL, schema-constrained): the first ``--caption-clips``
+truth clips go through :class:`tasks.caption.CaptionWorker` in this process (one actor's work:
+decode, captioner, shot heads, camera motion, expression, fusion); validity = the share whose
+``caption_json`` validates against ``StructuredCaption`` (target 100%), clips/s end to end per
+worker, seconds per part. Shot expert: ``tasks.train_expert.train_expert`` on the synthetic shot
+set, accuracy on its held-out quarter.
+
+    python -m benchmarks.caption --videos 30 --seed 7 [--caption-clips 80] [--out benchmarks/results/caption.json]
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import platform
 import tempfile
 import time
@@ -25,11 +34,15 @@ import cv2
 import torch
 
 from infra.config import ClipsConfig, CorpusConfig
+from infra.config_caption import CaptionConfig
 from infra.video import iter_frames
 from models.camera_motion import AXES, MotionParams, estimate_motion
+from models.caption_schema import StructuredCaption
+from tasks.caption import CaptionWorker, resolve_models
 from tasks.clips import cut_clips
 from tasks.corpus.generate import generate_corpus
 from tasks.corpus.truth import load_truth
+from tasks.train_expert import train_expert
 
 
 def truth_clips(mp4: str, work_dir: str) -> list[tuple[dict, object]]:
@@ -50,22 +63,57 @@ def motion_type(axes: dict) -> str:
     return "static" if moving == 0 else "single" if moving == 1 else "complex"
 
 
-def evaluate(corpus_dir: str, params: MotionParams) -> dict:
+def cut_truth_clips(corpus_dir: str, work: str) -> list[tuple[dict, object]]:
+    return [pair for mp4 in sorted(p for p in os.listdir(corpus_dir) if p.endswith(".mp4"))
+            for pair in truth_clips(os.path.join(corpus_dir, mp4), work)]
+
+
+def evaluate(clips: list[tuple[dict, object]], params: MotionParams) -> dict:
     records, seconds = [], 0.0
-    with tempfile.TemporaryDirectory(prefix="reelflow-bench-caption-") as work:
-        for mp4 in sorted(p for p in os.listdir(corpus_dir) if p.endswith(".mp4")):
-            for row, shot in truth_clips(os.path.join(corpus_dir, mp4), work):
-                frames = [f for _, f in iter_frames(row["clip_uri"])]
-                started = time.perf_counter()
-                est = estimate_motion(frames, row["fps"], params)
-                seconds += time.perf_counter() - started
-                truth = {a: getattr(shot.camera, a) for a in AXES}
-                records.append({"clip": row["shot_id"], "kind": motion_type(truth), "truth": truth,
-                                "truth_speed": shot.camera.speed, "estimate": est.axes, "speed": est.speed,
-                                "speed_fraction": est.speed_fraction_per_s,
-                                "truth_fraction": shot.camera.speed_fraction_per_s,
-                                "handheld": est.handheld, "abrupt": est.abrupt_change})
+    for row, shot in clips:
+        frames = [f for _, f in iter_frames(row["clip_uri"])]
+        started = time.perf_counter()
+        est = estimate_motion(frames, row["fps"], params)
+        seconds += time.perf_counter() - started
+        truth = {a: getattr(shot.camera, a) for a in AXES}
+        records.append({"clip": row["shot_id"], "kind": motion_type(truth), "truth": truth,
+                        "truth_speed": shot.camera.speed, "estimate": est.axes, "speed": est.speed,
+                        "speed_fraction": est.speed_fraction_per_s,
+                        "truth_fraction": shot.camera.speed_fraction_per_s,
+                        "handheld": est.handheld, "abrupt": est.abrupt_change})
     return summarize(records, seconds)
+
+
+def evaluate_captions(rows: list[dict], cfg: CaptionConfig) -> dict:
+    """Caption ``rows`` with one in-process worker: validity against the schema and throughput."""
+    worker = CaptionWorker(cfg.model_dump(), *resolve_models(cfg))
+    outputs, timing, started = [], [], time.perf_counter()
+    for row in rows:
+        (row_out, row_timing), = (pickle.loads(r["row"]) for r in worker({"rows": pickle.dumps([row]), "names": list(row)}))
+        outputs.append(row_out)
+        timing.append(row_timing)
+    seconds = time.perf_counter() - started
+
+    def valid(text: str | None) -> bool:
+        try:
+            return text is not None and StructuredCaption.model_validate_json(text) is not None
+        except ValueError:
+            return False
+
+    ok = [o for o in outputs if valid(o["caption_json"])]
+    parts = ("decode", "captioner", "shot", "camera_motion", "expression", "fuse")
+    samples = [{"clip": o["clip_id"], "t2v": o["caption_t2v"], "i2v": o["caption_i2v"]} for o in ok[:2]]
+    return {
+        "clips": len(rows), "valid": len(ok), "validity_rate": round(len(ok) / max(len(rows), 1), 4),
+        "first_attempt_validity": round(sum(t.get("attempts") == 1 for t in timing) / max(len(rows), 1), 4),
+        "errors": [o["error"] for o in outputs if o["error"]],
+        "clips_per_s": round(len(rows) / max(seconds, 1e-9), 3),
+        "seconds_per_clip": {p: round(sum(t.get(p, 0.0) for t in timing) / max(len(rows), 1), 4) for p in parts},
+        "captioner": {"model": cfg.captioner.model_path or "tiny random Qwen2.5-VL (built locally)",
+                      "backend": cfg.captioner.backend, "string_cap": cfg.captioner.string_cap,
+                      "sample_fps": cfg.captioner.sample_fps, "torch_threads": cfg.torch_threads},
+        "samples": samples,
+    }
 
 
 def summarize(records: list[dict], seconds: float) -> dict:
@@ -93,7 +141,7 @@ def summarize(records: list[dict], seconds: float) -> dict:
             "clips_per_s": round(len(records) / max(seconds, 1e-9), 3),
             "errors": [r for r in records if not (r["estimate"] == r["truth"] and r["speed"] == r["truth_speed"])],
         },
-        "targets": {"single": 0.90, "complex": 0.80, "static_precision": 0.95},
+        "targets": {"single": 0.90, "complex": 0.80, "static_precision": 0.95, "caption_validity": 1.0},
     }
 
 
@@ -102,6 +150,8 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--corpus", default=None, help="existing corpus folder (default: generate into a temp dir)")
+    parser.add_argument("--caption-clips", type=int, default=80, help="clips captioned (0 = all truth clips)")
+    parser.add_argument("--shot-clips", type=int, default=2000, help="synthetic frames for the shot expert (0 = skip)")
     parser.add_argument("--out", default="benchmarks/results/caption.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -111,7 +161,13 @@ def main() -> None:
         corpus = args.corpus or tmp
         if not args.corpus:
             generate_corpus(corpus, cfg, progress=False)
-        result = evaluate(corpus, MotionParams())
+        with tempfile.TemporaryDirectory(prefix="reelflow-bench-caption-") as work:
+            clips = cut_truth_clips(corpus, work)
+            result = evaluate(clips, MotionParams())
+            chosen = clips if args.caption_clips == 0 else clips[:args.caption_clips]
+            result["caption"] = evaluate_captions([row for row, _ in chosen], CaptionConfig(cache_dir=os.path.join(work, "models")))
+            if args.shot_clips:
+                result["shot_heads"] = train_expert("shot", os.path.join(work, "shot"), synthetic_clips=args.shot_clips)
     result["setup"] = {"corpus": cfg.model_dump(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
                        "clips_from": "truth shot ranges via tasks.clips.cut_clips (default ClipsConfig)"}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -119,6 +175,8 @@ def main() -> None:
         json.dump(result, f, indent=1)
     cam = result["camera_motion"]
     print(json.dumps({k: v for k, v in cam.items() if k != "errors"}, indent=1))
+    print(json.dumps({k: v for k, v in result["caption"].items() if k not in ("errors", "samples")}, indent=1))
+    print(json.dumps(result.get("shot_heads", {}), indent=1))
 
 
 if __name__ == "__main__":

@@ -176,6 +176,21 @@ def audit_serve(run_id: str, host: str, port: int, profile: str, overrides: tupl
         raise click.ClickException(str(exc)) from None
 
 
+@main.command("train-expert")
+@click.option("--expert", type=click.Choice(["shot"]), default="shot", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="folder for the trained expert")
+@click.option("--labelled", type=click.Path(dir_okay=False, exists=True),
+              help="JSONL of {clip_uri, shot_type?, shot_angle?, shot_position?}; default: synthetic labelled frames")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--seed", default=0, show_default=True, type=int)
+def train_expert_cmd(expert: str, out: str, labelled: str | None, epochs: int, seed: int) -> None:
+    """Train a captioning sub-expert (shot type / angle / position heads) and report held-out accuracy."""
+    from tasks.train_expert import train_expert
+
+    metrics = train_expert(expert, out, labelled, epochs=epochs, seed=seed)
+    click.echo(f"{expert} expert written to {os.path.abspath(out)}: {metrics}")
+
+
 @main.command("config")
 @_profile
 @_set

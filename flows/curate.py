@@ -1,7 +1,7 @@
 """Curation phase (report section 3.1), as the report's pseudocode reads:
 
     shots = ShotSegmentation(D_raw, detector=[PySceneDetect, TransNetV2])
-    pool  = BasicFilter(shots)                       # every filter adds a score, drops nothing
+    pool  = HierarchicalCaptioning(BasicFilter(shots))   # filters add scores, captions add columns
     D_256p = pool.filter(loose); D_360p = pool.filter(medium); D_540p = pool.filter(strict)
     D_post = ConceptBalance(D_540p); D_540p_sft = QualityFilter(D_post)
     each dataset gated by a human bad-case audit
@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from infra.config import STAGE_ORDER, PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
-from tasks import audit, balance, clips, datasets, ingest, score, segment
+from tasks import audit, balance, caption, clips, datasets, ingest, score, segment
 
 
 def stage_task(fn, name: str):
@@ -29,6 +29,7 @@ ingest_task = stage_task(ingest.run, "ingest")
 segment_task = stage_task(segment.run, "segment")
 clips_task = stage_task(clips.run, "clips")
 score_task = stage_task(score.run, "score")
+caption_task = stage_task(caption.run, "caption")
 dataset_task = stage_task(datasets.build_dataset, "dataset")
 balance_task = stage_task(balance.run, "concept-balance")
 gate_task = stage_task(audit.audit_gate, "audit-gate")
@@ -60,7 +61,8 @@ def curate(cfg: PipelineConfig, run_id: str, input_uri: str, until: str | None =
         sources = checkpoint(until, "ingest", ingest_task(ctx, stages.ingest, input_uri))
         shots = checkpoint(until, "segment", segment_task(ctx, stages.segment, sources))
         clip_table = checkpoint(until, "clips", clips_task(ctx, stages.clips, sources, shots))
-        pool = checkpoint(until, "score", score_task(ctx, stages.score, clip_table))
+        scored = checkpoint(until, "score", score_task(ctx, stages.score, clip_table))
+        pool = checkpoint(until, "caption", caption_task(ctx, stages.caption, scored))
         dataset("D_256p", pool)
         dataset("D_360p", pool)
         d_540p = dataset("D_540p", pool)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from infra.config_caption import CaptionConfig
 from infra.config_datasets import AuditConfig, BalanceConfig, DatasetsConfig
 from infra.config_filters import ScoreConfig
 
@@ -166,11 +167,12 @@ class StagesConfig(_Cfg):
     segment: SegmentConfig = SegmentConfig()
     clips: ClipsConfig = ClipsConfig()
     score: ScoreConfig = ScoreConfig()
+    caption: CaptionConfig = CaptionConfig()
     balance: BalanceConfig = BalanceConfig()
 
 
 # The curate flow's stages in order (``--until`` accepts any of them).
-STAGE_ORDER = ("ingest", "segment", "clips", "score", "D_256p", "D_360p", "D_540p", "D_post", "D_540p_sft")
+STAGE_ORDER = ("ingest", "segment", "clips", "score", "caption", "D_256p", "D_360p", "D_540p", "D_post", "D_540p_sft")
 
 
 class PipelineConfig(_Cfg):
@@ -190,7 +192,7 @@ class PipelineConfig(_Cfg):
     def _local_caches_under_state_dir(self) -> PipelineConfig:
         """Tiny random weights are built once per checkout, in the state dir, not in the cwd."""
         default = ".reelflow/models"
-        for section in (self.stages.score.aesthetic, self.stages.balance.classifier):
+        for section in (self.stages.score.aesthetic, self.stages.balance.classifier, self.stages.caption):
             if section.cache_dir == default:
                 object.__setattr__(section, "cache_dir", str(Path(self.state_dir) / "models"))
         return self

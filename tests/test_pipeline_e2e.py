@@ -13,7 +13,7 @@ from infra.session import tracker_for
 from tasks.corpus import generate_video
 
 pytestmark = pytest.mark.slow
-STAGES = ("corpus", "ingest", "segment", "clips", "score", "D_256p", "D_360p", "D_540p", "D_post", "D_540p_sft")
+STAGES = ("corpus", "ingest", "segment", "clips", "score", "caption", "D_256p", "D_360p", "D_540p", "D_post", "D_540p_sft")
 SMALL = ("corpus.videos=2", "corpus.width=160", "corpus.height=90", "corpus.shots_per_video=[4,5]")
 UNAUDITED = ("audit.mode=off",)
 

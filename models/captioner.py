@@ -1,0 +1,297 @@
+"""SkyCaptioner (report section 3.2): a Qwen2.5-VL model that turns a clip into the structured
+caption JSON (``models.caption_schema``), with the output constrained to that schema.
+
+Two backends, one contract (``caption_batch([(frames, fps), ...]) -> [CaptionResult, ...]``):
+
+* :class:`TransformersCaptioner` (CPU, and GPU without vLLM): ``Qwen2_5_VLForConditionalGeneration``
+  from a folder, video frames patchified here (:func:`video_inputs`: the Qwen2-VL video layout, so
+  no torchvision-backed video processor is needed), generation masked by our schema walker
+  (``models.json_constrained``) so even a randomly initialised model emits a valid caption.
+* :class:`VLLMCaptioner` (GPU, the ``gpu`` extra): vLLM batched generation with guided JSON
+  decoding over the same schema. Import-guarded: nothing imports vllm unless it is chosen.
+
+An output that fails validation (or a generation that raises) is retried with seeded sampling; after
+the retries the clip's result carries the error, never an exception that kills the batch. The tiny
+profile builds a random tiny Qwen2.5-VL and a BPE tokenizer (``tokenizers``, trained offline on
+caption-like text) once into a folder, so the production ``from_pretrained`` path runs unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import get_args
+
+import cv2
+import numpy as np
+import torch
+
+from infra.config_caption import CaptionerConfig
+from models.caption_schema import (
+    Category,
+    Emotion,
+    Intensity,
+    ShotAngle,
+    ShotPosition,
+    ShotType,
+    StructuredCaption,
+    caption_json_schema,
+)
+from models.json_constrained import ConstrainedLogits, SchemaWalker, TokenConstraint
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # Qwen2-VL uses the OpenAI CLIP normalisation
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>")  # Qwen2.5-VL's chat and vision markers
+SYSTEM_PROMPT = (
+    "You are a film-language video captioner. Describe the video as one JSON object: subjects (type, "
+    "sub_type, appearance, action, expression, position, is_main_subject), shot_type, shot_angle, "
+    "shot_position, camera_motion (6DoF signs and speed), environment and lighting.")
+USER_PROMPT = "Caption this video."
+MARKER = "captioner.json"  # written last into a tiny build: its presence marks a complete folder
+
+
+@dataclass
+class CaptionResult:
+    """One clip's outcome: a validated caption, or the error after every retry; ``attempts`` = 1
+    when the first output validated."""
+
+    caption: StructuredCaption | None
+    error: str | None
+    attempts: int
+
+
+# --- video -> model inputs ----------------------------------------------------------------------
+def sample_indices(num_frames: int, fps: float, sample_fps: float, max_frames: int) -> np.ndarray:
+    """Frame indices at ``sample_fps`` (report: 2 fps), at most ``max_frames``, at least 2."""
+    if num_frames <= 0:
+        return np.zeros(0, int)
+    step = max(1.0, fps / sample_fps, num_frames / max_frames)
+    idx = np.unique(np.minimum(np.arange(step / 2, num_frames, step).astype(int), num_frames - 1))
+    return idx if len(idx) >= 2 else np.array([0, num_frames - 1])
+
+
+def fit_size(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL sizing: both sides multiples of ``factor`` (patch x merge), aspect kept, area
+    within ``[min_pixels, max_pixels]``."""
+    h, w = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        scale = math.sqrt(height * width / max_pixels)
+        h, w = max(factor, math.floor(height / scale / factor) * factor), max(factor, math.floor(width / scale / factor) * factor)
+    elif h * w < min_pixels:
+        scale = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * scale / factor) * factor, math.ceil(width * scale / factor) * factor
+    return h, w
+
+
+def video_inputs(frames: np.ndarray, vision_cfg, min_pixels: int, max_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, H, W, 3) uint8 RGB -> (``pixel_values_videos`` (patches, C*tp*p*p), ``video_grid_thw`` (1, 3)).
+
+    Patch order follows Qwen2-VL: time groups of ``temporal_patch_size`` frames, then 2x2 merge
+    windows in raster order, then the patches inside a window; each patch flattened as (C, tp, p, p)."""
+    p, m, tp = vision_cfg.patch_size, vision_cfg.spatial_merge_size, vision_cfg.temporal_patch_size
+    h, w = fit_size(frames.shape[1], frames.shape[2], p * m, min_pixels, max_pixels)
+    x = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]).astype(np.float32) / 255
+    x = (x - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
+    if len(x) % tp:  # pad time with the last frame
+        x = np.concatenate([x, np.repeat(x[-1:], tp - len(x) % tp, axis=0)])
+    gt, gh, gw = len(x) // tp, h // p, w // p
+    x = x.transpose(0, 3, 1, 2).reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p)
+    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(gt * gh * gw, 3 * tp * p * p)
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor([[gt, gh, gw]])
+
+
+def chat_prompt(video_tokens: int) -> str:
+    """Qwen chat format with one video (its ``<|video_pad|>`` expanded to the merged patch count)."""
+    return (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n<|vision_start|>"
+            f"{'<|video_pad|>' * video_tokens}<|vision_end|>{USER_PROMPT}<|im_end|>\n<|im_start|>assistant\n")
+
+
+# --- tiny random model ---------------------------------------------------------------------------
+WORDS = ("red", "blue", "dark", "bright", "young", "old", "tall", "small", "wooden", "stone", "green", "coat",
+         "dress", "hair", "walks", "runs", "stands", "sits", "turns", "looks", "smiles", "left", "right", "centre",
+         "foreground", "background", "street", "room", "forest", "city", "sky", "night", "day", "soft", "warm",
+         "cold", "natural", "light", "the", "a", "in", "of", "and", "with", "to", "at", "slowly", "toward", "camera")
+
+
+def _caption_like_texts(count: int, seed: int) -> list[str]:
+    """Random JSON captions over the schema's vocabulary: what the tiny tokenizer learns to merge."""
+    rng = np.random.default_rng(seed)
+
+    def words(n: int) -> str:
+        return " ".join(rng.choice(WORDS, int(rng.integers(1, n))))
+
+    def pick(literal) -> str:
+        return str(rng.choice(get_args(literal)))
+
+    texts = [SYSTEM_PROMPT, USER_PROMPT]
+    for _ in range(count):
+        subjects = [{"TYPES": {"type": pick(Category), "sub_type": words(2)}, "appearance": words(8),
+                     "action": words(6), "expression": None if rng.random() < 0.5 else {
+                         "emotion": pick(Emotion), "intensity": pick(Intensity), "change": words(3)},
+                     "position": words(3), "is_main_subject": bool(rng.random() < 0.5)}
+                    for _ in range(int(rng.integers(1, 4)))]
+        caption = {"subjects": subjects, "shot_type": pick(ShotType), "shot_angle": pick(ShotAngle),
+                   "shot_position": pick(ShotPosition),
+                   "camera_motion": {a: str(rng.choice(["+", "-", "0"])) for a in ("tx", "ty", "tz", "roll", "pitch", "yaw")}
+                   | {"speed": "slow", "handheld": False, "abrupt_change": False},
+                   "environment": words(8), "lighting": words(3)}
+        texts.append(json.dumps(caption, separators=(",", ":")))
+    return texts
+
+
+def build_tiny_tokenizer(vocab_size: int = 1024, seed: int = 0):
+    """A byte-level BPE trained offline on caption-like text, as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_caption_like_texts(2000, seed), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   additional_special_tokens=list(SPECIAL_TOKENS[1:]))
+
+
+def build_tiny_captioner(folder: str, seed: int = 0) -> str:
+    """A randomly initialised tiny Qwen2.5-VL + tokenizer saved in ``folder`` (once)."""
+    if os.path.exists(os.path.join(folder, MARKER)):
+        return folder
+    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = build_tiny_tokenizer(seed=seed)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    vocab = len(tokenizer)
+    torch.manual_seed(seed)
+    cfg = Qwen2_5_VLConfig(
+        text_config={"vocab_size": vocab, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 8192,
+                     # mrope_section splits head_dim/2 = 16 rotary pairs over (time, height, width)
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+                     "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+                     "pad_token_id": ids["<|endoftext|>"]},
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+                       "fullatt_block_indexes": [1], "window_size": 56, "tokens_per_second": 2},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    model.generation_config = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    with open(os.path.join(folder, MARKER), "w", encoding="utf-8") as fh:
+        json.dump({"tiny": True, "seed": seed, "vocab_size": vocab}, fh)
+    return folder
+
+
+# --- backends ------------------------------------------------------------------------------------
+def token_texts(tokenizer) -> list[str | None]:
+    """Each token id's decoded text (None for special tokens): what the schema walker matches."""
+    special = set(tokenizer.all_special_ids)
+    return [None if i in special else tokenizer.decode([i], clean_up_tokenization_spaces=False)
+            for i in range(len(tokenizer))]
+
+
+def parse_caption(text: str) -> StructuredCaption:
+    return StructuredCaption.model_validate_json(text)
+
+
+class TransformersCaptioner:
+    """Loads the model once; ``caption_batch`` captions clips one by one (CPU: batching buys little)."""
+
+    def __init__(self, model_path: str, cfg: CaptionerConfig, seed: int = 0):
+        from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+        self.cfg, self.seed = cfg, seed
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path).eval()
+        walker = SchemaWalker(caption_json_schema(), string_cap=cfg.string_cap)
+        eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.constraint = TokenConstraint(walker, token_texts(self.tokenizer), [eos], self.model.config.text_config.vocab_size)
+        self.max_new_tokens = walker.max_chars() + 1  # every token emits >= 1 character
+        pad = self.tokenizer.pad_token_id
+        self.eos, self.pad = eos, eos if pad is None else pad
+
+    @torch.no_grad()
+    def generate(self, frames: np.ndarray, fps: float, attempt: int = 0) -> str:
+        """One constrained generation for sampled frames (T, H, W, 3) taken at ``fps``."""
+        vision = self.model.config.vision_config
+        pixels, grid = video_inputs(frames, vision, self.cfg.min_pixels, self.cfg.max_pixels)
+        video_tokens = int(grid.prod()) // vision.spatial_merge_size ** 2
+        ids = self.tokenizer(chat_prompt(video_tokens), return_tensors="pt").input_ids
+        sample = self.cfg.do_sample or attempt > 0
+        if sample:
+            torch.manual_seed(self.seed * 1000 + attempt)
+        out = self.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=pixels, video_grid_thw=grid,
+            second_per_grid_ts=torch.tensor([vision.temporal_patch_size / fps]),
+            logits_processor=[ConstrainedLogits(self.constraint, ids.shape[1])], max_new_tokens=self.max_new_tokens,
+            do_sample=sample, temperature=self.cfg.temperature if sample else None, top_k=None, top_p=None,
+            eos_token_id=self.eos, pad_token_id=self.pad)
+        return self.constraint.decode(out[0, ids.shape[1]:].tolist())
+
+    def caption(self, frames: np.ndarray, fps: float) -> CaptionResult:
+        """Validated caption, retried (seeded sampling) on an invalid output or a failed generation."""
+        reasons = []
+        for attempt in range(self.cfg.retries + 1):
+            try:
+                return CaptionResult(parse_caption(self.generate(frames, fps, attempt)), None, attempt + 1)
+            except Exception as exc:  # invalid JSON or a failed generation: retry, then report
+                reasons.append(f"attempt {attempt}: {type(exc).__name__}: {str(exc)[:200]}")
+        return CaptionResult(None, "; ".join(reasons), len(reasons))
+
+    def caption_batch(self, videos: list[tuple[np.ndarray, float]]) -> list[CaptionResult]:
+        return [self.caption(frames, fps) for frames, fps in videos]
+
+
+class VLLMCaptioner:
+    """GPU backend: vLLM batches every clip of a call; JSON-schema guided decoding keeps outputs
+    valid (invalid ones, e.g. a truncated generation, are retried in a smaller batch)."""
+
+    def __init__(self, model_path: str, cfg: CaptionerConfig, seed: int = 0):
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as exc:  # the gpu extra is absent (CPU image)
+            raise RuntimeError("captioner.backend=vllm needs vllm (pip install '.[gpu]' on a CUDA machine); "
+                               "use captioner.backend=transformers on CPU") from exc
+        self.cfg, self.seed = cfg, seed
+        self.llm = LLM(model=model_path, limit_mm_per_prompt={"video": 1}, seed=seed,
+                       gpu_memory_utilization=cfg.gpu_memory_utilization, tensor_parallel_size=cfg.tensor_parallel_size,
+                       mm_processor_kwargs={"min_pixels": cfg.min_pixels, "max_pixels": cfg.max_pixels})
+        schema = caption_json_schema()
+        try:  # vLLM >= 0.10.2 names it structured outputs; older releases guided decoding
+            from vllm.sampling_params import StructuredOutputsParams
+            guided = {"structured_outputs": StructuredOutputsParams(json=schema)}
+        except ImportError:
+            from vllm.sampling_params import GuidedDecodingParams
+            guided = {"guided_decoding": GuidedDecodingParams(json=schema)}
+        budget = SchemaWalker(schema, string_cap=cfg.string_cap).max_chars()
+        self.params = [SamplingParams(temperature=0.0 if attempt == 0 and not cfg.do_sample else cfg.temperature,
+                                      seed=seed + attempt, max_tokens=budget, **guided)
+                       for attempt in range(cfg.retries + 1)]
+
+    def caption_batch(self, videos: list[tuple[np.ndarray, float]]) -> list[CaptionResult]:
+        results = [CaptionResult(None, "not attempted", 0) for _ in videos]
+        todo = list(range(len(videos)))
+        for attempt, params in enumerate(self.params, start=1):
+            if not todo:
+                break
+            prompts = [{"prompt": chat_prompt(1), "multi_modal_data": {"video": videos[i][0]},
+                        "mm_processor_kwargs": {"fps": videos[i][1]}} for i in todo]
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            failed = []
+            for i, out in zip(todo, outputs, strict=True):
+                try:
+                    results[i] = CaptionResult(parse_caption(out.outputs[0].text), None, attempt)
+                except Exception as exc:
+                    results[i] = CaptionResult(None, f"attempt {attempt - 1}: {type(exc).__name__}: {str(exc)[:200]}", attempt)
+                    failed.append(i)
+            todo = failed
+        return results
+
+
+def load_captioner(model_path: str, cfg: CaptionerConfig, seed: int = 0):
+    return (VLLMCaptioner if cfg.backend == "vllm" else TransformersCaptioner)(model_path, cfg, seed)
