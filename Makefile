@@ -46,7 +46,7 @@ ui: setup
 	  > $(STATE)/mlflow-ui.log 2>&1 & echo $$! > $(STATE)/mlflow-ui.pid
 	@echo "MLflow : http://127.0.0.1:5000   (log: $(STATE)/mlflow-ui.log)"
 	@echo "Prefect: http://127.0.0.1:4200   (log: $(STATE)/prefect-server.log)"
-	@echo "stop both with: make ui-stop"
+	@echo "(both take up to a minute to come up; stop them with: make ui-stop)"
 
 ui-stop:
 	-@kill $$(cat $(STATE)/prefect-server.pid $(STATE)/mlflow-ui.pid 2>/dev/null) 2>/dev/null; rm -f $(STATE)/*.pid
