@@ -1,11 +1,12 @@
 """Long-video diffusion-forcing generation: diffusers reference vs reelflow, one run, one JSON.
 
-    python benchmarks/generate.py --profile tiny --out benchmarks/results/generate_tiny.json
+    python benchmarks/generate.py --profile tiny --threads 1 --repeats 3 --out benchmarks/results/generate.json
 
-Each side runs in its own process (fair peak-memory numbers: max RSS, or CUDA peak on a GPU) on the same
-checkpoint folder, prompt, seed and settings; the JSON holds wall times, speed-up, peak memory and the
-relative error between the decoded videos. Settings default to issue 6's async target: ~4x the base
-length, ar_step 5, causal_block_size 5.
+Each generation runs in its own fresh process (fair peak-memory numbers: max RSS, or CUDA peak on a GPU) on
+the same checkpoint folder, prompt, seed and settings. Scenarios (issue 6 targets): `async`, ~4x the base
+length with ar_step 5 and causal_block_size 5, and `sync`, the same length with ar_step 0. On a shared host
+wall time follows other tenants' load, so reference and reelflow runs are interleaved (alternating which
+goes first), repeated, and reported as medians of wall and CPU time; the JSON keeps every run.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -23,6 +26,36 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+class RssPeak:
+    """Highest resident set size while active, sampled from /proc every few milliseconds (CPU runs)."""
+
+    def __init__(self, interval: float = 0.005):
+        import threading
+
+        self.interval, self.peak, self.done = interval, 0, threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+
+    def _sample(self) -> None:
+        while not self.done.is_set():
+            self.peak = max(self.peak, self.rss())
+            self.done.wait(self.interval)
+
+    def __enter__(self) -> RssPeak:
+        self.baseline = self.peak = self.rss()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+        self.peak = max(self.peak, self.rss())
 
 
 def _run(side: str, ckpt: str, settings: dict, device: str, threads: int, out_npy: str, queue) -> None:
@@ -37,28 +70,44 @@ def _run(side: str, ckpt: str, settings: dict, device: str, threads: int, out_np
     for name in ("text_encoder", "transformer", "vae"):
         comps[name].to(device)
     cfg = GenerateConfig(**settings)
-    start, cpu_start = time.perf_counter(), time.process_time()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated() if device == "cuda" else 0
+    with RssPeak() as rss:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        frames = _generate(side, comps, cfg)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    np.save(out_npy, np.asarray(frames, dtype=np.float32))
+    if device == "cuda":
+        peak, working = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_allocated() - before
+    else:
+        peak, working = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss.peak - rss.baseline
+    # peak: the whole process (imports and weights included); working: what generating added on top.
+    queue.put({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_memory_bytes": int(peak),
+               "working_memory_bytes": int(working)})
+
+
+def _generate(side: str, comps: dict, cfg) -> np.ndarray:
+    import torch
+
     if side == "reference":
         from diffusers import SkyReelsV2DiffusionForcingPipeline
 
         pipe = SkyReelsV2DiffusionForcingPipeline(**comps)
         pipe.set_progress_bar_config(disable=True)
         torch.manual_seed(cfg.seed + 1)  # history re-noising stream, as reelflow seeds it
-        frames = pipe(cfg.prompt, negative_prompt=cfg.negative_prompt, height=cfg.height, width=cfg.width,
-                      num_frames=cfg.num_frames, num_inference_steps=cfg.num_inference_steps,
-                      guidance_scale=cfg.guidance_scale, generator=torch.Generator().manual_seed(cfg.seed),
-                      max_sequence_length=cfg.max_sequence_length, overlap_history=cfg.overlap_history,
-                      addnoise_condition=cfg.addnoise_condition, base_num_frames=cfg.base_num_frames,
-                      ar_step=cfg.ar_step, causal_block_size=cfg.causal_block_size, fps=cfg.fps).frames[0]
-    else:
-        from models.df_sampler import generate_df
+        return pipe(cfg.prompt, negative_prompt=cfg.negative_prompt, height=cfg.height, width=cfg.width,
+                    num_frames=cfg.num_frames, num_inference_steps=cfg.num_inference_steps,
+                    guidance_scale=cfg.guidance_scale, generator=torch.Generator().manual_seed(cfg.seed),
+                    max_sequence_length=cfg.max_sequence_length, overlap_history=cfg.overlap_history,
+                    addnoise_condition=cfg.addnoise_condition, base_num_frames=cfg.base_num_frames,
+                    ar_step=cfg.ar_step, causal_block_size=cfg.causal_block_size, fps=cfg.fps).frames[0]
+    from models.df_sampler import generate_df
 
-        frames = generate_df(comps, cfg).frames
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    np.save(out_npy, frames.astype(np.float32))
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    queue.put({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_memory_bytes": int(peak)})
+    return generate_df(comps, cfg).frames
 
 
 def run_side(side, ckpt, settings, device, threads, workdir) -> tuple[dict, np.ndarray]:
@@ -66,57 +115,87 @@ def run_side(side, ckpt, settings, device, threads, workdir) -> tuple[dict, np.n
     queue, out_npy = ctx.Queue(), str(Path(workdir) / f"{side}.npy")
     proc = ctx.Process(target=_run, args=(side, ckpt, settings, device, threads, out_npy, queue))
     proc.start()
-    result = queue.get()
+    while True:  # a child that dies (an exception, the OOM killer) must not leave us waiting forever
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Exception:
+            if not proc.is_alive():
+                raise RuntimeError(f"{side} process died with exit code {proc.exitcode}") from None
     proc.join()
     return result, np.load(out_npy)
+
+
+SCENARIOS = {"async": dict(ar_step=5, causal_block_size=5), "sync": dict(ar_step=0, causal_block_size=None)}
+
+
+def summarize(runs: list[dict]) -> dict:
+    keys = ("seconds", "cpu_seconds", "peak_memory_bytes", "working_memory_bytes")
+    return {**{f"median_{k}": statistics.median(r[k] for r in runs) for k in keys}, "runs": runs}
+
+
+def bench_scenario(name, ckpt, settings, args, workdir) -> dict:
+    sides: dict[str, list[dict]] = {"reference": [], "reelflow": []}
+    errors = []
+    for rep in range(args.repeats):
+        order = ["reference", "reelflow"] if rep % 2 == 0 else ["reelflow", "reference"]
+        frames = {}
+        for side in order:
+            result, frames[side] = run_side(side, ckpt, settings, args.device, args.threads, workdir)
+            sides[side].append(result)
+            print(f"{name} #{rep} {side}: {json.dumps(result)}", flush=True)
+        ref, ours = frames["reference"], frames["reelflow"]
+        errors.append(float(np.linalg.norm(ours - ref) / np.linalg.norm(ref)))
+    ref, ours = summarize(sides["reference"]), summarize(sides["reelflow"])
+    return {
+        "settings": settings, "reference": ref, "reelflow": ours,
+        "speedup": ref["median_seconds"] / ours["median_seconds"],
+        "cpu_speedup": ref["median_cpu_seconds"] / ours["median_cpu_seconds"],
+        "peak_memory_ratio": ours["median_peak_memory_bytes"] / ref["median_peak_memory_bytes"],
+        "working_memory_ratio": ours["median_working_memory_bytes"] / ref["median_working_memory_bytes"],
+        "relative_error": max(errors),
+    }
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="tiny", choices=["tiny", "wan-1.3b"])
     parser.add_argument("--checkpoint", help="existing checkpoint folder (default: build one for --profile)")
-    parser.add_argument("--out", default="benchmarks/results/generate_tiny.json")
+    parser.add_argument("--out", default="benchmarks/results/generate.json")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per side; medians reported")
+    parser.add_argument("--scenarios", default="async,sync", help=f"comma list of {sorted(SCENARIOS)}")
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=30, help="30: upstream generate_video_df.py's default")
     parser.add_argument("--base-num-frames", type=int, default=97)
     # ~4x the base length, rounded so every window is whole causal blocks (else the reference leaves the
     # tail frames of the last window as noise, diffusers issue 13609, and the error measures that instead)
     parser.add_argument("--num-frames", type=int, default=397)
-    parser.add_argument("--ar-step", type=int, default=5)
-    parser.add_argument("--causal-block-size", type=int, default=5)
     parser.add_argument("--addnoise-condition", type=float, default=20.0)
     args = parser.parse_args(argv)
 
-    settings = dict(prompt="a golden retriever runs along the sea at sunset, cinematic tracking shot",
-                    negative_prompt="blurry, static", height=args.height, width=args.width,
-                    num_inference_steps=args.steps, guidance_scale=6.0, seed=0, max_sequence_length=64,
-                    base_num_frames=args.base_num_frames,
-                    num_frames=args.num_frames, overlap_history=17,
-                    ar_step=args.ar_step, causal_block_size=args.causal_block_size,
-                    addnoise_condition=args.addnoise_condition)
+    common = dict(prompt="a golden retriever runs along the sea at sunset, cinematic tracking shot",
+                  negative_prompt="blurry, static", height=args.height, width=args.width,
+                  num_inference_steps=args.steps, guidance_scale=6.0, seed=0, max_sequence_length=64,
+                  base_num_frames=args.base_num_frames, num_frames=args.num_frames, overlap_history=17,
+                  addnoise_condition=args.addnoise_condition)
+    report = {"profile": args.profile, "device": args.device, "threads": args.threads, "repeats": args.repeats,
+              "host": platform.node(), "cpus": len(os.sched_getaffinity(0)), "scenarios": {}}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint
         if ckpt is None:
             from models.checkpoint import init_checkpoint
 
             ckpt = init_checkpoint(args.profile, str(Path(tmp) / "ckpt"))
-        ref, ref_frames = run_side("reference", ckpt, settings, args.device, args.threads, tmp)
-        ours, our_frames = run_side("reelflow", ckpt, settings, args.device, args.threads, tmp)
-    err = float(np.linalg.norm(our_frames - ref_frames) / np.linalg.norm(ref_frames))
-    report = {
-        "profile": args.profile, "device": args.device, "threads": args.threads, "host": platform.node(),
-        "settings": settings, "reference": ref, "reelflow": ours,
-        "speedup": ref["seconds"] / ours["seconds"], "relative_error": err,
-        # On a shared CPU host wall time follows other tenants' load; CPU time of the process does not.
-        "cpu_speedup": ref["cpu_seconds"] / ours["cpu_seconds"],
-    }
+        for name in args.scenarios.split(","):
+            settings = {**common, **SCENARIOS[name]}
+            report["scenarios"][name] = bench_scenario(name, ckpt, settings, args, tmp)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    keys = ("speedup", "cpu_speedup", "relative_error", "reference", "reelflow")
-    print(json.dumps({k: report[k] for k in keys}, indent=2))
+    keys = ("speedup", "cpu_speedup", "peak_memory_ratio", "working_memory_ratio", "relative_error")
+    print(json.dumps({n: {k: s[k] for k in keys} for n, s in report["scenarios"].items()}, indent=2))
     return report
 
 

@@ -201,5 +201,9 @@ def show_config(profile: str, overrides: tuple[str, ...]) -> None:
     click.echo(yaml.safe_dump(_load(profile, overrides).model_dump(mode="json"), sort_keys=False))
 
 
+from flows.cli_generate import register  # noqa: E402  (generate + init-checkpoint commands)
+
+register(main)
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,6 +33,7 @@ class ADSchedule:
     num_steps: int
     block_size: int
     num_clean_prefix: int
+    num_clean_suffix: int  # trailing clean conditions (an end frame), never updated
     step_index: np.ndarray  # (rows, frames) int64, see module doc
     update_mask: np.ndarray  # (rows, frames) bool: frames stepped by the sampler at this row
 
@@ -46,9 +47,11 @@ class ADSchedule:
 
     @property
     def blocks(self) -> list[tuple[int, int]]:
-        """[start, end) latent frames of each causal block; the last one may be shorter."""
-        f, b = self.num_frames, self.block_size
-        return [(s, min(s + b, f)) for s in range(0, f, b)]
+        """[start, end) latent frames of each causal block; the last one may be shorter. A clean suffix is a
+        block of its own."""
+        f, b = self.num_frames - self.num_clean_suffix, self.block_size
+        suffix = [(f, self.num_frames)] if self.num_clean_suffix else []
+        return [(s, min(s + b, f)) for s in range(0, f, b)] + suffix
 
     @property
     def active_spans(self) -> list[tuple[int, int]]:
@@ -81,12 +84,24 @@ def plan_ad_schedule(
     block_size: int = 1,
     ar_step: int = 0,
     num_clean_prefix: int = 0,
+    num_clean_suffix: int = 0,
 ) -> ADSchedule:
     """Plan the AD schedule of one window of `num_frames` latent frames (report section 3.4.2).
 
     Blocks fully inside the clean prefix count as finished; a block that the prefix only partly covers is
-    scheduled as usual and its prefix frames are simply never updated.
+    scheduled as usual and its prefix frames are simply never updated. The last `num_clean_suffix` frames
+    (an end frame to steer towards) are clean conditions throughout: timestep 0 at every row, as the
+    reference image-to-video pipeline feeds its `last_image`.
     """
+    if num_clean_suffix:
+        if not 0 < num_clean_suffix < num_frames - num_clean_prefix:
+            raise ValueError(f"num_clean_suffix ({num_clean_suffix}) must leave frames to generate between "
+                             f"the prefix ({num_clean_prefix}) and the end of {num_frames} frames")
+        head = plan_ad_schedule(num_steps, num_frames - num_clean_suffix, block_size, ar_step, num_clean_prefix)
+        rows = head.num_rows
+        step_index = np.concatenate([head.step_index, np.full((rows, num_clean_suffix), num_steps + 1)], axis=1)
+        update_mask = np.concatenate([head.update_mask, np.zeros((rows, num_clean_suffix), bool)], axis=1)
+        return ADSchedule(num_steps, block_size, num_clean_prefix, num_clean_suffix, step_index, update_mask)
     for name, value, low in (("num_steps", num_steps, 1), ("num_frames", num_frames, 1),
                              ("block_size", block_size, 1), ("ar_step", ar_step, 0),
                              ("num_clean_prefix", num_clean_prefix, 0)):
@@ -108,7 +123,7 @@ def plan_ad_schedule(
     step_index = block_index[:, frame_block]
     step_index[:, :num_clean_prefix] = num_steps + 1
     update_mask = (step_index >= 1) & (step_index <= num_steps)
-    return ADSchedule(num_steps, block_size, num_clean_prefix, step_index, update_mask)
+    return ADSchedule(num_steps, block_size, num_clean_prefix, 0, step_index, update_mask)
 
 
 @dataclass(frozen=True)

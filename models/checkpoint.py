@@ -9,6 +9,7 @@ Profiles (DESIGN.md section 5): `tiny` runs a long diffusion-forcing generation 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -86,8 +87,11 @@ def build_tokenizer():
     return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 
-def build_components(profile: str, seed: int = 0) -> dict[str, Any]:
-    """Random-init pipeline components of `profile`, deterministic in `seed`."""
+def build_components(profile: str, seed: int = 0, diffusion_forcing: bool = True) -> dict[str, Any]:
+    """Random-init pipeline components of `profile`, deterministic in `seed`.
+
+    A full-sequence (non-DF) DiT has no frame-rate conditioning: the report drops the fps embedding in the
+    540p SFT (section 3.4.3), and diffusers' full-sequence `SkyReelsV2Pipeline` passes no fps."""
     from diffusers import AutoencoderKLWan, SkyReelsV2Transformer3DModel, UniPCMultistepScheduler
     from transformers import UMT5Config, UMT5EncoderModel
 
@@ -100,7 +104,7 @@ def build_components(profile: str, seed: int = 0) -> dict[str, Any]:
     torch.manual_seed(seed + 1)
     vae = AutoencoderKLWan(**spec.vae).eval()
     torch.manual_seed(seed + 2)
-    transformer = SkyReelsV2Transformer3DModel(**spec.transformer).eval()
+    transformer = SkyReelsV2Transformer3DModel(**{**spec.transformer, "inject_sample_info": diffusion_forcing}).eval()
     return {
         "tokenizer": tokenizer,
         "text_encoder": text_encoder,
@@ -124,7 +128,7 @@ def init_checkpoint(profile: str, out_dir: str, seed: int = 0, diffusion_forcing
         raise FileExistsError(f"{out} already exists; pick a new folder or delete it first")
     out.parent.mkdir(parents=True, exist_ok=True)
     pipeline_cls = SkyReelsV2DiffusionForcingPipeline if diffusion_forcing else SkyReelsV2Pipeline
-    pipe = pipeline_cls(**build_components(profile, seed))
+    pipe = pipeline_cls(**build_components(profile, seed, diffusion_forcing))
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -150,3 +154,21 @@ def load_pipeline_components(path: str, dtype: torch.dtype = torch.float32) -> d
         "transformer": SkyReelsV2Transformer3DModel.from_pretrained(root / "transformer", torch_dtype=dtype).eval(),
         "scheduler": UniPCMultistepScheduler.from_pretrained(root / "scheduler"),
     }
+
+
+DF_PIPELINES = ("SkyReelsV2DiffusionForcingPipeline", "SkyReelsV2DiffusionForcingImageToVideoPipeline",
+                "SkyReelsV2DiffusionForcingVideoToVideoPipeline")
+
+
+def pipeline_class_name(path: str) -> str:
+    """The pipeline a diffusers checkpoint folder was saved from (model_index.json `_class_name`)."""
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{path} is not a diffusers checkpoint folder (no model_index.json); build one "
+                                "with `reelflow init-checkpoint --profile tiny --out DIR`")
+    return json.loads(index.read_text())["_class_name"]
+
+
+def is_diffusion_forcing(path: str) -> bool:
+    """Whether the folder holds a diffusion-forcing DiT (the SkyReels-V2-DF-* checkpoints)."""
+    return pipeline_class_name(path) in DF_PIPELINES

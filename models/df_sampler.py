@@ -1,4 +1,4 @@
-"""Long-video text-to-video through diffusion forcing with the AD schedule (report sections 3.4.2, 5.4).
+"""Long-video generation through diffusion forcing with the AD schedule (report sections 3.4.2, 5.4, 5.5).
 
 The networks and the solver are the diffusers / transformers classes of a SkyReels-V2 checkpoint folder
 (`models.checkpoint.load_pipeline_components`); this module is only the sampling loop:
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass, replace
 
@@ -21,13 +22,14 @@ from tqdm.auto import tqdm
 
 from models.ad_schedule import ADSchedule, Window, plan_ad_schedule, plan_windows
 from models.df_attention import FrameLayout, block_causal_attention
-from models.generate_config import GenerateConfig, latent_frames
+from models.df_vae import StreamingDecoder, encode_frames
+from models.generate_config import VAE_TEMPORAL_STRIDE, GenerateConfig, latent_frames
 
 
 @dataclass
 class DFResult:
-    frames: np.ndarray  # (num_frames, height, width, 3) float32 in [0, 1]
-    latents: torch.Tensor  # (1, C, latent frames, h, w), normalized VAE latents
+    frames: np.ndarray  # (frames, height, width, 3) float32 in [0, 1]; an extended video comes first
+    latents: torch.Tensor  # (1, C, latent frames, h, w) normalized VAE latents of the generated sequence
 
 
 def clean_prompt(text: str) -> str:
@@ -50,10 +52,32 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], max_length: int)
 
 
 def _solver_groups(schedule: ADSchedule) -> list[tuple[int, int]]:
-    """Frame ranges that always share a step history (a block minus its clean-prefix frames):
-    one solver state steps each range at once instead of one per frame."""
-    prefix = schedule.num_clean_prefix
-    return [(max(s, prefix), e) for s, e in schedule.blocks if max(s, prefix) < e]
+    """Runs of consecutive generated frames that take every step together (whole blocks; the whole window
+    when synchronous). The multistep solver is elementwise in the sample, so one solver state steps each run
+    at once, exactly as one state per frame (the reference) would."""
+    lo, hi = schedule.num_clean_prefix, schedule.num_frames - schedule.num_clean_suffix
+    groups: list[tuple[int, int]] = []
+    for s, e in schedule.blocks:
+        s, e = max(s, lo), min(e, hi)
+        if s >= e:
+            continue
+        if groups and groups[-1][1] == s and (schedule.step_index[:, s] == schedule.step_index[:, s - 1]).all():
+            groups[-1] = (groups[-1][0], e)
+        else:
+            groups.append((s, e))
+    return groups
+
+
+@dataclass
+class _Plan:
+    """What one generation is conditioned on, in latents, and how its decoded frames become the output."""
+
+    windows: list[Window]
+    prompts: list[str]  # one per window (story mode) or the same throughout
+    history: torch.Tensor | None  # clean latents of window 0's prefix: the first frame, or the video's tail
+    end: torch.Tensor | None  # clean latent appended to the last window (end-frame control)
+    lead: np.ndarray | None  # frames output before the generated ones (the video being continued)
+    skip: int  # decoded frames dropped: the re-decoded tail of that video
 
 
 class DFSampler:
@@ -67,28 +91,112 @@ class DFSampler:
         self.scheduler = components["scheduler"]
         self.layout = FrameLayout()  # shared with the attention processors during `generate`
 
-    @torch.no_grad()
     def encode_image(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 or [0, 1] float frame -> (1, C, 1, h, w) normalized latent (VAE mode)."""
-        pixels = torch.from_numpy(np.asarray(image)).float()
-        if np.asarray(image).dtype == np.uint8:
-            pixels = pixels / 255.0
-        pixels = (pixels.permute(2, 0, 1)[None, :, None] * 2.0 - 1.0).to(self.vae.device, self.vae.dtype)
-        latent = self.vae.encode(pixels).latent_dist.mode().float()
-        cfg = self.vae.config
-        mean = torch.tensor(cfg.latents_mean, dtype=torch.float32).view(1, cfg.z_dim, 1, 1, 1)
-        std = torch.tensor(cfg.latents_std, dtype=torch.float32).view(1, cfg.z_dim, 1, 1, 1)
-        return (latent - mean.to(latent.device)) * (1.0 / std.to(latent.device))
+        return encode_frames(self.vae, np.asarray(image)[None])
+
+    def generate(self, cfg: GenerateConfig, image: np.ndarray | None = None, end_image: np.ndarray | None = None,
+                 video: np.ndarray | None = None, progress: bool = False) -> DFResult:
+        """The whole video in memory; see `stream` for the modes and `DFResult` for what comes back."""
+        chunks = self.stream(cfg, image, end_image, video, progress)  # validates before allocating
+        frames = np.empty((cfg.output_frames(0 if video is None else len(video)), cfg.height, cfg.width, 3),
+                          dtype=np.float32)  # filled in place: one copy of the video, not chunks plus a concat
+        latents, filled = [], 0
+        for chunk, pixels in chunks:
+            if chunk is not None:
+                latents.append(chunk)
+            frames[filled:filled + len(pixels)] = pixels
+            filled += len(pixels)
+        if filled != len(frames):
+            raise RuntimeError(f"generated {filled} frames, expected {len(frames)}")
+        return DFResult(frames=frames, latents=torch.cat(latents, dim=2))
+
+    def stream(self, cfg: GenerateConfig, image: np.ndarray | None = None, end_image: np.ndarray | None = None,
+               video: np.ndarray | None = None, progress: bool = False
+               ) -> Iterator[tuple[torch.Tensor | None, np.ndarray]]:
+        """Generate window by window, yielding (final latents the window adds, their decoded frames).
+
+        Modes (report section 5.5, upstream README): text-to-video; image-to-video when `image` (the first
+        frame) is given; start/end-frame control when `end_image` is given too (or alone); video extension
+        when `video` ((frames, height, width, 3)) is given: its last `overlap_history` frames are encoded
+        once as the clean history of window 0, `num_frames` counts that overlap as the reference
+        video-to-video pipeline does, and the output is `video` followed by the new frames (the first
+        item, with latents None); story mode when `cfg.story` holds one prompt per window.
+        Only the history a window needs is kept between windows, so memory stays flat at any length.
+        Settings and inputs are checked here, before the first window runs.
+        """
+        return self._stream(cfg, self._plan(cfg, image, end_image, video), progress)
+
+    def _stream(self, cfg: GenerateConfig, plan: _Plan, progress: bool
+                ) -> Iterator[tuple[torch.Tensor | None, np.ndarray]]:
+        if plan.lead is not None:
+            yield None, plan.lead
+        decoder, skip = StreamingDecoder(self.vae), plan.skip
+        for chunk in self._stream_latents(cfg, plan, progress):
+            pixels = decoder(chunk)
+            drop = min(skip, len(pixels))
+            skip -= drop
+            yield chunk, pixels[drop:]
+
+    def _plan(self, cfg: GenerateConfig, image, end_image, video) -> _Plan:
+        block = cfg.causal_block_size or self.transformer.config.num_frame_per_block
+        frame_shape = (cfg.height, cfg.width, 3)
+        for name, frame in (("image", image), ("end_image", end_image)):
+            if frame is not None and np.asarray(frame).shape != frame_shape:
+                raise ValueError(f"{name} must be {frame_shape} to match height and width; got "
+                                 f"{np.asarray(frame).shape}: resize it first")
+        if image is not None and video is not None:
+            raise ValueError("give either image (first frame) or video (to extend), not both")
+        if end_image is not None and block > 1:
+            raise ValueError("end-frame control needs causal_block_size 1: under block-causal attention no "
+                             "earlier frame can see a frame placed after them")
+        total = latent_frames(cfg.num_frames)
+        overlap = latent_frames(cfg.overlap_history) if cfg.overlap_history else 0
+        if cfg.is_long_video:
+            windows = plan_windows(total, latent_frames(cfg.base_num_frames), overlap, block)
+        else:
+            windows = [Window(0, total, 0, 0)]
+        prompts = cfg.window_prompts(len(windows))
+        history = lead = None
+        skip = 0
+        if image is not None:
+            history = self.encode_image(image)
+        if video is not None:
+            video = np.asarray(video)
+            if cfg.overlap_history is None:
+                raise ValueError("video extension needs overlap_history: the frames re-read from the video "
+                                 "(17 or 37 recommended)")
+            if video.ndim != 4 or video.shape[1:] != frame_shape:
+                raise ValueError(f"video must be (frames, {cfg.height}, {cfg.width}, 3) to match height and "
+                                 f"width; got {video.shape}: resize it first")
+            if len(video) < cfg.overlap_history or cfg.num_frames <= cfg.overlap_history:
+                raise ValueError(f"video extension re-reads overlap_history={cfg.overlap_history} frames: the "
+                                 f"video ({len(video)} frames) must be at least that long and num_frames "
+                                 f"({cfg.num_frames}) longer")
+            history = encode_frames(self.vae, video[-cfg.overlap_history:])
+            if history.shape[2] < block:
+                raise ValueError(f"overlap_history={cfg.overlap_history} gives {history.shape[2]} latent frames, "
+                                 f"fewer than causal_block_size={block}: raise overlap_history")
+            lead = video.astype(np.float32) / 255.0 if video.dtype == np.uint8 else video.astype(np.float32)
+            skip = 1 + VAE_TEMPORAL_STRIDE * (history.shape[2] - 1)  # the tail, decoded again
+        if history is not None:
+            # The reference keeps whole causal blocks of history only (one frame for an image, block 1).
+            prefix = history.shape[2] if image is not None else history.shape[2] - history.shape[2] % block
+            windows[0] = replace(windows[0], num_clean_prefix=prefix)
+        end = self.encode_image(end_image) if end_image is not None else None
+        if end is not None and windows[-1].num_frames <= windows[-1].num_clean_prefix:
+            raise ValueError("the last window has no frame to generate before the end frame: raise num_frames")
+        return _Plan(windows, prompts, history, end, lead, skip)
 
     @torch.no_grad()
-    def generate(self, cfg: GenerateConfig, image: np.ndarray | None = None, progress: bool = False) -> DFResult:
-        """Text-to-video, or image-to-video when `image` (the first frame, (height, width, 3)) is given:
-        the image's latent is then a clean condition of the first window (report section 5.5, I2V via DF)."""
+    def _stream_latents(self, cfg: GenerateConfig, plan: _Plan, progress: bool) -> Iterator[torch.Tensor]:
         dit = self.transformer
         device, dtype = dit.device, dit.dtype
         guided = cfg.guidance_scale > 1.0
-        prompts = [cfg.prompt] + ([cfg.negative_prompt] if guided else [])
-        text = encode_prompts(self.tokenizer, self.text_encoder, prompts, cfg.max_sequence_length).to(dtype)
+        unique = list(dict.fromkeys(plan.prompts))
+        embeds = encode_prompts(self.tokenizer, self.text_encoder, unique + ([cfg.negative_prompt] if guided else []),
+                                cfg.max_sequence_length).to(dtype)
+        texts = {p: torch.cat([embeds[i:i + 1]] + ([embeds[-1:]] if guided else [])) for i, p in enumerate(unique)}
 
         scheduler = self.scheduler
         if cfg.flow_shift is not None:
@@ -98,19 +206,6 @@ class DFSampler:
         # The SkyReels-V2 1.3B DiT conditions on frame rate: class 0 for 16 fps, 1 otherwise.
         fps_ids = [0 if cfg.fps == 16 else 1]
 
-        total = latent_frames(cfg.num_frames)
-        if cfg.is_long_video:
-            windows = plan_windows(total, latent_frames(cfg.base_num_frames),
-                                   latent_frames(cfg.overlap_history), block)
-        else:
-            windows = [Window(0, total, 0, 0)]
-        first_frame = None
-        if image is not None:
-            if np.asarray(image).shape != (cfg.height, cfg.width, 3):
-                raise ValueError(f"image must be ({cfg.height}, {cfg.width}, 3) to match height and width; "
-                                 f"got {np.asarray(image).shape}: resize it first")
-            first_frame = self.encode_image(image).to(device)
-            windows[0] = replace(windows[0], num_clean_prefix=first_frame.shape[2])
         p_t, p_h, p_w = dit.config.patch_size
         h, w = cfg.height // 8, cfg.width // 8
         layout = self.layout = FrameLayout(tokens_per_frame=(h // p_h) * (w // p_w))
@@ -118,23 +213,27 @@ class DFSampler:
         # Re-noising of history draws from its own stream (the reference uses torch's global generator).
         condition_gen = torch.Generator("cpu").manual_seed(cfg.seed + 1)
 
-        video = None
-        bar = tqdm(total=len(windows), desc="windows", disable=not progress)
-        with block_causal_attention(dit, layout):
-            for win in windows:
+        history = None if plan.history is None else plan.history.to(device)
+        windows = plan.windows
+        with block_causal_attention(dit, layout), tqdm(total=len(windows), desc="windows", disable=not progress) as bar:
+            for index, (win, prompt) in enumerate(zip(windows, plan.prompts, strict=True)):
                 shape = (1, dit.config.in_channels, win.num_frames, h, w)
                 latents = torch.randn(shape, generator=noise_gen, dtype=torch.float32).to(device)
                 prefix = win.num_clean_prefix
                 if prefix:
-                    history = first_frame if video is None else video[:, :, win.video_start:]
                     latents[:, :, :prefix] = history[:, :, :prefix]
-                schedule = plan_ad_schedule(cfg.num_inference_steps, win.num_frames, block, cfg.ar_step, prefix)
+                suffix = 0
+                if plan.end is not None and index == len(windows) - 1:
+                    latents, suffix = torch.cat([latents, plan.end.to(device)], dim=2), plan.end.shape[2]
+                schedule = plan_ad_schedule(cfg.num_inference_steps, latents.shape[2], block, cfg.ar_step, prefix,
+                                            suffix)
                 layout.block_ends = [e for _, e in schedule.blocks] if block > 1 else None
-                latents = self._denoise_window(latents, schedule, scheduler, text, cfg, fps_ids, condition_gen)
-                video = latents if video is None else torch.cat([video, latents[:, :, win.keep_from:]], dim=2)
+                latents = self._denoise_window(latents, schedule, scheduler, texts[prompt], cfg, fps_ids,
+                                               condition_gen)[:, :, :win.num_frames]
+                if index + 1 < len(windows):
+                    history = latents[:, :, latents.shape[2] - windows[index + 1].keep_from:].clone()
                 bar.update()
-        bar.close()
-        return DFResult(frames=self.decode(video), latents=video)
+                yield latents[:, :, win.keep_from:].clone()  # not a view: it would pin the whole window
 
     def _denoise_window(self, latents, schedule: ADSchedule, scheduler, text, cfg, fps_ids, condition_gen):
         dit = self.transformer
@@ -171,12 +270,7 @@ class DFSampler:
                 model_input = model_input.clone()
                 model_input[:, :, :prefix] = history * (1.0 - noise_factor) + noise.to(history.device) * noise_factor
                 t[:, :prefix] = int(cfg.addnoise_condition)
-            layout.pass_name = "cond"
-            pred = self._velocity(model_input, t, text[:1], fps_ids)
-            if text.shape[0] > 1:
-                layout.pass_name = "uncond"
-                uncond = self._velocity(model_input, t, text[1:], fps_ids)
-                pred = uncond + cfg.guidance_scale * (pred - uncond)
+            pred = self._guided_velocity(model_input, t, text, cfg, fps_ids)
             layout.cached_frames = max(layout.cached_frames, layout.store_until)
             for (lo, hi), solver in zip(groups, solvers, strict=True):
                 if schedule.update_mask[row, lo]:
@@ -186,23 +280,35 @@ class DFSampler:
         layout.block_ends, layout.kv, layout.cached_frames = block_ends, None, 0
         return latents
 
+    def _guided_velocity(self, x, t, text, cfg: GenerateConfig, fps_ids):
+        """Velocity under classifier-free guidance; `text` holds the prompt and, when guided, the negative."""
+        layout = self.layout
+        if text.shape[0] == 1:
+            layout.pass_name = "cond"
+            return self._velocity(x, t, text, fps_ids)
+        if cfg.batch_guidance:
+            # One batch of two. The DiT adds the fps embedding per frame before splitting the batch, which
+            # broadcasts only from a single fps id: pass one, it is the same for both halves.
+            layout.pass_name = "batched"
+            cond, uncond = self._velocity(x.expand(2, -1, -1, -1, -1), t.expand(2, -1), text, fps_ids).chunk(2)
+        else:
+            layout.pass_name = "cond"
+            cond = self._velocity(x, t, text[:1], fps_ids)
+            layout.pass_name = "uncond"
+            uncond = self._velocity(x, t, text[1:], fps_ids)
+        return uncond + cfg.guidance_scale * (cond - uncond)
+
     def _velocity(self, x, t, text, fps_ids):
         return self.transformer(hidden_states=x, timestep=t, encoder_hidden_states=text,
                                 enable_diffusion_forcing=True, fps=fps_ids, return_dict=False)[0]
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Normalized latents -> (frames, H, W, 3) in [0, 1] through the Wan VAE."""
-        vae = self.vae
-        shape = (1, vae.config.z_dim, 1, 1, 1)
-        mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(shape)
-        std = torch.tensor(vae.config.latents_std, dtype=torch.float32).view(shape)
-        x = latents.float() * std.to(latents.device) + mean.to(latents.device)
-        video = vae.decode(x.to(vae.dtype), return_dict=False)[0]
-        return (video[0].float() * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu().numpy()
+        return StreamingDecoder(self.vae)(latents)
 
 
 def generate_df(components: dict, cfg: GenerateConfig, image: np.ndarray | None = None,
+                end_image: np.ndarray | None = None, video: np.ndarray | None = None,
                 progress: bool = False) -> DFResult:
-    """Text- or image-to-video of `cfg.num_frames` frames through diffusion forcing; see `DFSampler`."""
-    return DFSampler(components).generate(cfg, image=image, progress=progress)
+    """Generate `cfg` through diffusion forcing in any mode; see `DFSampler.stream`."""
+    return DFSampler(components).generate(cfg, image=image, end_image=end_image, video=video, progress=progress)

@@ -15,7 +15,9 @@ def latent_frames(pixel_frames: int) -> int:
 class GenerateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    prompt: str
+    prompt: str = Field("", description="what to generate; story mode takes `story` instead")
+    story: list[str] = Field(default_factory=list, description="story mode (report section 5.5): one prompt "
+                             "per window of a long video, in order; the last one holds for any later windows")
     negative_prompt: str = ""
     num_frames: int = Field(97, ge=1, description="pixel frames of the whole video, 1 + 4k")
     height: int = Field(544, ge=16)
@@ -36,12 +38,21 @@ class GenerateConfig(BaseModel):
     # Speed-ups beyond the reference (issue 6 item 4); exact up to float rounding.
     skip_unstarted_blocks: bool = Field(True, description="under block-causal attention, do not run blocks "
                                         "that have not started: no earlier block attends to them")
+    batch_guidance: bool = Field(True, description="run the conditional and unconditional passes of "
+                                 "classifier-free guidance as one batch of two")
     kv_cache: bool = Field(True, description="under block-causal attention, compute finished blocks' keys/"
                            "values once; exact only while history is not re-noised each row, so it is off "
                            "for windows with history when addnoise_condition > 0")
 
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:
+        if not self.prompt and not self.story:
+            raise ValueError("give a prompt, or story prompts (one per window) for story mode")
+        if self.overlap_history is not None and self.overlap_history % VAE_TEMPORAL_STRIDE != 1:
+            lower = self.overlap_history - (self.overlap_history - 1) % VAE_TEMPORAL_STRIDE
+            raise ValueError(f"overlap_history must be 1 + {VAE_TEMPORAL_STRIDE}k so the history maps to whole "
+                             f"latent frames; use {max(lower, 1)} or {lower + VAE_TEMPORAL_STRIDE}, "
+                             f"not {self.overlap_history}")
         for name in ("num_frames", "base_num_frames"):
             value = getattr(self, name)
             if value % VAE_TEMPORAL_STRIDE != 1:
@@ -58,8 +69,39 @@ class GenerateConfig(BaseModel):
                                  "(the upstream README recommends 17 or 37)")
             if latent_frames(self.overlap_history) >= latent_frames(self.base_num_frames):
                 raise ValueError("overlap_history must be shorter than base_num_frames")
+        block = self.causal_block_size or 1
+        if self.overlap_history is not None and latent_frames(self.overlap_history) < block:
+            raise ValueError(f"overlap_history={self.overlap_history} is {latent_frames(self.overlap_history)} "
+                             f"latent frames, less than one causal block of {block}: no whole block of history "
+                             f"would condition the next window; use overlap_history >= "
+                             f"{1 + VAE_TEMPORAL_STRIDE * (block - 1)} or a smaller causal_block_size")
         return self
 
     @property
     def is_long_video(self) -> bool:
         return self.overlap_history is not None and self.num_frames > self.base_num_frames
+
+    def output_frames(self, video_frames: int = 0) -> int:
+        """Frames of the output: the generated ones, after the `video_frames` of a video being extended (its
+        re-read overlap counts in num_frames once)."""
+        return video_frames + self.num_frames - self.overlap_history if video_frames else self.num_frames
+
+    def window_prompts(self, num_windows: int) -> list[str]:
+        """The prompt of each window: the story's, in order, or the one prompt throughout."""
+        if not self.story:
+            return [self.prompt] * num_windows
+        if len(self.story) > num_windows:
+            raise ValueError(f"the story has {len(self.story)} prompts but these settings make {num_windows} "
+                             f"window(s); raise num_frames to at least {self.frames_for_windows(len(self.story))} "
+                             "or give fewer prompts")
+        return self.story + [self.story[-1]] * (num_windows - len(self.story))
+
+    def frames_for_windows(self, num_windows: int) -> int:
+        """The smallest num_frames that makes `num_windows` windows (window 0 whole, then one frame each)."""
+        base = latent_frames(self.base_num_frames)
+        if num_windows <= 1:
+            return 1
+        if self.overlap_history is None:
+            raise ValueError("story mode with more than one prompt needs overlap_history (17 or 37 recommended)")
+        stride = base - latent_frames(self.overlap_history)
+        return (base + (num_windows - 2) * stride) * VAE_TEMPORAL_STRIDE + 1

@@ -124,3 +124,22 @@ def test_long_video_windows_cover_every_frame_once():
     assert covered == list(range(97))
     assert plan_windows(9, 25, 5) == plan_windows(9, 25, 5, block_size=4)  # short video: one window
     assert plan_windows(60, 25, 6, block_size=4)[1].num_clean_prefix == 4  # whole blocks of history only
+
+
+@settings(max_examples=150, deadline=None)
+@given(schedules())
+def test_clean_suffix_is_a_condition_that_leaves_the_rest_unchanged(kw):
+    # End-frame control: a frame appended after the window is clean (timestep 0) at every row and never
+    # stepped; the frames before it keep exactly the schedule they would have without it.
+    assume(kw["num_clean_prefix"] < kw["num_frames"])
+    plain = plan_ad_schedule(**kw)
+    with_end = plan_ad_schedule(**{**kw, "num_frames": kw["num_frames"] + 1}, num_clean_suffix=1)
+    assert with_end.step_index[:, :-1].tolist() == plain.step_index.tolist()
+    assert with_end.update_mask[:, :-1].tolist() == plain.update_mask.tolist()
+    assert not with_end.update_mask[:, -1].any()
+    template = np.linspace(999, 10, kw["num_steps"]).round().astype(np.int64)
+    assert (with_end.timesteps(template)[:, -1] == 0).all()
+    assert with_end.blocks == plain.blocks + [(kw["num_frames"], kw["num_frames"] + 1)]
+    with pytest.raises(ValueError, match="must leave frames to generate"):
+        plan_ad_schedule(kw["num_steps"], kw["num_clean_prefix"] + 1, num_clean_prefix=kw["num_clean_prefix"],
+                         num_clean_suffix=1)
