@@ -21,16 +21,9 @@ from looking like new shots.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import cv2
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scenedetect import AdaptiveDetector, FrameTimecode
-
-from infra.config import SegmentConfig
-from models.shot_merge import Boundary, Candidate, enforce_min_shot, merge_candidates
-from models.transnet import CONTEXT, TransNet
 
 HUE_BINS = 16
 LIT_VALUE = 24  # HSV value under which a pixel is unlit: black frames, bars, the dark end of a fade
@@ -43,6 +36,7 @@ SIDE_REACH_S = 0.5  # how far a side may look for lit frames (past a black run, 
 SPIKE_CHANGE = 0.3  # frame-to-frame histogram change that makes a cut candidate
 CLEAN_RATIO = 3.0  # a clean cut's frame change is this many times its neighbours' (camera motion)
 CUT_JUMP = 0.4  # least share of the way from one side to the other a cut covers in its one frame
+FROZEN_FRAMES, FROZEN_CHANGE = 3, 0.02  # frames that barely change (codec noise) before a jump: a freeze
 FADE_REACH_S = 0.5  # unlit frames this close to a sudden change make it part of a fade, seconds
 
 
@@ -117,6 +111,18 @@ def cut_change(hist: np.ndarray, dark: np.ndarray, cut: int, reach: int) -> floa
     return float(prop_distance(hist[before][:, None], hist[after][None]).min())
 
 
+def resumes_frozen(hist: np.ndarray, dark: np.ndarray, cut: int, reach: int, threshold: float) -> bool:
+    """True when ``cut`` ends a frozen run (``FROZEN_FRAMES`` + 1 identical lit frames) and the
+    palette after it is the held frame's: the shot moving on from a freeze, however far it moved."""
+    held = slice(max(0, cut - FROZEN_FRAMES - 1), cut)
+    if cut <= FROZEN_FRAMES or dark[held].any():
+        return False
+    if prop_distance(hist[held][1:], hist[held][:-1]).max() > FROZEN_CHANGE:
+        return False
+    after = _lit_side(dark, cut, cut + reach, SIDE_FRAMES, last=False)
+    return bool(after) and float(palette_distance(hist[cut - 1], hist[after]).min()) < threshold
+
+
 def fit_ramp(r: np.ndarray) -> tuple[int, int]:
     """Least-squares ``[s, e)`` for ``r`` ~ 0 before ``s``, a linear ramp over ``[s, e)`` and 1 from
     ``e`` on: where a transition's mixed frames lie (``s == e``: a cut at ``s``)."""
@@ -177,146 +183,3 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """``[start, end)`` of every run of True."""
     edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
-
-
-class ShotDetector:
-    """Segments one video from a stream of frames: :meth:`push` them in decode order, then
-    :meth:`finish`. Frames are analysed in blocks of ``cfg.block_frames`` with ``horizon`` frames of
-    context kept on each side, so memory stays bounded at any video length."""
-
-    def __init__(self, cfg: SegmentConfig, fps: float, transnet: TransNet | None = None):
-        self.cfg, self.fps = cfg, fps
-        self.gap = max(1, round(cfg.change_gap_s * fps))
-        self.window = max(self.gap + 2, round(cfg.change_window_s * fps))
-        self.horizon = 2 * self.window + CONTEXT
-        self.fade_reach = max(1, round(FADE_REACH_S * fps))
-        self.side_reach = max(SIDE_FRAMES + 2, round(SIDE_REACH_S * fps))
-        self.transnet = transnet if cfg.use_transnet else None
-        self.adaptive = AdaptiveDetector(
-            adaptive_threshold=cfg.adaptive_threshold, min_scene_len=cfg.min_shot_frames,
-            window_width=cfg.adaptive_window_width, min_content_val=cfg.adaptive_min_content_val,
-        ) if cfg.use_adaptive else None
-        self.frames = 0  # frames pushed
-        self.done = 0  # frames whose candidates are final
-        self.transnet_frames = 0  # frames TransNetV2 scored (context included)
-        self.candidates: list[Candidate] = []
-        self._adaptive_cuts: list[int] = []
-        self._chunks: list[np.ndarray] = []
-        self._chunks_start = 0  # frame index of the first buffered thumbnail
-        self._budget = 0.0  # frames TransNetV2 may have scored by the end of the current block
-
-    def push(self, thumbs: np.ndarray, analysis: Sequence[np.ndarray] = ()) -> None:
-        """``thumbs``: [n, 27, 48, 3] RGB; ``analysis``: the same n frames as BGR for AdaptiveDetector."""
-        if self.adaptive is not None:
-            for k, image in enumerate(analysis):
-                cuts = self.adaptive.process_frame(FrameTimecode(self.frames + k, self.fps), image)
-                self._adaptive_cuts += [c.frame_num for c in cuts]
-        self._chunks.append(thumbs)
-        self.frames += len(thumbs)
-        while self.frames - self.done >= self.cfg.block_frames + self.horizon:
-            self._analyse(self.done + self.cfg.block_frames, self.done + self.cfg.block_frames + self.horizon)
-
-    def finish(self) -> list[Boundary]:
-        if self.frames > self.done:
-            self._analyse(self.frames, self.frames)
-        enabled = {"content"} | {name for name, on in (("adaptive", self.adaptive), ("transnet", self.transnet)) if on}
-        merged = merge_candidates(self.candidates, self.cfg.merge, self.cfg.merge_tolerance_frames, enabled)
-        return enforce_min_shot(merged, self.cfg.min_shot_frames)
-
-    def _thumbs(self, start: int, stop: int) -> np.ndarray:
-        buffered = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
-        self._chunks = [buffered]
-        return buffered[start - self._chunks_start : stop - self._chunks_start]
-
-    def _analyse(self, core_end: int, stop: int) -> None:
-        start = max(0, self.done - self.horizon)
-        thumbs = self._thumbs(start, stop)
-        self._budget = self.cfg.arbiter_budget * core_end  # by block ends: the same for any push sizes
-        probs = None
-        if self.transnet is not None and self.cfg.transnet_mode == "full":
-            probs = self.transnet.predict(thumbs)
-            self.transnet_frames += len(thumbs)
-        found = self._evidence(thumbs, probs, self.done - start, core_end - start)
-        self.candidates += [Candidate(c.detector, c.start + start, c.end + start, c.score) for c in found]
-        self.done = core_end
-        keep_from = max(0, core_end - self.horizon)
-        self._chunks = [self._thumbs(keep_from, self.frames)]
-        self._chunks_start = keep_from
-        self._adaptive_cuts = [c for c in self._adaptive_cuts if c >= core_end]
-
-    def _decide(self, value: float, threshold: float, span: tuple[int, int], thumbs, probs) -> bool:
-        """Clear evidence decides alone. Evidence within ``arbiter_margin`` of ``threshold`` goes to
-        TransNetV2: its full-video scores, or (arbiter mode) a run over the span and its context
-        while TransNetV2 has scored under ``arbiter_budget`` of the frames; else to the threshold."""
-        margin = self.cfg.arbiter_margin
-        if value >= threshold + margin or value < threshold - margin or self.transnet is None:
-            return value >= threshold
-        lo, hi = max(0, span[0] - 2), min(len(thumbs), span[1] + 3)
-        if probs is None:
-            ctx_lo, ctx_hi = max(0, lo - CONTEXT), min(len(thumbs), hi + CONTEXT)
-            if self.transnet_frames + ctx_hi - ctx_lo > self._budget:
-                return value >= threshold
-            probs = np.zeros(len(thumbs), np.float32)
-            probs[ctx_lo:ctx_hi] = self.transnet.score(thumbs[ctx_lo:ctx_hi])
-            self.transnet_frames += ctx_hi - ctx_lo
-        return bool(probs[lo:hi].max() >= self.cfg.transnet_threshold)
-
-    def _evidence(self, thumbs: np.ndarray, probs, core_lo: int, core_hi: int) -> list[Candidate]:
-        """Verified candidates anchored in ``[core_lo, core_hi)`` of this block (block-relative)."""
-        cfg = self.cfg
-        hist, dark = frame_features(thumbs)
-        change = frame_change(hist, dark)
-        start = self.done - core_lo  # absolute index of block frame 0
-        neighbourhood = sliding_window_view(np.pad(change, 3), 7).max(1)
-        spikes = {int(i) for i in np.flatnonzero((change >= SPIKE_CHANGE) & (change >= neighbourhood))
-                  if core_lo <= i < core_hi}
-        adaptive = {c - start for c in self._adaptive_cuts if core_lo <= c - start < core_hi}
-        strength = {c: cut_change(hist, dark, c, self.side_reach) for c in sorted(spikes | adaptive)}
-        strong = sorted(c for c, v in strength.items() if v >= cfg.cut_threshold)
-        clean = [c for c in strong if is_clean_cut(change, dark, c, self.fade_reach)]
-
-        regions: list[Candidate] = []
-        change_gap = gap_change(hist, dark, self.gap, self.window)
-        for cut in clean:  # a clean cut explains every palette change the test sees around it
-            change_gap[max(0, cut - self.window + 1) : cut + self.window] = 0.0
-        low = cfg.change_threshold - cfg.arbiter_margin
-        for a, b in runs(change_gap >= low):
-            peak = a + int(np.argmax(change_gap[a:b]))
-            if not core_lo <= peak < core_hi:
-                continue
-            span = transition_span(hist, dark, peak, self.gap, self.window, strong, self.fade_reach)
-            # TransNetV2 is asked about the frames near the peak only: a weak region's ramp can
-            # stretch over a neighbouring boundary that is not its own.
-            ask_lo = max(span[0], peak - self.gap)
-            if self._decide(float(change_gap[peak]), cfg.change_threshold, (ask_lo, max(ask_lo, min(span[1], peak + self.gap))), thumbs, probs):
-                regions.append(Candidate("content", *span, float(change_gap[peak])))
-
-        found = list(regions)
-        tolerance = cfg.merge_tolerance_frames
-        for cut, value in strength.items():
-            if cut in clean:
-                found.append(Candidate("content", cut, cut, value))
-            if cut not in adaptive:
-                continue
-            # Inside a region's transition (a fade's edge) a cut candidate needs no verdict of its own.
-            if any(r.start - tolerance <= cut <= r.end + tolerance for r in regions):
-                keep = value >= cfg.cut_threshold
-            else:
-                keep = cut in clean or self._decide(value, cfg.cut_threshold, (cut, cut), thumbs, probs)
-            if keep:
-                found.append(Candidate("adaptive", cut, cut, value))
-
-        if probs is not None:  # TransNetV2's own transitions, held to the same content test
-            for a, b in runs(probs >= cfg.transnet_threshold):
-                if not core_lo <= a < core_hi:
-                    continue
-                if b - a <= 2:
-                    cut = a + 1  # TransNetV2 marks the last frame(s) before the new shot
-                    ok = cut_change(hist, dark, cut, self.side_reach) >= cfg.cut_threshold - cfg.arbiter_margin
-                    span = (cut, cut)
-                else:
-                    ok = change_gap[max(0, a - self.gap) : b + self.gap].max() >= low
-                    span = (a, b)
-                if ok:
-                    found.append(Candidate("transnet", *span, float(probs[a:b].max())))
-        return found

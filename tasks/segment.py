@@ -4,7 +4,7 @@ detector=[PySceneDetect, TransNetV2])").
 Each video is decoded once (PyAV, codec threads on) in a background thread; swscale turns every
 frame into the two small images the detectors want (``analysis_width`` BGR for PySceneDetect's
 AdaptiveDetector, 48x27 RGB for TransNetV2 and the palette detector), so no full-size frame ever
-reaches Python. :class:`models.shot_detectors.ShotDetector` does the rest. A bad video yields one
+reaches Python. :class:`models.shot_segmenter.ShotDetector` does the rest. A bad video yields one
 row with ``error`` set; it never raises.
 """
 
@@ -29,8 +29,8 @@ from infra.contact_sheet import contact_sheet
 from infra.manifest import Manifest
 from infra.raydata import flat_map_items
 from infra.stage import StageContext, StageWork, run_stage
-from models.shot_detectors import ShotDetector
 from models.shot_merge import Boundary, boundaries_to_shots
+from models.shot_segmenter import ShotDetector
 from models.transnet import THUMB_SIZE, TransNet
 
 SHOTS_SCHEMA = pa.schema(

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from infra.config import CorpusConfig, SegmentConfig
-from models.shot_detectors import ShotDetector
 from models.shot_merge import Boundary, Candidate, boundaries_to_shots, enforce_min_shot, merge_candidates
+from models.shot_segmenter import ShotDetector
 from tasks.corpus import generate_corpus, load_truth
 from tasks.segment import SHOTS_SCHEMA, SegmentWorker, segment_video, shot_id
 
@@ -109,17 +109,28 @@ def _film() -> tuple[np.ndarray, list[tuple[int, int]], list[tuple[int, int]]]:
     return film, inside, transitions
 
 
-@pytest.mark.parametrize("merge", ["union", "vote"])
-def test_no_boundary_inside_black_frozen_or_flash_runs(merge):
+@pytest.mark.parametrize("merge, mode", [("union", "arbiter"), ("vote", "arbiter"), ("union", "full")])
+def test_no_boundary_inside_black_frozen_or_flash_runs(merge, mode):
+    from models.transnet import TransNet
+
     film, inside, transitions = _film()
-    detector = ShotDetector(SegmentConfig(use_transnet=False, merge=merge), fps=24.0)
-    for k in range(0, len(film), 64):
-        detector.push(film[k : k + 64], list(np.ascontiguousarray(film[k : k + 64, ..., ::-1])))
-    found = detector.finish()
+    transnet = TransNet(device="cpu") if mode == "full" else None  # full: TransNetV2 proposes too
+    cfg = SegmentConfig(use_transnet=transnet is not None, merge=merge, transnet_mode=mode)
+    detector = ShotDetector(cfg, fps=24.0, transnet=transnet)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the test machine is shared: two threads thrash under load
+    try:
+        for k in range(0, len(film), 64):
+            detector.push(film[k : k + 64], list(np.ascontiguousarray(film[k : k + 64, ..., ::-1])))
+        found = detector.finish()
+    finally:
+        torch.set_num_threads(threads)
     for b in found:
-        assert not any(s - 1 <= b.start <= e for s, e in inside), f"boundary {b} inside a black/flash/frozen run"
-    matched = [next(i for i, (s, e) in enumerate(transitions) if b.start <= e + 2 and b.end >= s - 2) for b in found]
-    assert matched == sorted(set(matched))  # one boundary per transition, none elsewhere
+        assert not any(b.start <= e and max(b.start, b.end - 1) >= s - 1 for s, e in inside), f"{b} inside a run"
+    matched = [[i for i, (s, e) in enumerate(transitions) if b.start <= e + 2 and b.end >= s - 2] for b in found]
+    assert all(len(m) == 1 for m in matched), (found, transitions)  # every boundary is a real transition
+    matched = [m[0] for m in matched]
+    assert matched == sorted(set(matched))  # one boundary per transition
     if merge == "union":
         assert matched == [0, 1, 2] and [b.kind for b in found] == ["cut", "gradual", "gradual"]
     else:  # the dissolve has the content detector's vote only; the cut has two
