@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from df_reference import make_cfg, relative_error, run_reference
 
 from models.checkpoint import init_checkpoint, load_pipeline_components
 from models.df_sampler import generate_df
@@ -25,34 +26,7 @@ def components(tmp_path_factory):
 def reference(components, cfg: GenerateConfig, output_type: str = "np"):
     from diffusers import SkyReelsV2DiffusionForcingPipeline
 
-    pipe = SkyReelsV2DiffusionForcingPipeline(**components)
-    pipe.set_progress_bar_config(disable=True)
-    if cfg.flow_shift is not None:
-        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, flow_shift=cfg.flow_shift)
-    torch.manual_seed(cfg.seed + 1)  # the reference re-noises history from the global generator
-    try:
-        return pipe(
-            cfg.prompt, negative_prompt=cfg.negative_prompt, height=cfg.height, width=cfg.width,
-            num_frames=cfg.num_frames, num_inference_steps=cfg.num_inference_steps,
-            guidance_scale=cfg.guidance_scale, generator=torch.Generator().manual_seed(cfg.seed),
-            max_sequence_length=cfg.max_sequence_length, overlap_history=cfg.overlap_history,
-            addnoise_condition=cfg.addnoise_condition, base_num_frames=cfg.base_num_frames,
-            ar_step=cfg.ar_step, causal_block_size=cfg.causal_block_size, fps=cfg.fps, output_type=output_type,
-        ).frames[0]
-    finally:
-        # The reference writes the block size into the DiT config on every call; undo it for the next case.
-        components["transformer"].register_to_config(num_frame_per_block=1)
-
-
-def relative_error(ours, ref) -> float:
-    ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    return float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
-
-
-def make_cfg(**settings) -> GenerateConfig:
-    base = dict(prompt="a red car drives through the rain at night", negative_prompt="blurry, static",
-                height=32, width=32, num_inference_steps=3, guidance_scale=5.0, max_sequence_length=16, seed=7)
-    return GenerateConfig(**{**base, **settings})
+    return run_reference(SkyReelsV2DiffusionForcingPipeline, components, cfg, output_type)
 
 
 GRID = {
@@ -109,21 +83,8 @@ def reference_i2v(components, cfg: GenerateConfig, image: np.ndarray):
     from diffusers import SkyReelsV2DiffusionForcingImageToVideoPipeline
     from PIL import Image
 
-    pipe = SkyReelsV2DiffusionForcingImageToVideoPipeline(**components)
-    pipe.set_progress_bar_config(disable=True)
-    torch.manual_seed(cfg.seed + 1)
-    try:
-        return pipe(
-            image=Image.fromarray(image), prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
-            height=cfg.height, width=cfg.width, num_frames=cfg.num_frames,
-            num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
-            generator=torch.Generator().manual_seed(cfg.seed), max_sequence_length=cfg.max_sequence_length,
-            overlap_history=cfg.overlap_history, addnoise_condition=cfg.addnoise_condition,
-            base_num_frames=cfg.base_num_frames, ar_step=cfg.ar_step, causal_block_size=cfg.causal_block_size,
-            fps=cfg.fps,
-        ).frames[0]
-    finally:
-        components["transformer"].register_to_config(num_frame_per_block=1)
+    return run_reference(SkyReelsV2DiffusionForcingImageToVideoPipeline, components, cfg,
+                         image=Image.fromarray(image))
 
 
 # First-frame conditioning: the reference keeps the image only when it fills whole causal blocks (block
