@@ -20,11 +20,12 @@ def describe_run(cfg: PipelineConfig, run_id: str) -> str:
     run_uri = _run_uri(cfg, run_id)
     fs = storage.filesystem(run_uri)
     lines = [f"run {run_id} at {run_uri}", f"{'stage':<10} {'rows':>7} {'errors':>7} {'seconds':>8}  fingerprint"]
-    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(storage._path(run_uri), detail=False))
-    for name in names:
-        if name.startswith(".") or name == "audits":  # audits/ holds verdicts, not a stage
-            continue
-        m = mf.load_success(storage.join(run_uri, name))
+    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(storage._path(run_uri), detail=False)]
+    names = [n for n in names if not n.startswith(".") and n != "audits"]  # audits/ holds verdicts
+    published = {n: mf.load_success(storage.join(run_uri, n)) for n in names}
+    # Pipeline order = publication order; unpublished folders (interrupted stages) last.
+    for name in sorted(names, key=lambda n: (published[n] is None, published[n].created_at if published[n] else 0, n)):
+        m = published[name]
         if m is None:
             lines.append(f"{name:<10} {'-':>7} {'-':>7} {'-':>8}  (not published: interrupted or running)")
         else:

@@ -91,3 +91,16 @@ def test_stale_tmp_folders_are_cleaned(ctx):
 def test_fingerprint_is_content_only():
     assert mf.table_fingerprint(_table()) == mf.table_fingerprint(_table())
     assert mf.table_fingerprint(_table()) != mf.table_fingerprint(_table(errors=2))
+
+
+def test_inspect_lists_stages_in_pipeline_order_and_flags_unpublished(ctx):
+    from infra.inspect import describe_run, describe_stage
+
+    run_stage(ctx, "zeta", ctx.cfg.stages.clips, [], lambda work: _table())
+    run_stage(ctx, "alpha", ctx.cfg.stages.clips, [], lambda work: _table())
+    os.makedirs(os.path.join(ctx.run_uri, "beta"))  # e.g. a folder left without _SUCCESS.json
+    lines = describe_run(ctx.cfg, "r1").splitlines()[2:]
+    assert [line.split()[0] for line in lines] == ["zeta", "alpha", "beta"]
+    assert "not published" in lines[2]
+    report = describe_stage(ctx.cfg, "r1", "alpha")
+    assert "error rows (1)" in report and "bad file" in report
