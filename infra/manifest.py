@@ -78,6 +78,12 @@ def read_table(manifest_or_uri: Manifest | str, columns: list[str] | None = None
         return to_pandas(pq.read_table(fh, columns=columns))
 
 
+def read_rows(manifest: Manifest) -> list[dict]:
+    """The table as Python rows, nulls as ``None``: what stages hand to their workers one by one."""
+    with storage.open_uri(manifest.data_uri, "rb") as fh:
+        return pq.read_table(fh).to_pylist()
+
+
 def to_pandas(table: pa.Table) -> pd.DataFrame:
     """Arrow -> pandas with missing strings as ``None`` (pandas 3 would make them NaN, and
     ``row["error"] is None`` is how every stage tells a usable row from a carried error row)."""

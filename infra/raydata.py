@@ -15,19 +15,54 @@ import pyarrow as pa
 
 
 class _FlatMapAdapter:
-    """Wraps a worker class so Ray Data sees ``row -> list[row]``; a worker returns plain dicts."""
+    """Wraps a worker class so Ray Data sees ``row -> list[row]``; a worker takes and returns plain
+    Python objects."""
 
     def __init__(self, worker_cls: type, kwargs: dict[str, Any]):
         self.worker = worker_cls(**kwargs)
 
-    def __call__(self, row: dict) -> list[dict]:
-        # Rows travel pickled, one record per item: Ray infers Arrow types per block, and a block
-        # whose column happens to be all-null would not concatenate with the others.
-        return [{"rows": pickle.dumps(list(self.worker(dict(row))))}]
+    def __call__(self, record: dict) -> list[dict]:
+        # Items and rows travel pickled, one record per item: Ray infers Arrow types per block, so a
+        # block whose column happens to be all-null (an error row) would not merge with the others,
+        # and nested values (lists of shot rows, numpy arrays) would be coerced.
+        return [{"rows": pickle.dumps(list(self.worker(pickle.loads(record["item"]))))}]
+
+
+def flat_map_rows(
+    items: list[Any],
+    worker_cls: type,
+    worker_kwargs: dict[str, Any],
+    *,
+    concurrency: int | None = None,
+    num_cpus: float = 1.0,
+) -> list[Any]:
+    """Run ``worker_cls(**worker_kwargs)(item) -> list[row]`` over ``items`` on Ray Data and return
+    every row as the worker made it (row order = item order, then worker order)."""
+    import ray
+    import ray.data
+
+    if not items:
+        return []
+    if concurrency is None:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        concurrency = max(1, min(len(items), int(cpus // max(num_cpus, 1e-3))))
+    records = [{"item": pickle.dumps(item)} for item in items]
+    ds = ray.data.from_items(records, override_num_blocks=len(records))
+    ds = ds.flat_map(
+        _FlatMapAdapter,
+        fn_constructor_kwargs={"worker_cls": worker_cls, "kwargs": worker_kwargs},
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=num_cpus,
+    )
+    rows: list[Any] = []
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        for payload in batch.column("rows").to_pylist():
+            rows.extend(pickle.loads(payload))
+    return rows
 
 
 def flat_map_items(
-    items: list[dict],
+    items: list[Any],
     worker_cls: type,
     worker_kwargs: dict[str, Any],
     schema: pa.Schema,
@@ -35,25 +70,6 @@ def flat_map_items(
     concurrency: int | None = None,
     num_cpus: float = 1.0,
 ) -> pa.Table:
-    """Run ``worker_cls(**worker_kwargs)(item) -> list[row]`` over ``items`` on Ray Data and
-    return all rows as a table with ``schema`` (row order = item order, then worker order)."""
-    import ray
-    import ray.data
-
-    if not items:
-        return schema.empty_table()
-    if concurrency is None:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        concurrency = max(1, min(len(items), int(cpus // max(num_cpus, 1e-3))))
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.flat_map(
-        _FlatMapAdapter,
-        fn_constructor_kwargs={"worker_cls": worker_cls, "kwargs": worker_kwargs},
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=num_cpus,
-    )
-    rows: list[dict] = []
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        for payload in batch.column("rows").to_pylist():
-            rows.extend(pickle.loads(payload))
+    """:func:`flat_map_rows` with the rows (dicts) returned as a table with ``schema``."""
+    rows = flat_map_rows(items, worker_cls, worker_kwargs, concurrency=concurrency, num_cpus=num_cpus)
     return pa.Table.from_pylist(rows, schema=schema)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
 from dataclasses import dataclass
 
@@ -29,7 +28,7 @@ from infra import storage
 from infra.config_caption import CaptionConfig
 from infra.contact_sheet import contact_sheet
 from infra.manifest import Manifest
-from infra.raydata import flat_map_items
+from infra.raydata import flat_map_rows
 from infra.stage import StageContext, StageWork, run_stage
 from infra.video import iter_frames
 from models.camera_motion import MotionParams, estimate_motion, to_gray
@@ -39,7 +38,6 @@ from models.shot_heads import build_tiny as build_tiny_shot_expert
 from tasks.fuse import Fuser
 
 CAPTION_FIELDS = [pa.field(n, pa.string()) for n in ("caption_json", "caption_t2v", "caption_i2v", "category")]
-TRANSPORT_SCHEMA = pa.schema([("row", pa.binary())])  # pickled rows: input columns vary by upstream
 
 
 def output_schema(input_schema: pa.Schema) -> pa.Schema:
@@ -114,7 +112,7 @@ class CaptionWorker:
         self.fuser = Fuser(cfg.fuse)
 
     def __call__(self, item: dict) -> list[dict]:
-        rows, names = pickle.loads(item["rows"]), item["names"]
+        rows, names = item["rows"], item["names"]
         out = [_empty(r, names) for r in rows]
         timing = [{} for _ in rows]
         samples: dict[int, tuple[np.ndarray, float]] = {}  # what the captioner sees
@@ -147,7 +145,7 @@ class CaptionWorker:
         for (i, caption), (t2v, i2v) in zip(captions.items(), fused, strict=True):
             timing[i]["fuse"] = (time.perf_counter() - started) / len(captions)
             out[i].update(caption_json=caption.model_dump_json(), caption_t2v=t2v, caption_i2v=i2v, category=caption.category)
-        return [{"row": pickle.dumps((o, t))} for o, t in zip(out, timing, strict=True)]
+        return [{"row": o, "timing": t} for o, t in zip(out, timing, strict=True)]
 
     def _experts(self, views: ClipViews, timing: dict) -> tuple[dict | None, dict | None, Expression | None]:
         """(shot fields, camera-motion label, main-face expression); None where an expert is off."""
@@ -186,11 +184,10 @@ def caption_rows(rows: list[dict], schema: pa.Schema, cfg: CaptionConfig, concur
     """Caption ``rows`` (dicts of ``schema``) on Ray Data: (output rows, per-row timing)."""
     captioner, shot = resolve_models(cfg)
     size = cfg.captioner.batch_size
-    items = [{"rows": pickle.dumps(rows[i:i + size]), "names": schema.names} for i in range(0, len(rows), size)]
-    table = flat_map_items(items, CaptionWorker, {"cfg": cfg.model_dump(), "captioner_path": captioner, "shot_path": shot},
-                           TRANSPORT_SCHEMA, concurrency=concurrency)
-    pairs = [pickle.loads(b) for b in table.column("row").to_pylist()]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+    items = [{"rows": rows[i:i + size], "names": schema.names} for i in range(0, len(rows), size)]
+    pairs = flat_map_rows(items, CaptionWorker, {"cfg": cfg.model_dump(), "captioner_path": captioner, "shot_path": shot},
+                          concurrency=concurrency)
+    return [p["row"] for p in pairs], [p["timing"] for p in pairs]
 
 
 def run(ctx: StageContext, cfg: CaptionConfig, clips: Manifest) -> Manifest:

@@ -10,7 +10,6 @@ decoded once for all its clips and every clip is re-encoded, so clip frame k is 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import tempfile
@@ -193,9 +192,7 @@ class ClipsWorker:
         self.write_dir, self.final_dir = write_dir, final_dir
 
     def __call__(self, item: dict) -> list[dict]:
-        # Shots travel as JSON: Arrow would otherwise coerce nested rows with nulls unpredictably.
-        return cut_clips(json.loads(item["source"]), json.loads(item["shots"]), self.cfg,
-                         self.write_dir, self.final_dir)
+        return cut_clips(item["source"], item["shots"], self.cfg, self.write_dir, self.final_dir)
 
 
 def run(ctx: StageContext, cfg: ClipsConfig, sources: Manifest, shots: Manifest) -> Manifest:
@@ -203,12 +200,10 @@ def run(ctx: StageContext, cfg: ClipsConfig, sources: Manifest, shots: Manifest)
 
     def body(work: StageWork) -> pa.Table:
         by_source: dict[str, list[dict]] = {}
-        for shot in mf.read_table(shots).to_dict("records"):
-            by_source.setdefault(shot["source_id"] + shot["source_uri"], []).append(shot)
-        items = []
-        for src in mf.read_table(sources).to_dict("records"):
-            group = by_source.get(src["source_id"] + src["source_uri"], [])
-            items.append({"source": json.dumps(src, default=_json_default), "shots": json.dumps(group, default=_json_default)})
+        for shot in mf.read_rows(shots):
+            by_source.setdefault((shot["source_id"], shot["source_uri"]), []).append(shot)
+        items = [{"source": src, "shots": by_source.get((src["source_id"], src["source_uri"]), [])}
+                 for src in mf.read_rows(sources)]
         started = time.time()
         table = flat_map_items(items, ClipsWorker, {"cfg": cfg.model_dump(), "write_dir": work.tmp_uri,
                                                     "final_dir": work.final_uri}, CLIPS_SCHEMA)
@@ -228,8 +223,3 @@ def run(ctx: StageContext, cfg: ClipsConfig, sources: Manifest, shots: Manifest)
 
     return run_stage(ctx, "clips", cfg, [sources, shots], body)
 
-
-def _json_default(value):
-    if hasattr(value, "item"):  # numpy scalars from pandas
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -18,7 +18,7 @@ from infra import manifest as mf
 from infra import storage
 from infra.config_filters import ScoreConfig
 from infra.manifest import Manifest
-from infra.raydata import flat_map_items
+from infra.raydata import flat_map_rows
 from infra.stage import StageContext, StageWork, run_stage
 from models.aesthetic import build_tiny
 from tasks.clips import CLIPS_SCHEMA
@@ -30,9 +30,6 @@ from tasks.filters.quality import VTSSFilter
 SCORED_SCHEMA = pa.schema(list(CLIPS_SCHEMA) + [pa.field(k, t) for k, t in score_columns().items()]
                           + [pa.field("score_timing", pa.string())])
 DECODE = "decode"
-# Rows travel back from the actors as one JSON string each: Ray infers a block's column types from
-# its own rows, so a block holding only an error row (all-null scores) would not merge with others.
-TRANSPORT_SCHEMA = pa.schema([("row", pa.string())])
 
 
 def score_clip(row: dict, filters: dict, cfg: ScoreConfig, basic: BasicFilter, vtss: VTSSFilter | None) -> dict:
@@ -72,9 +69,8 @@ class ScoreWorker:
         self.basic = BasicFilter()
         self.vtss = VTSSFilter(self.cfg.quality) if self.cfg.quality.enabled else None
 
-    def __call__(self, item: dict) -> list[dict]:
-        scored = score_clip(json.loads(item["row"]), self.filters, self.cfg, self.basic, self.vtss)
-        return [{"row": json.dumps(scored, default=_json_default)}]
+    def __call__(self, row: dict) -> list[dict]:
+        return [score_clip(row, self.filters, self.cfg, self.basic, self.vtss)]
 
 
 def add_duplicate_groups(rows: list[dict], cfg: ScoreConfig) -> None:
@@ -107,15 +103,10 @@ def run(ctx: StageContext, cfg: ScoreConfig, clips: Manifest) -> Manifest:
                 update={"backbone_path": backbone, "head_path": head})})
         else:
             run_cfg = cfg
-        # pandas reads missing strings as NaN: back to None, so `error is None` means "no error".
-        rows = [{k: None if isinstance(v, float) and v != v else v for k, v in r.items()}
-                for r in mf.read_table(clips).to_dict("records")]
-        items = [{"row": json.dumps(r, default=_json_default)} for r in rows]
         started = time.time()
-        table = flat_map_items(items, ScoreWorker, {"cfg": run_cfg.model_dump()}, TRANSPORT_SCHEMA,
+        scored = flat_map_rows(mf.read_rows(clips), ScoreWorker, {"cfg": run_cfg.model_dump()},
                                concurrency=cfg.actors)
         seconds = max(time.time() - started, 1e-9)
-        scored = [json.loads(r) for r in table.column("row").to_pylist()]
         add_duplicate_groups(scored, cfg)
         ok = [r for r in scored if r["error"] is None]
         per_filter = timing_summary(ok)
@@ -131,10 +122,3 @@ def run(ctx: StageContext, cfg: ScoreConfig, clips: Manifest) -> Manifest:
 
     return run_stage(ctx, "score", cfg, [clips], body)
 
-
-def _json_default(value):
-    if hasattr(value, "item"):  # numpy scalars from pandas
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")

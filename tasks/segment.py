@@ -207,7 +207,7 @@ def run(ctx: StageContext, cfg: SegmentConfig, sources: Manifest) -> Manifest:
     """Stage ``segment``: one decode per video, PySceneDetect + TransNetV2, merged into shots."""
 
     def body(work: StageWork) -> pa.Table:
-        items = mf.read_table(sources).to_dict("records")
+        items = mf.read_rows(sources)
         started = time.time()
         table = flat_map_items(items, SegmentWorker, {"cfg": cfg.model_dump()}, SHOTS_SCHEMA)
         seconds = time.time() - started

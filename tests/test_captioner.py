@@ -4,7 +4,6 @@ whose constrained output always validates, retries -> error, sub-expert override
 from __future__ import annotations
 
 import json
-import pickle
 import random
 
 import numpy as np
@@ -178,7 +177,7 @@ def test_worker_captions_carries_errors_and_survives_a_bad_clip(tmp_path):
             {**base, "clip_id": "broken", "clip_uri": str(tmp_path / "broken.mp4"), "error": None}]
     cfg = CaptionConfig(cache_dir=str(tmp_path / "models"), captioner={"string_cap": 16})
     worker = CaptionWorker(cfg.model_dump(), *resolve_models(cfg))
-    out = [pickle.loads(r["row"]) for r in worker({"rows": pickle.dumps(rows), "names": CLIPS_SCHEMA.names})]
+    out = [(r["row"], r["timing"]) for r in worker({"rows": rows, "names": CLIPS_SCHEMA.names})]
     good, carried, broken = (o[0] for o in out)
     assert set(good) == set(CLIPS_SCHEMA.names) | {f.name for f in CAPTION_FIELDS}
     caption = StructuredCaption.model_validate_json(good["caption_json"])
