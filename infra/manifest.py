@@ -78,6 +78,15 @@ def read_table(manifest_or_uri: Manifest | str, columns: list[str] | None = None
         return to_pandas(pq.read_table(fh, columns=columns))
 
 
+def read_head(manifest: Manifest, rows: int) -> pd.DataFrame:
+    """The first ``rows`` rows, reading only the first batch (samples for MLflow, not the table)."""
+    with storage.open_uri(manifest.data_uri, "rb") as fh:
+        parquet = pq.ParquetFile(fh)
+        first = next(parquet.iter_batches(batch_size=rows), None)
+        head = parquet.schema_arrow.empty_table() if first is None else pa.Table.from_batches([first])
+    return to_pandas(head)
+
+
 def read_rows(manifest: Manifest) -> list[dict]:
     """The table as Python rows, nulls as ``None``: what stages hand to their workers one by one."""
     with storage.open_uri(manifest.data_uri, "rb") as fh:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel
 
@@ -82,7 +83,7 @@ def run_stage(
     with ctx.tracker.child(ctx.parent_run, name, tags) as rid, tempfile.TemporaryDirectory() as scratch:
         ctx.tracker.log_params(rid, cfg.model_dump(mode="json"))
         for upstream in inputs:
-            sample = mf.read_table(upstream).head(SAMPLE_ROWS)
+            sample = mf.read_head(upstream, SAMPLE_ROWS)
             ctx.tracker.log_input(rid, sample, upstream.uri, upstream.stage, upstream.fingerprint)
         tmp_uri = mf.tmp_dir_for(final_uri)
         storage.makedirs(tmp_uri)
@@ -104,18 +105,20 @@ def run_stage(
             {"rows": manifest.row_count, "error_rows": manifest.error_count, "seconds": seconds,
              "rows_per_s": manifest.row_count / seconds, **work.metrics},
         )
-        _log_outputs(ctx.tracker, rid, manifest, scratch, work.artifacts)
+        _log_outputs(ctx.tracker, rid, manifest, mf.to_pandas(table.slice(0, SAMPLE_ROWS)), scratch, work.artifacts)
     log.warning(
         "stage %-8s done: %d rows (%d errors) in %.1fs", name, manifest.row_count, manifest.error_count, seconds
     )
     return manifest
 
 
-def _log_outputs(tracker: Tracker, rid: str, manifest: mf.Manifest, scratch: str, extra: list[str]) -> None:
+def _log_outputs(
+    tracker: Tracker, rid: str, manifest: mf.Manifest, head: pd.DataFrame, scratch: str, extra: list[str]
+) -> None:
     success = os.path.join(scratch, mf.SUCCESS)
     with open(success, "w") as fh:
         fh.write(manifest.model_dump_json(indent=2))
     sample = os.path.join(scratch, "sample.csv")
-    mf.read_table(manifest).head(SAMPLE_ROWS).to_csv(sample, index=False)
+    head.to_csv(sample, index=False)
     for path in (success, sample, *extra):
         tracker.log_artifact(rid, path)
