@@ -4,6 +4,7 @@
     pool  = HierarchicalCaptioning(BasicFilter(shots))   # filters add scores, captions add columns
     D_256p = pool.filter(loose); D_360p = pool.filter(medium); D_540p = pool.filter(strict)
     D_post = ConceptBalance(D_540p); D_540p_sft = QualityFilter(D_post)
+    D_720p_sft = ManualFilter(D_540p_sft)                # every clip reviewed, Good ones kept
     each dataset gated by a human bad-case audit
 
 One Prefect task per stage; inside a stage, Ray Data fans out over videos / clips.
@@ -49,13 +50,16 @@ def checkpoint(until: str | None, name: str, manifest: Manifest) -> Manifest:
 
 
 @flow(name="curate", flow_run_name="curate-{run_id}")
-def curate(cfg: PipelineConfig, run_id: str, input_uri: str, until: str | None = None) -> Manifest:
+def curate(cfg: PipelineConfig, run_id: str, input_uri: str, until: str | None = None) -> dict[str, Manifest]:
+    """Every dataset by name, in order; after the ``--until`` stage, what was built up to it (last)."""
     ctx = open_run(cfg, run_id)
     stages = cfg.stages
+    out: dict[str, Manifest] = {}
 
     def dataset(name: str, source: Manifest) -> Manifest:  # D = source.filter(profile), audited
-        built = dataset_task(ctx, cfg.datasets, name, source)
-        return checkpoint(until, name, gate_task(ctx, cfg.audit, name, built))
+        built = dataset_task(ctx, cfg.datasets, name, source, cfg.audit)
+        out[name] = checkpoint(until, name, gate_task(ctx, cfg.audit, name, built))
+        return out[name]
 
     try:
         sources = checkpoint(until, "ingest", ingest_task(ctx, stages.ingest, input_uri))
@@ -67,6 +71,9 @@ def curate(cfg: PipelineConfig, run_id: str, input_uri: str, until: str | None =
         dataset("D_360p", pool)
         d_540p = dataset("D_540p", pool)
         d_post = checkpoint(until, "D_post", balance_task(ctx, stages.balance, d_540p))
-        return dataset("D_540p_sft", d_post)
+        d_540p_sft = dataset("D_540p_sft", d_post)
+        dataset("D_720p_sft", d_540p_sft)
     except UntilReached as reached:
-        return reached.manifest
+        out.pop(reached.manifest.stage, None)
+        out[reached.manifest.stage] = reached.manifest
+    return out

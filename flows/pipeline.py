@@ -1,11 +1,12 @@
-"""The whole job: (synthetic corpus when no input) -> curation. Later phases plug in here."""
+"""The whole job: (synthetic corpus when no input) -> curation -> pretraining. Later phases plug in here."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from flows.curate import curate, stage_task
-from infra.config import PipelineConfig
+from flows.pretrain import pretrain_flow
+from infra.config import STAGE_ORDER, PipelineConfig
 from infra.manifest import Manifest
 from infra.session import close_run, open_run
 from tasks.corpus import stage as corpus_stage
@@ -19,7 +20,11 @@ def pipeline(cfg: PipelineConfig, run_id: str, until: str | None = None) -> Mani
     ok = False
     try:
         input_uri = cfg.input or corpus_task(ctx, cfg.corpus).uri
-        result = curate(cfg, run_id, input_uri, until)
+        datasets = curate(cfg, run_id, input_uri, until)
+        result = datasets[list(datasets)[-1]]
+        if until is None or until not in STAGE_ORDER:
+            checkpoints = pretrain_flow(cfg, run_id, datasets, until)
+            result = checkpoints[list(checkpoints)[-1]]
         ok = True
         return result
     finally:

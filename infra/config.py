@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from infra.config_caption import CaptionConfig
 from infra.config_datasets import AuditConfig, BalanceConfig, DatasetsConfig
 from infra.config_filters import ScoreConfig
+from infra.config_train import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROFILES = ("tiny", "wan-1.3b", "wan-14b")
@@ -172,7 +173,7 @@ class StagesConfig(_Cfg):
 
 
 # The curate flow's stages in order (``--until`` accepts any of them).
-STAGE_ORDER = ("ingest", "segment", "clips", "score", "caption", "D_256p", "D_360p", "D_540p", "D_post", "D_540p_sft")
+STAGE_ORDER = ("ingest", "segment", "clips", "score", "caption", "D_256p", "D_360p", "D_540p", "D_post", "D_540p_sft", "D_720p_sft")
 
 
 class PipelineConfig(_Cfg):
@@ -187,6 +188,7 @@ class PipelineConfig(_Cfg):
     stages: StagesConfig = StagesConfig()
     datasets: DatasetsConfig = DatasetsConfig()
     audit: AuditConfig = AuditConfig()
+    train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
     def _local_caches_under_state_dir(self) -> PipelineConfig:

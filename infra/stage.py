@@ -58,6 +58,7 @@ class StageWork:
     metrics: dict[str, float] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
+    mlflow_run: str = ""  # the stage's child run, for bodies that log as they go (training curves)
 
 
 def run_stage(
@@ -87,7 +88,7 @@ def run_stage(
             ctx.tracker.log_input(rid, sample, upstream.uri, upstream.stage, upstream.fingerprint)
         tmp_uri = mf.tmp_dir_for(final_uri)
         storage.makedirs(tmp_uri)
-        work = StageWork(name, tmp_uri, final_uri, scratch)
+        work = StageWork(name, tmp_uri, final_uri, scratch, mlflow_run=rid)
         started = time.time()
         log.warning("stage %-8s running -> %s", name, final_uri)
         try:

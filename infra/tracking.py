@@ -20,6 +20,7 @@ import mlflow.data
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.utils.time import get_current_time_millis
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,26 @@ class Tracker:
             dataset = mlflow.data.from_pandas(sample, source=source_uri, name=name, digest=digest)
             entity = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "input")])
         self.client.log_inputs(rid, datasets=[entity])
+
+
+    def ensure_registered(self, model_name: str, source_uri: str, rid: str | None, alias: str,
+                          tags: dict[str, str]) -> str:
+        """A model version pointing at a checkpoint folder, with the stage's alias (DESIGN.md section 3:
+        aliases, never registry "stages"); the weights stay where the stage published them. A resumed
+        run whose alias already points at this folder registers nothing new."""
+        try:
+            self.client.get_registered_model(model_name)
+        except MlflowException:
+            self.client.create_registered_model(model_name, description="reelflow DiT checkpoints, one alias per stage")
+        try:
+            current = self.client.get_model_version_by_alias(model_name, alias)
+            if current.source == source_uri:
+                return current.version
+        except MlflowException:
+            pass
+        version = self.client.create_model_version(model_name, source_uri, run_id=rid, tags={**tags, "reelflow.stage": alias})
+        self.client.set_registered_model_alias(model_name, alias, version.version)
+        return version.version
 
 
 def _is_number(v) -> bool:

@@ -1,0 +1,39 @@
+"""Pretraining phase (report sections 3.3 and 3.4.3), as the report's pseudocode reads:
+
+    for stage in [pretrain-256p, pretrain-360p, pretrain-540p, sft-540p]:
+        cache = LatentCache(D_stage, resolution(stage))      # VAE latents + umT5 embeddings, once
+        ckpt  = FlowMatching(cache, init=previous ckpt)      # Eq. 1-3, per-stage lr / weight decay
+
+Each stage starts from the previous stage's checkpoint and trains on its curated dataset.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.curate import stage_task
+from infra.config import PipelineConfig
+from infra.manifest import Manifest
+from infra.session import open_run
+from tasks import latents, pretrain
+
+latents_task = stage_task(latents.run, "latents")
+train_task = stage_task(pretrain.run, "train")
+
+
+@flow(name="pretrain", flow_run_name="pretrain-{run_id}")
+def pretrain_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manifest],
+                  until: str | None = None) -> dict[str, Manifest]:
+    """Runs cfg.train.stages in order; returns each stage's checkpoint manifest by stage name."""
+    ctx = open_run(cfg, run_id)
+    train = cfg.train
+    checkpoints: dict[str, Manifest] = {}
+    for name, stage in train.stages.items():
+        init = checkpoints[stage.init_from] if stage.init_from else None
+        init_dir = pretrain.checkpoint_dir(init) if init else pretrain.base_checkpoint(cfg)
+        cache = latents_task(ctx, train.latents, datasets[stage.dataset], init_dir, stage.resolution,
+                             train.resolutions[stage.resolution], stage.media, stage.fps_only)
+        checkpoints[name] = train_task(ctx, train, name, cache, init)
+        if name == until:
+            break
+    return checkpoints

@@ -1,0 +1,128 @@
+"""Training stages: pretrain-256p / -360p / -540p and sft-540p (report sections 3.3 and 3.4.3).
+
+A training stage is a stage like any other (DESIGN.md section 3): its inputs are the latent-cache
+manifest and the previous stage's checkpoint manifest, its output folder holds the loss curve as the
+table and the trained diffusers folder under ``checkpoint/``, published with one rename. Step
+checkpoints live beside it (``.steps/<stage>-<config hash>``) so a killed stage resumes from its last
+step; the finished checkpoint is registered in MLflow with the stage name as its alias.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import pyarrow as pa
+
+from infra import storage
+from infra.config import PipelineConfig, config_hash
+from infra.config_train import TrainConfig
+from infra.manifest import Manifest
+from infra.stage import StageContext, StageWork, run_stage
+from models.checkpoint import init_checkpoint
+from models.dit import architecture, check_checkpoint, load_transformer
+from tasks.train.worker import train_worker
+
+log = logging.getLogger("reelflow.train")
+CHECKPOINT = "checkpoint"
+
+
+def checkpoint_dir(manifest: Manifest) -> str:
+    """The diffusers folder a training stage published."""
+    return checkpoint_dir_of(manifest.uri)
+
+
+def base_checkpoint(cfg: PipelineConfig) -> str:
+    """train.base_checkpoint, validated; else a random checkpoint of train.init_profile built once."""
+    if cfg.train.base_checkpoint:
+        check_checkpoint(cfg.train.base_checkpoint)
+        return cfg.train.base_checkpoint
+    path = Path(cfg.state_dir) / "models" / f"base-{cfg.train.init_profile}-seed0"
+    if not path.is_dir():
+        log.warning("building a random %s checkpoint at %s (train.base_checkpoint is null)", cfg.train.init_profile, path)
+        init_checkpoint(cfg.train.init_profile, str(path), seed=0, diffusion_forcing=True)
+    return str(path)
+
+
+def _fingerprint(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _weights_fingerprint(path: str) -> str:
+    """Identifies a base checkpoint folder in the resume key (path, size and mtime of the DiT weights)."""
+    files = sorted(Path(path, "transformer").glob("*.safetensors"))
+    return _fingerprint([str(path)] + [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files])
+
+
+HISTORY_SCHEMA = pa.schema([
+    ("step", pa.int64()), ("loss", pa.float64()), ("lr", pa.float64()), ("grad_norm", pa.float64()),
+    ("batch", pa.int64()), ("samples_per_s", pa.float64()), ("tokens_per_s", pa.float64()),
+    ("peak_memory_mb", pa.float64()),
+])
+
+
+def run(ctx: StageContext, cfg: TrainConfig, name: str, latents: Manifest, init: Manifest | None) -> Manifest:
+    """Train stage ``name`` of ``cfg.stages`` on the cached ``latents``, from ``init`` (or the base checkpoint)."""
+    stage = cfg.stages[name]
+    if (stage.init_from is None) != (init is None):
+        raise ValueError(f"train stage {name}: init_from={stage.init_from!r} but got init manifest "
+                         f"{init.stage if init else None!r}")
+    init_dir = checkpoint_dir(init) if init is not None else base_checkpoint(ctx.cfg)
+    if storage.is_remote(init_dir):
+        raise NotImplementedError("training reads its init checkpoint from a local or mounted path (s3 run roots: "
+                                  "mount the bucket, e.g. with mountpoint-s3)")
+    check_checkpoint(init_dir)
+    inputs = [latents] + ([init] if init is not None else [])
+    # What shapes the run besides the stage's own config (which run_stage hashes and logs as params).
+    engine = {"engine": cfg.engine, "zero_stage": cfg.zero_stage, "num_workers": cfg.num_workers,
+              "mixed_precision": cfg.mixed_precision, "logit_normal": [cfg.logit_normal_mean, cfg.logit_normal_std],
+              "text_len": cfg.latents.text_len, "resolution": cfg.resolutions[stage.resolution].model_dump(mode="json")}
+    key_extra = _fingerprint([engine, None if init is not None else _weights_fingerprint(init_dir)])
+    ran: dict[str, str] = {}
+
+    def body(work: StageWork) -> pa.Table:
+        ran["mlflow_run"] = work.mlflow_run
+        ctx.tracker.log_params(work.mlflow_run, {"train": engine, "init_checkpoint": init_dir})
+        out_dir = storage.join(work.tmp_uri, CHECKPOINT)
+        job = {"stage": stage.model_dump(mode="json"), "train": cfg.model_dump(mode="json"),
+               "latents": latents.model_dump(mode="json"), "init_dir": init_dir, "out_dir": out_dir,
+               "steps_dir": steps_dir(ctx, name, config_hash(stage) + key_extra),
+               "tracking_uri": ctx.tracker.tracking_uri, "mlflow_run": work.mlflow_run}
+        history = launch_job(job, cfg)
+        first, last = history[0]["loss"], history[-1]["loss"]
+        work.metrics.update({"first_loss": first, "final_loss": last, "steps": len(history),
+                             "tokens_per_s_median": _median([r["tokens_per_s"] for r in history])})
+        work.stats.update({"checkpoint": checkpoint_dir_of(work.final_uri), "first_loss": first, "final_loss": last,
+                           "architecture": architecture(load_transformer(out_dir))})
+        return pa.Table.from_pylist(history, schema=HISTORY_SCHEMA)
+
+    published = run_stage(ctx, name, stage, inputs, body, key_extra)
+    ctx.tracker.ensure_registered(f"{ctx.cfg.tracking.experiment}-{ctx.profile}-dit", checkpoint_dir(published),
+                                  ran.get("mlflow_run"), name, {"reelflow.run_id": ctx.run_id})
+    return published
+
+
+def checkpoint_dir_of(stage_uri: str) -> str:
+    return storage.join(stage_uri, CHECKPOINT)
+
+
+def steps_dir(ctx: StageContext, name: str, key: str) -> str:
+    """Local folder of a stage's step checkpoints (under the run when the run root is local)."""
+    root = ctx.run_uri if not storage.is_remote(ctx.run_uri) else os.path.join(ctx.cfg.state_dir, "steps", ctx.run_id)
+    return os.path.join(root.removeprefix("file://"), ".steps", f"{name}-{_fingerprint(key)}")
+
+
+def launch_job(job: dict, cfg: TrainConfig) -> list[dict]:
+    if cfg.num_workers == 1 and not cfg.ray_train:
+        return train_worker(job)
+    from tasks.train.launch import launch
+
+    return launch(train_worker, job, cfg)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else 0.0

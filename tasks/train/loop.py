@@ -1,0 +1,112 @@
+"""The flow-matching training loop (report section 3.3, Eq. 1-3), engine-agnostic.
+
+Each step: the next bucketed global batch from the cache, noise and logit-normal t drawn from a
+generator seeded by (seed, step) for the whole global batch (so N data-parallel ranks see exactly the
+noise one process would), this rank's shard, forward, loss, ``engine.step``. Batches and noise are
+functions of (seed, step, data position): resuming from a step checkpoint replays them exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from infra.config_train import ResolutionConfig, TrainConfig, TrainStageConfig
+from models import flow_matching as fm
+from tasks.train import state as ckpt
+from tasks.train.data import Batch, batch_stream, bucket_batch_size, collate, tokens_per_sample
+
+log = logging.getLogger("reelflow.train")
+
+
+@dataclass
+class LoopSpec:
+    stage: TrainStageConfig
+    train: TrainConfig
+    res: ResolutionConfig
+    steps_dir: str
+    text_len: int
+
+
+def step_noise(seed: int, step: int, latents: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_0, t) for a global batch: N(0, I) noise and logit-normal t, a pure function of (seed, step)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    t = fm.sample_t(latents.shape[0], gen, cfg.logit_normal_mean, cfg.logit_normal_std)
+    x0 = torch.randn(latents.shape, generator=gen, dtype=latents.dtype)
+    return x0, t
+
+
+def forward_loss(model, batch: Batch, x0: torch.Tensor, t: torch.Tensor, autocast: bool) -> torch.Tensor:
+    """Eq. 1-3 on one (shard of a) batch: the model sees x_t and 1000 * (1 - t) (see models.flow_matching)."""
+    device = next(model.parameters()).device
+    x1, x0, t = batch.latents.to(device), x0.to(device), t.to(device)
+    fps = batch.fps.tolist() if model.config.inject_sample_info else None
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        out = model(hidden_states=fm.interpolate(x1, x0, t), timestep=fm.model_timestep(t),
+                    encoder_hidden_states=batch.text.to(device), fps=fps, return_dict=False)[0]
+    return fm.loss(out, x1, x0)
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return rss / 1024
+
+
+def _update_ema(ema: dict | None, weights: dict, decay: float) -> dict:
+    if ema is None:
+        return {k: v.detach().float().clone() for k, v in weights.items()}
+    for k, v in weights.items():
+        ema[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
+    return ema
+
+
+def train(engine, cache, spec: LoopSpec, on_step: Callable[[dict], None] | None = None,
+          on_sample: Callable[[int], None] | None = None) -> ckpt.TrainState:
+    """Run ``spec.stage.steps`` optimizer steps, resuming from the latest step checkpoint in steps_dir."""
+    cfg, model = spec.stage, engine.module
+    state = ckpt.resume(spec.steps_dir, engine)
+    if state.step:
+        log.warning("resuming %s at step %d (data position %s)", spec.steps_dir, state.step, state.position)
+    buckets = cache.buckets()
+    sizes = {name: bucket_batch_size(tokens_per_sample(tuple(cache.get(idx[0]).latent.shape)), spec.res,
+                                     engine.world_size) for name, idx in buckets.items() if idx}
+    stream = batch_stream(buckets, sizes, cfg.seed, state.position)
+    autocast = spec.train.mixed_precision == "bf16" and torch.cuda.is_available()
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=state.step, desc="train", unit="step", disable=engine.rank != 0,
+               file=sys.stderr, dynamic_ncols=True)
+    while state.step < cfg.steps:
+        started = time.perf_counter()
+        position, indices = next(stream)
+        batch = collate([cache.get(i) for i in indices], spec.text_len)
+        x0, t = step_noise(cfg.seed, state.step, batch.latents, spec.train)
+        part = slice(engine.rank, None, engine.world_size)
+        loss = forward_loss(model, batch.shard(engine.rank, engine.world_size), x0[part], t[part], autocast)
+        stats = engine.step(loss)
+        seconds = time.perf_counter() - started
+        state.step, state.position = state.step + 1, position
+        row = {"step": state.step, "loss": engine.all_reduce_mean(float(loss.detach())), "lr": stats.lr,
+               "grad_norm": stats.grad_norm, "batch": len(indices), "samples_per_s": len(indices) / seconds,
+               "tokens_per_s": batch.tokens / seconds, "peak_memory_mb": peak_memory_mb()}
+        state.history.append(row)
+        if cfg.ema_decay is not None:
+            state.ema = _update_ema(state.ema, engine.full_state_dict(), cfg.ema_decay)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if on_step and engine.rank == 0:
+            on_step(row)
+        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+            ckpt.save(spec.steps_dir, state, engine, spec.train.keep_step_checkpoints, engine.rank)
+        if on_sample and cfg.sample_every and state.step % cfg.sample_every == 0 and engine.rank == 0:
+            on_sample(state.step)
+    bar.close()
+    return state
