@@ -24,6 +24,7 @@ from infra.manifest import Manifest
 from infra.stage import StageContext, StageWork, run_stage
 from models.checkpoint import init_checkpoint
 from models.dit import architecture, check_checkpoint, load_transformer
+from tasks.train.samples import sample_checkpoint, sample_size
 from tasks.train.worker import train_worker
 
 log = logging.getLogger("reelflow.train")
@@ -92,6 +93,8 @@ def run(ctx: StageContext, cfg: TrainConfig, name: str, latents: Manifest, init:
                "steps_dir": steps_dir(ctx, name, config_hash(stage) + key_extra),
                "tracking_uri": ctx.tracker.tracking_uri, "mlflow_run": work.mlflow_run}
         history = launch_job(job, cfg)
+        height, width = sample_size(stage, cfg.resolutions)
+        work.artifacts += sample_checkpoint(out_dir, cfg.sample, height, width, os.path.join(work.scratch_dir, "samples"))
         first, last = history[0]["loss"], history[-1]["loss"]
         work.metrics.update({"first_loss": first, "final_loss": last, "steps": len(history),
                              "tokens_per_s_median": _median([r["tokens_per_s"] for r in history])})

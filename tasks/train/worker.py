@@ -31,21 +31,43 @@ def make_engine(model, stage: TrainStageConfig, cfg: TrainConfig):
     return PlainEngine(model, stage)
 
 
-def _metric_logger(job: dict):
+def _mlflow(job: dict):
     if not job.get("mlflow_run"):
         return None
     from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=job["tracking_uri"])
+
+
+def _metric_logger(client, run_id: str):
     from mlflow.entities import Metric
     from mlflow.utils.time import get_current_time_millis
-
-    client = MlflowClient(tracking_uri=job["tracking_uri"])
 
     def on_step(row: dict) -> None:
         now = get_current_time_millis()
         metrics = [Metric(k, float(v), now, row["step"]) for k, v in row.items() if k != "step"]
-        client.log_batch(job["mlflow_run"], metrics=metrics)
+        client.log_batch(run_id, metrics=metrics)
 
     return on_step
+
+
+def _sample_logger(client, run_id: str, job: dict, stage: TrainStageConfig, cfg: TrainConfig, engine):
+    """Sample videos at fixed prompts/seed every ``sample_every`` steps, logged as run artifacts."""
+    import tempfile
+
+    from tasks.train.samples import Sampler, sample_size
+
+    sampler = Sampler(job["init_dir"], cfg.sample, *sample_size(stage, cfg.resolutions))
+
+    def on_sample(step: int) -> None:
+        if cfg.zero_stage == 3 and engine.world_size > 1:
+            log.warning("step %d: no mid-training samples under ZeRO-3 (weights are partitioned)", step)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in sampler(engine.module, tmp):
+                client.log_artifact(run_id, path, f"samples/step-{step:06d}")
+
+    return on_sample
 
 
 def train_worker(job: dict) -> list[dict] | None:
@@ -66,7 +88,13 @@ def train_worker(job: dict) -> list[dict] | None:
     try:
         cache = open_cache(Manifest.model_validate(job["latents"]))
         spec = LoopSpec(stage, cfg, cfg.resolutions[stage.resolution], job["steps_dir"], cfg.latents.text_len)
-        state = train(engine, cache, spec, on_step=_metric_logger(job) if engine.rank == 0 else None)
+        client = _mlflow(job) if engine.rank == 0 else None
+        hooks = {}
+        if client is not None:
+            hooks["on_step"] = _metric_logger(client, job["mlflow_run"])
+            if stage.sample_every:
+                hooks["on_sample"] = _sample_logger(client, job["mlflow_run"], job, stage, cfg, engine)
+        state = train(engine, cache, spec, **hooks)
         weights = state.ema or engine.full_state_dict()
         if engine.rank != 0:
             return None
