@@ -43,15 +43,36 @@ def step_noise(seed: int, step: int, latents: torch.Tensor, cfg: TrainConfig) ->
     return x0, t
 
 
+def predict(model, batch: Batch, xt: torch.Tensor, t: torch.Tensor, autocast: bool,
+            diffusion_forcing: bool = False) -> torch.Tensor:
+    """The DiT's output for x_t at report-time t ([B] or per frame [B, F] with diffusion forcing)."""
+    device = xt.device
+    fps = batch.fps.tolist() if model.config.inject_sample_info else None
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        return model(hidden_states=xt, timestep=fm.model_timestep(t), encoder_hidden_states=batch.text.to(device),
+                     fps=fps, enable_diffusion_forcing=diffusion_forcing, return_dict=False)[0]
+
+
 def forward_loss(model, batch: Batch, x0: torch.Tensor, t: torch.Tensor, autocast: bool) -> torch.Tensor:
     """Eq. 1-3 on one (shard of a) batch: the model sees x_t and 1000 * (1 - t) (see models.flow_matching)."""
     device = next(model.parameters()).device
     x1, x0, t = batch.latents.to(device), x0.to(device), t.to(device)
-    fps = batch.fps.tolist() if model.config.inject_sample_info else None
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        out = model(hidden_states=fm.interpolate(x1, x0, t), timestep=fm.model_timestep(t),
-                    encoder_hidden_states=batch.text.to(device), fps=fps, return_dict=False)[0]
-    return fm.loss(out, x1, x0)
+    return fm.loss(predict(model, batch, fm.interpolate(x1, x0, t), t, autocast), x1, x0)
+
+
+class FlowMatching:
+    """The pretraining / SFT objective. Post-training objectives (diffusion forcing, Flow-DPO) supply the
+    same two methods: ``noise`` for the whole global batch (a pure function of seed and step) and ``loss``
+    on this rank's shard, returning extra metrics to log."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+
+    def noise(self, seed: int, step: int, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return step_noise(seed, step, batch.latents, self.cfg)
+
+    def loss(self, model, batch: Batch, x0, t, autocast: bool) -> tuple[torch.Tensor, dict]:
+        return forward_loss(model, batch, x0, t, autocast), {}
 
 
 def peak_memory_mb() -> float:
@@ -70,9 +91,11 @@ def _update_ema(ema: dict | None, weights: dict, decay: float) -> dict:
 
 
 def train(engine, cache, spec: LoopSpec, on_step: Callable[[dict], None] | None = None,
-          on_sample: Callable[[int], None] | None = None) -> ckpt.TrainState:
+          on_sample: Callable[[int], None] | None = None, objective=None) -> ckpt.TrainState:
     """Run ``spec.stage.steps`` optimizer steps, resuming from the latest step checkpoint in steps_dir."""
     cfg, model = spec.stage, engine.module
+    objective = objective or FlowMatching(spec.train)
+    collate_fn = getattr(cache, "collate", collate)
     state = ckpt.resume(spec.steps_dir, engine)
     if state.step:
         log.warning("resuming %s at step %d (data position %s)", spec.steps_dir, state.step, state.position)
@@ -87,16 +110,17 @@ def train(engine, cache, spec: LoopSpec, on_step: Callable[[dict], None] | None 
     while state.step < cfg.steps:
         started = time.perf_counter()
         position, indices = next(stream)
-        batch = collate([cache.get(i) for i in indices], spec.text_len)
-        x0, t = step_noise(cfg.seed, state.step, batch.latents, spec.train)
+        batch = collate_fn([cache.get(i) for i in indices], spec.text_len)
+        x0, t = objective.noise(cfg.seed, state.step, batch)
         part = slice(engine.rank, None, engine.world_size)
-        loss = forward_loss(model, batch.shard(engine.rank, engine.world_size), x0[part], t[part], autocast)
+        loss, extra = objective.loss(model, batch.shard(engine.rank, engine.world_size), x0[part], t[part], autocast)
         stats = engine.step(loss)
         seconds = time.perf_counter() - started
         state.step, state.position = state.step + 1, position
         row = {"step": state.step, "loss": engine.all_reduce_mean(float(loss.detach())), "lr": stats.lr,
                "grad_norm": stats.grad_norm, "batch": len(indices), "samples_per_s": len(indices) / seconds,
-               "tokens_per_s": batch.tokens / seconds, "peak_memory_mb": peak_memory_mb()}
+               "tokens_per_s": batch.tokens / seconds, "peak_memory_mb": peak_memory_mb(),
+               **{k: engine.all_reduce_mean(v) for k, v in extra.items()}}
         state.history.append(row)
         if cfg.ema_decay is not None:
             state.ema = _update_ema(state.ema, engine.full_state_dict(), cfg.ema_decay)
