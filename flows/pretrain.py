@@ -29,6 +29,8 @@ def pretrain_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manifest
     train = cfg.train
     checkpoints: dict[str, Manifest] = {}
     for name, stage in train.stages.items():
+        if stage.phase != "pretrain":
+            continue
         init = checkpoints[stage.init_from] if stage.init_from else None
         init_dir = pretrain.checkpoint_dir(init) if init else pretrain.base_checkpoint(cfg)
         cache = latents_task(ctx, train.latents, datasets[stage.dataset], init_dir, stage.resolution,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from infra.config_caption import CaptionConfig
 from infra.config_datasets import AuditConfig, BalanceConfig, DatasetsConfig
 from infra.config_filters import ScoreConfig
+from infra.config_post import PostTrainConfig
 from infra.config_train import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -189,6 +190,7 @@ class PipelineConfig(_Cfg):
     datasets: DatasetsConfig = DatasetsConfig()
     audit: AuditConfig = AuditConfig()
     train: TrainConfig = TrainConfig()
+    post: PostTrainConfig = PostTrainConfig()
 
     @model_validator(mode="after")
     def _local_caches_under_state_dir(self) -> PipelineConfig:

@@ -27,8 +27,9 @@ class _Cfg(BaseModel):
 FPS_RATES = (16, 24)
 
 
-# The training stages `--until` accepts (pretraining phase; post-training adds its own).
+# The training stages `--until` accepts, in pipeline order (post-training: section 3.4).
 TRAIN_STAGES = ("pretrain-256p", "pretrain-360p", "pretrain-540p", "sft-540p")
+POST_STAGES = ("pairs", "reward", "dpo-1", "dpo-2", "dpo-3", "forcing", "sft-720p", "video")
 
 
 def fps_index(fps: int) -> int:
@@ -88,7 +89,12 @@ class LatentsConfig(_Cfg):
 class TrainStageConfig(_Cfg):
     dataset: str = Field(description="Curated dataset the stage trains on (D_256p, D_360p, D_540p, D_540p_sft)")
     resolution: str = Field(description="Key of train.resolutions")
+    phase: Literal["pretrain", "post"] = Field("pretrain", description="Which flow runs it (post: after Flow-DPO)")
     init_from: str | None = Field(None, description="Stage whose checkpoint starts this one; None = base checkpoint")
+    objective: Literal["flow_matching", "diffusion_forcing"] = Field(
+        "flow_matching", description="diffusion_forcing: per-frame noise levels from FoPP (report section 3.4.2)")
+    causal_block_size: int | None = Field(None, ge=1, description="Block-causal attention while training "
+                                          "(diffusion forcing; latent frames per block); None = full attention")
     media: Literal["images+videos", "videos"] = "videos"
     fps_only: int | None = Field(None, description="Train only on clips normalised to this rate (SFT: 24)")
     fps_embedding: bool = Field(True, description="False drops the learnable FPS embedding (report: removed at SFT)")
@@ -103,6 +109,15 @@ class TrainStageConfig(_Cfg):
     checkpoint_every: int = Field(10, ge=1, description="Atomic step checkpoints every N steps")
     sample_every: int = Field(0, ge=0, description="Sample videos every N steps (0 = only at the end)")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _forcing_without_fps(self) -> TrainStageConfig:
+        # Report section 3.4: diffusion forcing follows the SFT that removed the FPS embedding; diffusers'
+        # DF forward also tiles the FPS embedding frame-major against batch-major timesteps when B > 1.
+        if self.objective == "diffusion_forcing" and self.fps_embedding:
+            raise ValueError("objective diffusion_forcing needs fps_embedding: false (the FPS embedding is "
+                             "removed at the 540p SFT, before diffusion forcing)")
+        return self
 
 
 class SampleConfig(_Cfg):
@@ -142,6 +157,7 @@ class TrainConfig(_Cfg):
             if stage.resolution not in self.resolutions:
                 raise ValueError(f"stages.{name}.resolution {stage.resolution!r} is not one of "
                                  f"{sorted(self.resolutions)}")
-            if stage.init_from is not None and stage.init_from not in self.stages:
-                raise ValueError(f"stages.{name}.init_from {stage.init_from!r} is not one of {sorted(self.stages)}")
+            allowed = set(self.stages) | {s for s in POST_STAGES if s.startswith("dpo-")}
+            if stage.init_from is not None and stage.init_from not in allowed:
+                raise ValueError(f"stages.{name}.init_from {stage.init_from!r} is not one of {sorted(allowed)}")
         return self

@@ -85,7 +85,8 @@ def without_fps_embedding(model):
     stripped = SkyReelsV2Transformer3DModel.from_config({**model.config, "inject_sample_info": False})
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(("fps_embedding.", "fps_projection."))}
     stripped.load_state_dict(state, strict=True)
-    return stripped.to(next(model.parameters()).dtype)
+    dtype = next(model.parameters()).dtype
+    return stripped if dtype == torch.float32 else stripped.to(dtype)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

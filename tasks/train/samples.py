@@ -25,6 +25,7 @@ class Sampler:
         parts = load_pipeline_components(checkpoint_dir)
         parts.pop("transformer")
         self.parts, self.cfg, self.height, self.width = parts, cfg, height, width
+        self.diffusion_forcing = False
 
     def __call__(self, transformer, out_dir: str) -> list[str]:
         from diffusers import SkyReelsV2DiffusionForcingPipeline, SkyReelsV2Pipeline
@@ -32,7 +33,7 @@ class Sampler:
         was_training = transformer.training
         transformer.eval()
         try:
-            if transformer.config.inject_sample_info:
+            if transformer.config.inject_sample_info or self.diffusion_forcing:
                 pipe = SkyReelsV2DiffusionForcingPipeline(transformer=transformer, **self.parts)
                 extra = {"base_num_frames": self.cfg.frames, "ar_step": 0, "fps": 24}
             else:
@@ -64,6 +65,7 @@ def sample_checkpoint(checkpoint_dir: str, cfg: SampleConfig, height: int, width
     sampler = Sampler.__new__(Sampler)
     sampler.parts = {k: v for k, v in pipe.components.items() if k != "transformer"}
     sampler.cfg, sampler.height, sampler.width = cfg, height, width
+    sampler.diffusion_forcing = type(pipe).__name__.startswith("SkyReelsV2DiffusionForcing")
     return sampler(pipe.transformer, out_dir)
 
 

@@ -80,6 +80,13 @@ def train_worker(job: dict) -> list[dict] | None:
     model = load_transformer(job["init_dir"])
     if not stage.fps_embedding:
         model = without_fps_embedding(model)
+    if stage.causal_block_size:
+        model._set_ar_attention(stage.causal_block_size)  # diffusers' block-causal mask (num_frame_per_block)
+    objective = None
+    if stage.objective == "diffusion_forcing":
+        from tasks.train.forcing import DiffusionForcing
+
+        objective = DiffusionForcing(cfg)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     if torch.cuda.is_available():
@@ -94,14 +101,16 @@ def train_worker(job: dict) -> list[dict] | None:
             hooks["on_step"] = _metric_logger(client, job["mlflow_run"])
             if stage.sample_every:
                 hooks["on_sample"] = _sample_logger(client, job["mlflow_run"], job, stage, cfg, engine)
-        state = train(engine, cache, spec, **hooks)
+        state = train(engine, cache, spec, objective=objective, **hooks)
         weights = state.ema or engine.full_state_dict()
         if engine.rank != 0:
             return None
         # A fresh module: under ZeRO-3 the trained one holds only this rank's partition of each weight.
         final = type(model).from_config(model.config)
         final.load_state_dict({k: v.float().cpu() for k, v in weights.items()})
-        write_checkpoint(job["init_dir"], final, job["out_dir"])
+        # A diffusion-forcing DiT serves the DF pipelines whether or not it kept the FPS embedding.
+        pipeline = "SkyReelsV2DiffusionForcingPipeline" if stage.objective == "diffusion_forcing" else None
+        write_checkpoint(job["init_dir"], final, job["out_dir"], pipeline)
         return state.history
     finally:
         close = getattr(engine, "close", None)

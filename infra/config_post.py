@@ -1,0 +1,94 @@
+"""Configuration of post-training (issue 7; report section 3.4): preference pairs, the reward model,
+iterative Flow-DPO and the final long video. Diffusion forcing and the 720p SFT are training stages
+of ``train.stages`` (phase ``post``): the same trainer with another objective / resolution."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Distortion = Literal["v2v", "i2v", "t2v", "frame_rate", "noise", "reverse"]
+# Report section 3.4.1: regenerations ordered from mildest to strongest distortion of the real clip.
+DISTORTION_LEVEL = {"v2v": 1, "i2v": 2, "t2v": 3, "frame_rate": 1, "noise": 1, "reverse": 2}
+MOTION_FAILURES = ("excess motion", "insufficient motion", "subject distortion", "local detail damage",
+                   "physics violation", "unnatural motion")
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PairsConfig(_Cfg):
+    """Stage ``pairs``: automatic pairs (a real clip beats its distortions) and human-labelled pairs."""
+
+    dataset: str = Field("D_540p_sft", description="Dataset whose clips are the chosen (real) samples")
+    resolution: str = Field("540p", description="Key of train.resolutions: the pair videos' 16:9 size")
+    frames: int = Field(17, ge=5, description="Pixel frames per pair video (4k+1)")
+    max_clips: int = Field(24, ge=1, description="Real clips drawn (seeded) from the dataset")
+    distortions: list[Distortion] = Field(default_factory=lambda: ["v2v", "i2v", "t2v", "frame_rate", "noise", "reverse"])
+    v2v_strength: float = Field(0.5, gt=0, lt=1, description="Noise level sigma the real latent is inverted to")
+    sample_steps: int = Field(4, ge=1, description="Denoising steps of the regenerations")
+    noise_std: float = Field(0.08, gt=0, description="Injected pixel noise (fraction of full scale)")
+    min_difference: float = Field(0.01, ge=0, description="Pairs whose videos differ less (mean abs, 0-1) are discarded")
+    clip_match_min: float | None = Field(None, description="Least CLIP similarity of a clip to its prompt; None = off "
+                                         "(tiny: the CLIP backbone is random)")
+    human_prompts: int = Field(2, ge=0, description="Prompts whose generated samples humans compare")
+    human_samples_per_prompt: int = Field(4, ge=2, description="Report: 4 samples per prompt from the current checkpoint")
+    guidance_scale: float = Field(5.0, ge=1)
+    seed: int = 0
+
+
+class RewardConfig(_Cfg):
+    """Stage ``reward``: VLM backbone + scalar head, Bradley-Terry with ties, no prompt context."""
+
+    backbone: str | None = Field(None, description="Qwen2.5-VL folder; None = tiny random one under the state dir")
+    steps: int = Field(200, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    holdout: float = Field(0.25, gt=0, lt=1, description="Share of source clips held out for evaluation")
+    frames: int = Field(8, ge=2, description="Frames of each video the model sees")
+    tie_margin: float = Field(0.1, ge=0, description="|score_a - score_b| below this is predicted a tie")
+    seed: int = 0
+
+
+class DPOConfig(_Cfg):
+    """Stages ``dpo-1..N`` (report: 3 rounds; each: sample, rank with the reward model, train, refresh ref)."""
+
+    rounds: int = Field(3, ge=1, le=10)
+    prompts: int = Field(4, ge=1, description="Prompts (captions of the SFT dataset) per round")
+    samples_per_prompt: int = Field(8, ge=2, description="Report: 8 samples per prompt, best vs worst")
+    beta: float = Field(500.0, gt=0, description="Eq. 4's beta (scale of the per-element mean error)")
+    steps: int = Field(20, ge=1, description="Optimizer steps per round")
+    lr: float = Field(1e-5, gt=0)
+    batch_size: int = Field(2, ge=1, description="Pairs per step")
+    resolution: str = "540p"
+    frames: int = Field(17, ge=5)
+    sample_steps: int = Field(4, ge=1)
+    guidance_scale: float = Field(5.0, ge=1)
+    checkpoint_every: int = Field(10, ge=1)
+    seed: int = 0
+
+
+class FinalVideoConfig(_Cfg):
+    """The long video the final checkpoint generates at the end of `reelflow run` (diffusion forcing)."""
+
+    prompt: str = "a man walks on a city street at night, slow pan"
+    num_frames: int = Field(97, ge=1)
+    base_num_frames: int = Field(33, ge=1)
+    overlap_history: int = Field(9, ge=1)
+    ar_step: int = Field(0, ge=0)
+    causal_block_size: int = Field(1, ge=1)
+    steps: int = Field(4, ge=1)
+    resolution: str = "720p"
+    seed: int = 0
+
+
+class PostTrainConfig(_Cfg):
+    pairs: PairsConfig = PairsConfig()
+    reward: RewardConfig = RewardConfig()
+    dpo: DPOConfig = DPOConfig()
+    video: FinalVideoConfig = FinalVideoConfig()
+    human_pairs_mode: Literal["simulated", "interactive", "off"] = Field(
+        "simulated", description="How human pairs get labels: the audit page (interactive), a motion-statistics "
+        "oracle labelled simulated everywhere (make run), or not at all")
