@@ -35,9 +35,11 @@ def flat_map_rows(
     *,
     concurrency: int | None = None,
     num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
 ) -> list[Any]:
     """Run ``worker_cls(**worker_kwargs)(item) -> list[row]`` over ``items`` on Ray Data and return
-    every row as the worker made it (row order = item order, then worker order)."""
+    every row as the worker made it (row order = item order, then worker order). ``num_gpus`` > 0
+    makes the pool's actors GPU actors (Ray sets their CUDA_VISIBLE_DEVICES)."""
     import ray
     import ray.data
 
@@ -53,6 +55,7 @@ def flat_map_rows(
         fn_constructor_kwargs={"worker_cls": worker_cls, "kwargs": worker_kwargs},
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,
+        num_gpus=num_gpus or None,
     )
     rows: list[Any] = []
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
