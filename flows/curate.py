@@ -44,7 +44,7 @@ class UntilReached(Exception):
 
 
 def checkpoint(until: str | None, name: str, manifest: Manifest) -> Manifest:
-    if until is not None and STAGE_ORDER.index(until) <= STAGE_ORDER.index(name):
+    if until in STAGE_ORDER and STAGE_ORDER.index(until) <= STAGE_ORDER.index(name):  # later phases: run on
         raise UntilReached(manifest)
     return manifest
 

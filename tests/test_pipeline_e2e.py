@@ -13,7 +13,7 @@ from infra.session import tracker_for
 from tasks.corpus import generate_video
 
 pytestmark = pytest.mark.slow
-STAGES = ("corpus", "ingest", "segment", "clips", "score", "caption", "D_256p", "D_360p", "D_540p", "D_post", "D_540p_sft")
+STAGES = ("corpus", "ingest", "segment", "clips", "score", "caption", "D_256p", "D_360p", "D_540p", "D_post", "D_540p_sft", "D_720p_sft")
 SMALL = ("corpus.videos=2", "corpus.width=160", "corpus.height=90", "corpus.shots_per_video=[4,5]")
 UNAUDITED = ("audit.mode=off",)
 
@@ -41,8 +41,8 @@ def _published(cfg, run_id, stage):
 
 def test_pipeline_end_to_end_then_resume(make_cfg):
     cfg = make_cfg(*SMALL, *UNAUDITED)  # gates have their own tests (test_audit*.py)
-    result = _run(cfg, "e2e")
-    assert result.stage == "D_540p_sft" and result.row_count > 0
+    result = _run(cfg, "e2e", until="D_720p_sft")  # curation only; training has tests/test_pretrain_e2e.py
+    assert result.stage == "D_720p_sft" and result.row_count > 0
     manifests = {s: _published(cfg, "e2e", s) for s in STAGES}
     clips = mf.read_table(manifests["clips"])
     for column in ("clip_id", "source_id", "source_uri", "start_frame", "end_frame", "fps", "width",
@@ -70,8 +70,8 @@ def test_pipeline_end_to_end_then_resume(make_cfg):
     assert by_stage["segment"].inputs.dataset_inputs[0].dataset.digest == manifests["ingest"].fingerprint
     assert tracker.client.get_run(parent).info.status == "FINISHED"
 
-    again = _run(cfg, "e2e")  # same command: every stage is skipped, nothing changes
-    assert again == manifests["D_540p_sft"]
+    again = _run(cfg, "e2e", until="D_720p_sft")  # same command: every stage is skipped, nothing changes
+    assert again == manifests["D_720p_sft"]
     assert {s: _published(cfg, "e2e", s) for s in STAGES} == manifests
 
 

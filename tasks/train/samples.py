@@ -61,7 +61,7 @@ def sample_checkpoint(checkpoint_dir: str, cfg: SampleConfig, height: int, width
     every checkpoint the trainer writes must load in the reference pipelines unchanged."""
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(checkpoint_dir, torch_dtype=torch.float32)
+    pipe = DiffusionPipeline.from_pretrained(checkpoint_dir, dtype=torch.float32)
     sampler = Sampler.__new__(Sampler)
     sampler.parts = {k: v for k, v in pipe.components.items() if k != "transformer"}
     sampler.cfg, sampler.height, sampler.width = cfg, height, width

@@ -1,0 +1,65 @@
+"""Post-training phase (report section 3.4), as the report's pseudocode reads:
+
+    pairs  = PreferencePairs(D_540p_sft, sft-540p)          # real beats distorted; humans label samples
+    R      = RewardModel.fit(pairs, loss=BTT)               # Bradley-Terry with ties, no prompt context
+    for k in 1..3:                                          # iterative Flow-DPO (Eq. 4)
+        ckpt = FlowDPO(ckpt, ref=ckpt, pairs=best_vs_worst(sample(ckpt, 8 per prompt), R))
+    ckpt = DiffusionForcing(ckpt, schedule=FoPP)            # per-frame non-decreasing noise
+    ckpt = SFT(ckpt, D_720p_sft)                            # 720p
+    video = generate(ckpt, long=True)                       # diffusion-forcing long video
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.curate import stage_task
+from infra.config import PipelineConfig
+from infra.manifest import Manifest
+from infra.session import open_run
+from tasks import dpo, latents, pairs, pretrain, reward, video
+
+pairs_task = stage_task(pairs.run, "pairs")
+reward_task = stage_task(reward.run, "reward")
+dpo_task = stage_task(dpo.run, "dpo")
+latents_task = stage_task(latents.run, "latents")
+train_task = stage_task(pretrain.run, "train")
+video_task = stage_task(video.run, "video")
+
+
+class Stop(Exception):
+    """Raised after the ``--until`` stage."""
+
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+
+
+@flow(name="post-train", flow_run_name="post-train-{run_id}")
+def post_train_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manifest], sft: Manifest,
+                    until: str | None = None) -> Manifest:
+    ctx = open_run(cfg, run_id)
+    post, train = cfg.post, cfg.train
+
+    def done(name: str, manifest: Manifest) -> Manifest:
+        if name == until:
+            raise Stop(manifest)
+        return manifest
+
+    try:
+        preference = done("pairs", pairs_task(ctx, post.pairs, cfg.audit, datasets[post.pairs.dataset], sft))
+        reward_model = done("reward", reward_task(ctx, post.reward, preference))
+        checkpoints = {}
+        current = sft
+        for k in range(1, post.dpo.rounds + 1):
+            current = checkpoints[f"dpo-{k}"] = done(f"dpo-{k}", dpo_task(ctx, post.dpo, k, current, reward_model,
+                                                                         datasets[post.pairs.dataset]))
+        for name, stage in train.stages.items():
+            if stage.phase != "post":
+                continue
+            init = checkpoints[stage.init_from]
+            cache = latents_task(ctx, train.latents, datasets[stage.dataset], pretrain.checkpoint_dir(init),
+                                 stage.resolution, train.resolutions[stage.resolution], stage.media, stage.fps_only)
+            checkpoints[name] = done(name, train_task(ctx, train, name, cache, init))
+        return video_task(ctx, post.video, train, current if not checkpoints else list(checkpoints.values())[-1])
+    except Stop as stop:
+        return stop.manifest
