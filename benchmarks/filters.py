@@ -2,13 +2,15 @@
 
     python -m benchmarks.filters [--videos 40] [--out benchmarks/results/filters.json]
 
-corpus -> ingest (per-item ``probe_source``) -> shots (``tasks.segment`` when present, else the
-truth's shot ranges) -> ``cut_clips`` -> the score stage's per-clip function, in this process (one
-thread: the machine is shared). Measured:
+corpus -> ingest (per-item ``probe_source``) -> shots (``tasks.segment``'s per-video function, as the
+pipeline cuts them; ``--truth-shots`` uses the truth's shot ranges instead) -> ``cut_clips`` -> the
+score stage's per-clip function, in this process (one thread: the machine is shared). Measured:
 - per planted defect kind, precision and recall of the matching filter's decision at
   ``default_thresholds()``. A clip HAS a defect when a truth defect covers at least
   ``MIN_OVERLAP`` of the clip's frames (or, for short temporal defects, lies wholly inside it).
   Near-duplicates: a clip has one when its shot is a copy (``duplicate_of``) or the copied original.
+- clean clips (no planted defect kind) wrongly rejected by the strict profile (``configs/filters/540p.yaml``
+  as ``tasks.datasets`` applies it to the pool at the tiny pipeline profile), with the rules responsible;
 - throughput per filter (clips/s of its compute alone, and with its own decode), the shared-decode
   score stage's clips/s, and the speed-up: sum over filters of (decode + filter) / (decode + all).
 """
@@ -20,16 +22,21 @@ import json
 import os
 import time
 
-from infra.config import ClipsConfig, CorpusConfig, IngestConfig
+import pandas as pd
+
+from infra.config import ClipsConfig, CorpusConfig, IngestConfig, SegmentConfig
+from infra.config_datasets import load_columns, load_profile
 from infra.config_filters import ScoreConfig
 from tasks.clips import cut_clips
 from tasks.corpus import generate_corpus, load_truth
 from tasks.corpus.truth import VideoTruth
+from tasks.datasets import apply_profile
 from tasks.filters import BasicFilter, build_filters, default_thresholds, rejects
 from tasks.filters.frames import decode_clip
 from tasks.filters.quality import VTSSFilter
 from tasks.ingest import probe_source
 from tasks.score import add_duplicate_groups, score_clip
+from tasks.segment import SegmentWorker
 
 MIN_OVERLAP = 0.5  # share of the clip's frames a footage/text defect must cover
 TEMPORAL = {"black", "frozen"}  # short by nature: any overlap of >= 2 frames counts
@@ -60,18 +67,21 @@ def truth_shots(truth: VideoTruth, source: dict) -> list[dict]:
     return rows
 
 
-def build_clips(corpus_dir: str, clips_dir: str, videos: int, seed: int) -> list[dict]:
-    """Generate (or reuse) the corpus and cut its clips; returns clip rows with ``truth_kinds``."""
+def build_clips(corpus_dir: str, clips_dir: str, videos: int, seed: int, truth_cuts: bool = False) -> list[dict]:
+    """Generate (or reuse) the corpus, segment it (or take the truth's shots) and cut its clips;
+    returns clip rows with ``truth_kinds``."""
     cfg = CorpusConfig(videos=videos, seed=seed, defect_rate=0.6, workers=1)
     paths = [os.path.join(corpus_dir, f"film_{i:04d}.mp4") for i in range(videos)]
     if not all(os.path.exists(p.replace(".mp4", ".truth.json")) for p in paths):
         generate_corpus(corpus_dir, cfg, progress=False)
     os.makedirs(clips_dir, exist_ok=True)
+    segmenter = None if truth_cuts else SegmentWorker(SegmentConfig())
     clips = []
     for path in paths:
         source = probe_source(path, IngestConfig())
         truth = load_truth(path)
-        for row in cut_clips(source, truth_shots(truth, source), ClipsConfig(), clips_dir, clips_dir):
+        shots = truth_shots(truth, source) if truth_cuts else segmenter(source)
+        for row in cut_clips(source, shots, ClipsConfig(), clips_dir, clips_dir):
             if row["error"] is None:
                 row["truth_kinds"] = sorted(clip_truth(truth, row))
                 clips.append(row)
@@ -135,6 +145,20 @@ def precision_recall(rows: list[dict]) -> dict:
     return out
 
 
+def clean_rejections(rows: list[dict], profile: str = "540p") -> dict:
+    """Share of clean clips (no planted defect) the strict profile rejects, and by which rules."""
+    df = pd.DataFrame(rows)
+    names, _ = apply_profile(df, load_profile(profile), load_columns(), "tiny")
+    clean = [r for r, row in zip(names, rows, strict=True) if not row["truth_kinds"]]
+    rejected = [r for r in clean if r]
+    by_rule: dict[str, int] = {}
+    for r in rejected:
+        for name in r:
+            by_rule[name] = by_rule.get(name, 0) + 1
+    return {"profile": profile, "clean_clips": len(clean), "rejected": len(rejected),
+            "rate": round(len(rejected) / max(len(clean), 1), 3), "by_rule": dict(sorted(by_rule.items()))}
+
+
 def throughput(clips: list[dict], cfg: ScoreConfig) -> dict:
     """Each frame filter alone (its own decode) vs the shared decode, on the same clips."""
     filters = build_filters(cfg)
@@ -173,6 +197,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--throughput-clips", type=int, default=40, help="clips timed filter by filter")
+    parser.add_argument("--truth-shots", action="store_true", help="cut clips at the truth's shots, not segment's")
     parser.add_argument("--work", default="/tmp/reelflow-bench-filters")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "filters.json"))
     args = parser.parse_args()
@@ -182,18 +207,21 @@ def main() -> None:
     cv2.setNumThreads(1)
     torch.set_num_threads(1)  # the machine is shared
     cfg = ScoreConfig(aesthetic={"cache_dir": os.path.join(args.work, "models")})
-    clips = build_clips(os.path.join(args.work, "corpus"), os.path.join(args.work, "clips"), args.videos, args.seed)
+    shots_from = "truth" if args.truth_shots else "segment"
+    clips = build_clips(os.path.join(args.work, "corpus"), os.path.join(args.work, f"clips-{shots_from}"), args.videos,
+                        args.seed, truth_cuts=args.truth_shots)
     started = time.perf_counter()
     rows = score_all(clips, cfg)
     seconds = time.perf_counter() - started
     result = {
         "corpus": {"videos": args.videos, "seed": args.seed, "defect_rate": 0.6, "clips": len(clips),
-                   "shots_from": "truth shot ranges (tasks.segment not wired here)"},
+                   "shots_from": "truth shot ranges" if args.truth_shots else "tasks.segment.segment_video (default config)"},
         "clip_has_defect": f"a truth defect kind covers >= {MIN_OVERLAP} of the clip's frames (union of its "
                            "defects), >= 2 frames for black/frozen; near_duplicate: the clip's shot is a copy or "
                            "its original",
         "thresholds": default_thresholds(),
         "precision_recall": precision_recall(rows),
+        "clean_rejected_by_strict": clean_rejections(rows),
         "score_stage_clips_per_s": round(len(rows) / seconds, 2),
         "throughput": throughput(clips[: args.throughput_clips], cfg),
         "machine": f"{os.cpu_count()} CPUs, shared; one thread",
@@ -203,6 +231,8 @@ def main() -> None:
         json.dump(result, fh, indent=1, default=str)
     for name, pr in result["precision_recall"].items():
         print(f"{name:24s} {pr['filter']:8s} n={pr['positives']:3d} P={pr['precision']:.3f} R={pr['recall']:.3f}")
+    c = result["clean_rejected_by_strict"]
+    print(f"clean clips rejected by {c['profile']}: {c['rejected']}/{c['clean_clips']} = {c['rate']:.3f} {c['by_rule']}")
     t = result["throughput"]
     print(f"score stage {result['score_stage_clips_per_s']} clips/s; shared {t['shared_decode_clips_per_s']} vs "
           f"separate {t['separate_decode_clips_per_s']} clips/s: speed-up {t['speedup_shared_vs_separate']}x")

@@ -127,10 +127,19 @@ class DatasetSpec(_Cfg):
     name: str = Field(pattern=r"^D_[A-Za-z0-9_]+$", description="Dataset (and stage folder) name")
     profile: str = Field(description="Threshold profile: configs/filters/<profile>.yaml")
     base: str | None = Field(None, description="Dataset this one filters; None = the whole scored pool")
+    manual: bool = Field(
+        False, description="ManualFilter (report 3.1, D_720p_sft): reviewers label every clip of base; their verdicts "
+        "fill the column manual_good (1 Good, 0 Bad) that the profile's rules read")
+
+    @model_validator(mode="after")
+    def _manual_needs_base(self) -> DatasetSpec:
+        if self.manual and self.base is None:
+            raise ValueError(f"dataset {self.name}: a manual filter reviews a base dataset; set base")
+        return self
 
 
 class DatasetsConfig(_Cfg):
-    """Which datasets a run builds; the report's D_256p / D_360p / D_540p / D_540p_sft."""
+    """Which datasets a run builds; the report's D_256p / D_360p / D_540p / D_540p_sft / D_720p_sft."""
 
     specs: list[DatasetSpec] = Field(
         default_factory=lambda: [
@@ -138,6 +147,7 @@ class DatasetsConfig(_Cfg):
             DatasetSpec(name="D_360p", profile="360p"),
             DatasetSpec(name="D_540p", profile="540p"),
             DatasetSpec(name="D_540p_sft", profile="post", base="D_post"),
+            DatasetSpec(name="D_720p_sft", profile="manual", base="D_540p_sft", manual=True),
         ]
     )
     columns: dict[str, str] = Field(default_factory=dict, description="Overrides of columns.yaml")
@@ -151,6 +161,8 @@ class DatasetStageConfig(_Cfg):
     pipeline_profile: str
     profile: ThresholdProfile
     columns: dict[str, str]
+    review: str | None = Field(None, description="Manual filter: the review's audit id in the run's store")
+    review_digest: str | None = Field(None, description="Hash of the review's verdicts: new verdicts re-run the stage")
 
 
 def dataset_stage_config(spec: DatasetSpec, cfg: DatasetsConfig, pipeline_profile: str,
@@ -245,6 +257,7 @@ class AuditConfig(_Cfg):
             "D_360p": GateConfig(dataset="D_360p", tolerate=["text", "low quality"]),
             "D_540p": GateConfig(dataset="D_540p", tolerate=["low quality"]),
             "D_540p_sft": GateConfig(dataset="D_540p_sft", kind="posttrain"),
+            "D_720p_sft": GateConfig(dataset="D_720p_sft", kind="posttrain"),
         }
     )
 

@@ -130,15 +130,9 @@ def file_verdicts(path: str, gate: str) -> list[Verdict]:
     return [Verdict.model_validate({"reviewer": os.path.basename(path), **v, "source": "file"}) for v in items]
 
 
-def open_audit(ctx: StageContext, cfg: AuditConfig, gate: str, dataset: Manifest) -> AuditSample:
-    """The gate's sample, drawn once per (gate, dataset content, mode) and stored before any wait."""
+def _new_sample(ctx: StageContext, cfg: AuditConfig, audit_id: str, gate: str, table: Manifest, picked: pd.DataFrame,
+                population: int, **fields) -> AuditSample:
     simulated = cfg.mode == "simulated"
-    audit_id = f"{gate}-{dataset.fingerprint[:8]}" + ("-simulated" if simulated else "")
-    existing = load_sample(ctx.run_uri, audit_id)
-    if existing is not None:
-        return existing
-    rate, threshold = cfg.rate_and_threshold(gate)
-    picked, population = draw_sample(mf.read_table(dataset), cfg.gates[gate].dataset, gate, rate, cfg)
     clips = []
     for row in picked.to_dict("records"):
         # Only a caption's category is the caption's claim; a zero-shot guess is not judged as one.
@@ -146,13 +140,49 @@ def open_audit(ctx: StageContext, cfg: AuditConfig, gate: str, dataset: Manifest
         clips.append(SampledClip(
             clip_id=row["clip_id"], clip_uri=row.get("clip_uri"), caption=row.get("caption_t2v"),
             category=category, truth=clip_truth(row) if simulated else None))
-    sample = AuditSample(audit_id=audit_id, run_id=ctx.run_id, gate=gate, dataset=cfg.gates[gate].dataset,
-                         dataset_fingerprint=dataset.fingerprint, kind=cfg.gates[gate].kind, mode=cfg.mode,
-                         simulated=simulated, sample_rate=rate, max_bad_rate=threshold, population=population,
-                         tolerate=cfg.gates[gate].tolerate,
-                         clips=clips)
+    sample = AuditSample(audit_id=audit_id, run_id=ctx.run_id, gate=gate, dataset_fingerprint=table.fingerprint,
+                         mode=cfg.mode, simulated=simulated, population=population, clips=clips, **fields)
     save_sample(ctx.run_uri, sample)
     return sample
+
+
+def _audit_id(cfg: AuditConfig, gate: str, dataset: Manifest) -> str:
+    return f"{gate}-{dataset.fingerprint[:8]}" + ("-simulated" if cfg.mode == "simulated" else "")
+
+
+def open_audit(ctx: StageContext, cfg: AuditConfig, gate: str, dataset: Manifest) -> AuditSample:
+    """The gate's sample, drawn once per (gate, dataset content, mode) and stored before any wait."""
+    audit_id = _audit_id(cfg, gate, dataset)
+    existing = load_sample(ctx.run_uri, audit_id)
+    if existing is not None:
+        return existing
+    rate, threshold = cfg.rate_and_threshold(gate)
+    picked, population = draw_sample(mf.read_table(dataset), cfg.gates[gate].dataset, gate, rate, cfg)
+    return _new_sample(ctx, cfg, audit_id, gate, dataset, picked, population, dataset=cfg.gates[gate].dataset,
+                       kind=cfg.gates[gate].kind, sample_rate=rate, max_bad_rate=threshold,
+                       tolerate=cfg.gates[gate].tolerate)
+
+
+def manual_review(ctx: StageContext, cfg: AuditConfig, name: str, base: str, source: Manifest) -> tuple[str, dict[str, Verdict]]:
+    """ManualFilter (report 3.1: ``D_720p_sft = ManualFilter(D_540p_sft)``): reviewers label EVERY
+    clip of ``base`` (an audit named ``{name}_manual`` in the web app; ``{name}_manual`` is also its key
+    in a verdicts.json). Blocks until all are labelled; returns the audit id and the latest verdicts.
+    Simulated mode labels from the corpus truth, as at the gates. Audit mode off: no verdicts."""
+    if cfg.mode == "off":
+        log.warning("manual filter of %s skipped (audit mode off): no clip is marked Good", name)
+        return "", {}
+    gate = f"{name}_manual"
+    audit_id = _audit_id(cfg, gate, source)
+    sample = load_sample(ctx.run_uri, audit_id)
+    if sample is None:
+        pool = members(mf.read_table(source), base)
+        sample = _new_sample(ctx, cfg, audit_id, gate, source, pool, len(pool), dataset=name, kind="manual",
+                             sample_rate=1.0, max_bad_rate=1.0)
+    store = VerdictStore(ctx.run_uri, audit_id)
+    supply_verdicts(ctx, cfg, sample, store)
+    wait_for_verdicts(ctx, cfg, sample, store)
+    latest = store.latest()
+    return audit_id, {c.clip_id: latest[c.clip_id] for c in sample.clips}
 
 
 def supply_verdicts(ctx: StageContext, cfg: AuditConfig, sample: AuditSample, store: VerdictStore) -> None:

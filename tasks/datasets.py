@@ -1,7 +1,10 @@
-"""Datasets: threshold profiles turn one scored pool into D_256p, D_360p, D_540p, D_540p_sft.
+"""Datasets: threshold profiles turn one scored pool into D_256p, D_360p, D_540p, D_540p_sft, D_720p_sft.
 
 Report section 3.1: ``D_256p = pool.filter(loose)``, ``D_360p = pool.filter(medium)``,
-``D_540p = pool.filter(strict)``, ``D_540p_sft = QualityFilter(D_post)``. A dataset is a VIEW
+``D_540p = pool.filter(strict)``, ``D_540p_sft = QualityFilter(D_post)``,
+``D_720p_sft = ManualFilter(D_540p_sft)``: for a ``manual`` spec, reviewers label every clip of the
+base (:func:`tasks.audit.manual_review`) and their verdicts become ``manual_good`` (1 Good, 0 Bad,
+null = not reviewed) and ``manual_reason``, which the ``manual`` profile reads. A dataset is a VIEW
 (DESIGN.md section 4): every row of its input is kept and gets
 
 - ``rejected_by``: names of every rule the clip fails (empty = in the dataset); ``error`` for an
@@ -16,6 +19,7 @@ good row otherwise): by default it passes the rule, as in ``tasks.filters.reject
 
 from __future__ import annotations
 
+import hashlib
 import math
 import operator
 
@@ -25,8 +29,10 @@ import pyarrow as pa
 
 from infra import manifest as mf
 from infra import storage
+from infra.audit_store import Verdict
 from infra.config import ConfigError, PipelineConfig
 from infra.config_datasets import (
+    AuditConfig,
     DatasetsConfig,
     DatasetStageConfig,
     Rule,
@@ -35,6 +41,7 @@ from infra.config_datasets import (
 )
 from infra.manifest import Manifest
 from infra.stage import StageContext, StageWork, run_stage
+from tasks.audit import manual_review
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 VIEW_COLUMNS = ("rejected_by", "rejected_detail", "crop_box")
@@ -106,6 +113,20 @@ def build_view(df: pd.DataFrame, cfg: DatasetStageConfig) -> pd.DataFrame:
     return out
 
 
+def add_verdicts(df: pd.DataFrame, verdicts: dict[str, Verdict]) -> pd.DataFrame:
+    """``manual_good`` / ``manual_reason`` from the manual review (null where a clip has no verdict)."""
+    found = df["clip_id"].map(verdicts)
+    df = df.assign(manual_good=found.map(lambda v: None if not isinstance(v, Verdict) else float(v.verdict == "good")),
+                   manual_reason=found.map(lambda v: v.reason if isinstance(v, Verdict) else None))
+    df["manual_good"] = df["manual_good"].astype(float)
+    return df
+
+
+def verdicts_digest(verdicts: dict[str, Verdict]) -> str:
+    text = "\n".join(f"{c}:{v.verdict}:{v.reason}" for c, v in sorted(verdicts.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def rule_counts(view: pd.DataFrame, profile: ThresholdProfile) -> dict[str, dict[str, int]]:
     """Per rule: clips it rejects, and clips ONLY it rejects (what loosening it alone would add)."""
     counts = {}
@@ -139,14 +160,23 @@ def _as_list(value) -> list[str]:
     return [] if value is None or (isinstance(value, float) and math.isnan(value)) else [str(v) for v in value]
 
 
-def run(ctx: StageContext, cfg: DatasetStageConfig, pool: Manifest) -> Manifest:
-    """Stage ``<dataset>``: the pool (or the base dataset's table) viewed through ``cfg.profile``."""
+def run(ctx: StageContext, cfg: DatasetStageConfig, pool: Manifest,
+        verdicts: dict[str, Verdict] | None = None) -> Manifest:
+    """Stage ``<dataset>``: the pool (or the base dataset's table) viewed through ``cfg.profile``;
+    ``verdicts``: a manual review's (``cfg.review``), joined as ``manual_good`` before the rules."""
 
     def body(work: StageWork) -> pa.Table:
         df = mf.read_table(pool)
         if cfg.base is not None and flag(cfg.base) not in df.columns:
             raise ConfigError(f"{cfg.dataset} filters {cfg.base}, but input {pool.stage!r} has no {flag(cfg.base)}")
+        if verdicts is not None:
+            df = add_verdicts(df, verdicts)
+            work.stats.update(review=cfg.review, reviewed=len(verdicts),
+                              marked_good=sum(v.verdict == "good" for v in verdicts.values()))
         view = build_view(df, cfg)
+        if verdicts is not None:  # the reviewer's reason beside the rule that read the verdict
+            view["rejected_detail"] = [[f"{d}, reviewer: {r}" if r and "manual_good=" in d else d for d in ds]
+                                       for ds, r in zip(view["rejected_detail"], view["manual_reason"], strict=True)]
         kept = int(view[flag(cfg.dataset)].sum())
         counts = rule_counts(view, cfg.profile)
         work.metrics.update(kept=kept, rejected=len(view) - kept, kept_share=kept / max(len(view), 1))
@@ -159,12 +189,20 @@ def run(ctx: StageContext, cfg: DatasetStageConfig, pool: Manifest) -> Manifest:
     return run_stage(ctx, cfg.dataset, cfg, [pool], body)
 
 
-def build_dataset(ctx: StageContext, cfg: DatasetsConfig, name: str, source: Manifest) -> Manifest:
-    """``D_<name> = source.filter(profile)`` for the flows: resolves the spec and its profile."""
+def build_dataset(ctx: StageContext, cfg: DatasetsConfig, name: str, source: Manifest,
+                  audit_cfg: AuditConfig | None = None) -> Manifest:
+    """``D_<name> = source.filter(profile)`` for the flows: resolves the spec and its profile; a
+    manual spec first waits for its review (``audit_cfg``'s mode: interactive, file or simulated)."""
     specs = {s.name: s for s in cfg.specs}
     if name not in specs:
         raise ConfigError(f"dataset {name!r} is not configured; known: {', '.join(specs)}")
-    return run(ctx, dataset_stage_config(specs[name], cfg, ctx.profile), source)
+    spec = specs[name]
+    stage_cfg = dataset_stage_config(spec, cfg, ctx.profile)
+    if not spec.manual:
+        return run(ctx, stage_cfg, source)
+    review, verdicts = manual_review(ctx, audit_cfg or AuditConfig(), name, spec.base, source)
+    stage_cfg = stage_cfg.model_copy(update={"review": review or None, "review_digest": verdicts_digest(verdicts)})
+    return run(ctx, stage_cfg, source, verdicts)
 
 
 def why_not_in_run(cfg: PipelineConfig, run_id: str, dataset: str, clip_id: str) -> str:

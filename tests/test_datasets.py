@@ -139,3 +139,59 @@ def test_stage_publishes_view_and_resumes(make_cfg, tmp_path):
     metrics = runs[0].data.metrics
     assert metrics["kept"] + metrics["rejected"] == 500 and "rejected.aesthetic" in metrics
     assert isinstance(table.rejected_by[0], np.ndarray | list) and isinstance(table, pd.DataFrame)
+
+
+def _reviewed_base(make_cfg, tmp_path):
+    """A D_540p_sft table over one generated film (one clip per truth shot, the last one outside)."""
+    from tasks.corpus import generate_video
+
+    cfg = make_cfg("corpus.width=160", "corpus.height=90", "corpus.shots_per_video=[7,7]", "corpus.defect_rate=0.6")
+    truth = generate_video("film_0000", 5, cfg.corpus, str(tmp_path / "corpus"))
+    src = str(tmp_path / "corpus" / "film_0000.mp4")
+    rows = pd.DataFrame([{"clip_id": f"{s.index:016x}", "source_uri": src, "start_frame": s.start_frame,
+                          "end_frame": s.end_frame, "clip_uri": None, "error": None, "category": s.category,
+                          "in_D_540p_sft": s.index < len(truth.shots) - 1} for s in truth.shots])
+    ctx = stage_ctx(cfg, tmp_path)
+    return ctx, truth, publish(ctx, rows, "D_540p_sft")
+
+
+def test_manual_filter_keeps_what_the_review_marked_good(make_cfg, tmp_path):
+    """D_720p_sft = ManualFilter(D_540p_sft): simulated reviewers label every clip from the corpus truth;
+    the dataset is exactly the clean clips of D_540p_sft, and --why names the reviewer's reason."""
+    from infra.audit_store import list_audits
+    from infra.config_datasets import AuditConfig
+    from tasks.audit import DEFECT_REASON
+
+    ctx, truth, base = _reviewed_base(make_cfg, tmp_path)
+    m = datasets.build_dataset(ctx, DatasetsConfig(), "D_720p_sft", base, AuditConfig(mode="simulated"))
+    table = mf.read_table(m)
+    last = len(truth.shots) - 1
+    defective = {s.index for s in truth.shots if any(
+        d.kind in DEFECT_REASON and d.start_frame < s.end_frame and d.end_frame > s.start_frame for d in truth.defects)}
+    assert 0 < len(defective) < last
+    assert set(table.clip_id[table.in_D_720p_sft]) == {f"{i:016x}" for i in range(last) if i not in defective}
+    assert table.rejected_by.iloc[last][0] == "not_in_D_540p_sft"
+    bad = f"{min(defective):016x}"
+    line = datasets.why_not_in_run(ctx.cfg, "r1", "D_720p_sft", bad)
+    assert line.startswith(f"clip {bad} is not in D_720p_sft: manual (manual_good=0") and "reviewer: " in line
+    (review,) = [a for a in list_audits(ctx.run_uri) if a.gate == "D_720p_sft_manual"]
+    assert review.simulated and len(review.clips) == last and m.stats["review"] == review.audit_id
+    # Audit off: nobody reviewed, nothing is marked Good, so nothing is kept (never silently everything).
+    off = datasets.build_dataset(ctx, DatasetsConfig(), "D_720p_sft", base, AuditConfig(mode="off"))
+    assert not mf.read_table(off).in_D_720p_sft.any()
+
+
+def test_manual_filter_reads_a_verdicts_file(make_cfg, tmp_path):
+    import json
+
+    from infra.config_datasets import AuditConfig
+
+    ctx, truth, base = _reviewed_base(make_cfg, tmp_path)
+    ids = [f"{s.index:016x}" for s in truth.shots[:-1]]
+    verdicts = [{"clip_id": c, "verdict": "good" if i % 2 else "bad", "reason": None if i % 2 else "other"}
+                for i, c in enumerate(ids)]
+    path = tmp_path / "verdicts.json"
+    path.write_text(json.dumps({"D_720p_sft_manual": verdicts}))
+    m = datasets.build_dataset(ctx, DatasetsConfig(), "D_720p_sft", base,
+                               AuditConfig(mode="file", verdicts_file=str(path)))
+    assert set(mf.read_table(m).clip_id[mf.read_table(m).in_D_720p_sft]) == set(ids[1::2])

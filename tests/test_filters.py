@@ -180,3 +180,23 @@ def test_score_stage_adds_columns_and_carries_error_rows(make_cfg, tmp_path):
     assert out.loc["good", "score_black_s"] == 0 and out.loc["good", "dup_keep"]
     assert 0 < out.loc["good", "score_vtss"] < 1 and pd.isna(out.loc["good", "score_text"])
     assert pd.isna(out.loc["bad", "score_iqa"]) and out.loc["bad", "error"] == "too short"
+
+
+def test_benchmark_counts_clean_clips_the_strict_profile_rejects():
+    """benchmarks/filters.py's clean-rejection rate: clean clips passing D_540p count 0, spoilt ones count."""
+    from synthetic_pool import scored_pool
+
+    from benchmarks.filters import clean_rejections
+    from infra.config_datasets import DatasetsConfig, dataset_stage_config
+    from tasks.datasets import build_view
+
+    pool = scored_pool(400)
+    spec = {s.name: s for s in DatasetsConfig().specs}["D_540p"]
+    kept = pool[build_view(pool, dataset_stage_config(spec, DatasetsConfig(), "tiny")).in_D_540p.to_numpy()]
+    rows = [dict(r, truth_kinds=[]) for r in kept.head(20).to_dict("records")]
+    rows += [dict(r, truth_kinds=["black"]) for r in pool.head(30).to_dict("records")]  # defective: not counted
+    for r in rows[:3]:
+        r["score_black_s"] = 1.0
+    out = clean_rejections(rows)
+    assert (out["clean_clips"], out["rejected"], out["by_rule"]) == (20, 3, {"black": 3})
+    assert out["rate"] == 0.15
