@@ -46,3 +46,11 @@ def test_summary_reports_intensity_and_change():
     steady = summarize(np.stack([happy] * 6))
     assert (steady.emotion, steady.intensity, steady.change) == ("happy", "strong", "steady")
     assert summarize(np.stack([neutral] * 3 + [happy] * 3)).change == "neutral to happy"
+
+
+def test_face_detector_is_available():
+    """OpenCV 5 dropped CascadeClassifier; the pin opencv-python(-headless)<5 keeps face detection alive."""
+    from models.expression import haar_face_detector
+
+    detector = haar_face_detector()
+    assert detector is not None and not detector.empty()
