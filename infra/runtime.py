@@ -25,6 +25,8 @@ def prepare_environment(cfg: PipelineConfig) -> None:
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    # A loaded 2-core machine (or CI box) can take longer than the 20 s default to start the ephemeral server.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if cfg.prefect.api_url:
         os.environ["PREFECT_API_URL"] = cfg.prefect.api_url
     # Libraries that default to ~/.cache, ~/.config or ~/.mlflow: keep them in the state dir.
