@@ -33,8 +33,12 @@ class PairsConfig(_Cfg):
     min_difference: float = Field(0.01, ge=0, description="Pairs whose videos differ less (mean abs, 0-1) are discarded")
     clip_match_min: float | None = Field(None, description="Least CLIP similarity of a clip to its prompt; None = off "
                                          "(tiny: the CLIP backbone is random)")
+    clip_model: str | None = Field(None, description="transformers CLIPModel folder (image + text towers) for the "
+                                   "clip-prompt match; None = stages.balance.classifier's (tiny: random, built once)")
     human_prompts: int = Field(2, ge=0, description="Prompts whose generated samples humans compare")
     human_samples_per_prompt: int = Field(4, ge=2, description="Report: 4 samples per prompt from the current checkpoint")
+    human_tie_margin: float = Field(0.25, ge=0, description="Simulated labels: samples whose distances to real motion "
+                                    "statistics (z-units) differ less are a tie")
     guidance_scale: float = Field(5.0, ge=1)
     seed: int = 0
 
@@ -49,6 +53,8 @@ class RewardConfig(_Cfg):
     holdout: float = Field(0.25, gt=0, lt=1, description="Share of source clips held out for evaluation")
     frames: int = Field(8, ge=2, description="Frames of each video the model sees")
     tie_margin: float = Field(0.1, ge=0, description="|score_a - score_b| below this is predicted a tie")
+    torch_threads: int = Field(1, ge=0, description="CPU threads of the training process; 0 = torch's default "
+                               "(one thread: two thrash on a shared 2-core machine)")
     seed: int = 0
 
 
@@ -67,6 +73,8 @@ class DPOConfig(_Cfg):
     sample_steps: int = Field(4, ge=1)
     guidance_scale: float = Field(5.0, ge=1)
     checkpoint_every: int = Field(10, ge=1)
+    margin_draws: int = Field(4, ge=1, description="(t, noise) draws per pair at which the implicit reward margin "
+                              "is measured at the start and the end of a round (the same draws both times)")
     seed: int = 0
 
 

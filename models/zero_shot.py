@@ -74,6 +74,16 @@ class ZeroShotClassifier:
             self._text[labels] = torch.nn.functional.normalize(_tensor(emb), dim=-1)
         return self._text[labels]
 
+    def similarity(self, frames: Sequence[np.ndarray], text: str) -> float:
+        """Cosine similarity of a clip (mean of its frame embeddings) and a free text (e.g. its caption)."""
+        limit = self.model.config.text_config.max_position_embeddings  # long captions keep their head
+        tokens = self.tokenizer([text], truncation=True, max_length=limit, return_tensors="pt").to(self.device)
+        pixels = self.processor(images=list(frames), return_tensors="pt")["pixel_values"].to(self.device)
+        with torch.no_grad():
+            text_emb = torch.nn.functional.normalize(_tensor(self.model.get_text_features(**tokens)), dim=-1)[0]
+            image = torch.nn.functional.normalize(_tensor(self.model.get_image_features(pixel_values=pixels)), dim=-1)
+        return float(torch.nn.functional.normalize(image.mean(0), dim=-1) @ text_emb)
+
     def classify(self, clips: Sequence[Sequence[np.ndarray]], labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """``clips``: per clip a list of HxWx3 uint8 RGB frames. Returns (labels, probabilities)."""
         text = self._text_embeddings(tuple(labels))
