@@ -13,6 +13,10 @@ import time
 
 import click
 
+# Prefect reads its settings when first imported (by the flows below): a loaded machine needs more than
+# the 20 s default to start the ephemeral server.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
 from infra.config import STAGE_ORDER, ConfigError, PipelineConfig, load_config
 from infra.config_train import TRAIN_STAGES
 

@@ -9,6 +9,7 @@ _STATE = tempfile.mkdtemp(prefix="reelflow-test-state-")
 os.environ.setdefault("PREFECT_HOME", os.path.join(_STATE, "prefect"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # loaded CI machines
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(_STATE, "mpl"))
