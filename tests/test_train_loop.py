@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -142,3 +143,23 @@ def test_step_checkpoints_keep_the_last_n(tmp_path):
     _run(12, str(tmp_path), checkpoint_every=2)
     assert sorted(os.listdir(tmp_path)) == ["step-00000010", "step-00000012"]
     assert Position(**json.loads((tmp_path / "step-00000012" / "state.json").read_text())["position"]).index >= 0
+
+
+def test_diffusion_forcing_objective_uses_non_decreasing_noise_per_frame(tmp_path):
+    from models.dit import without_fps_embedding
+    from tasks.train.data import collate
+    from tasks.train.forcing import DiffusionForcing
+
+    cfg, stage = stage_cfg(6, objective="diffusion_forcing", fps_embedding=False)
+    data = OverfitSet()
+    batch = collate([data.get(0), data.get(2)], 16)  # the 3-frame bucket
+    objective = DiffusionForcing(cfg)
+    x0, t = objective.noise(0, 0, batch)
+    assert t.shape == (2, 3) and x0.shape == batch.latents.shape
+    assert (t[:, 1:] <= t[:, :-1]).all() and (t > 0).all() and (t < 1).all()  # later frames noisier
+    torch.testing.assert_close(objective.noise(0, 0, batch)[1], t)  # a function of (seed, step)
+    model = without_fps_embedding(build_components("tiny")["transformer"])
+    model._set_ar_attention(1)  # block-causal attention while training
+    state = train(PlainEngine(model, stage), data, LoopSpec(stage, cfg, cfg.resolutions["256p"], str(tmp_path), 16),
+                  objective=objective)
+    assert len(state.history) == 6 and all(math.isfinite(r["loss"]) for r in state.history)
