@@ -138,14 +138,14 @@ class Tracker:
 
 
     def ensure_registered(self, model_name: str, source_uri: str, rid: str | None, alias: str,
-                          tags: dict[str, str]) -> str:
+                          tags: dict[str, str], description: str = "reelflow checkpoints, one alias per stage") -> str:
         """A model version pointing at a checkpoint folder, with the stage's alias (DESIGN.md section 3:
         aliases, never registry "stages"); the weights stay where the stage published them. A resumed
         run whose alias already points at this folder registers nothing new."""
         try:
             self.client.get_registered_model(model_name)
         except MlflowException:
-            self.client.create_registered_model(model_name, description="reelflow DiT checkpoints, one alias per stage")
+            self.client.create_registered_model(model_name, description=description)
         try:
             current = self.client.get_model_version_by_alias(model_name, alias)
             if current.source == source_uri:
