@@ -18,7 +18,7 @@ import click
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from infra.config import STAGE_ORDER, ConfigError, PipelineConfig, load_config
-from infra.config_train import TRAIN_STAGES
+from infra.config_train import POST_STAGES, TRAIN_STAGES
 
 log = logging.getLogger("reelflow")
 
@@ -56,7 +56,7 @@ def main(verbose: bool) -> None:
 @_set
 @click.option("--input", "input_uri", help="folder or s3://bucket/prefix of videos (default: synthetic corpus)")
 @click.option("--run-id", help="name the run; outputs go to {run_root}/{run_id}/ (default: from the config)")
-@click.option("--until", type=click.Choice(STAGE_ORDER + TRAIN_STAGES), help="stop after this stage")
+@click.option("--until", type=click.Choice(STAGE_ORDER + TRAIN_STAGES + POST_STAGES), help="stop after this stage")
 @click.option("--audit", "audit_mode", metavar="interactive|simulated|off|VERDICTS.json",
               help="how dataset gates are audited (default: audit.mode, interactive)")
 def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id: str | None, until: str | None,

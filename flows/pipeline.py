@@ -1,12 +1,16 @@
-"""The whole job: (synthetic corpus when no input) -> curation -> pretraining. Later phases plug in here."""
+"""The whole job, the report end to end: (synthetic corpus when no input) -> curation (3.1-3.2) ->
+progressive pretraining + 540p SFT (3.3) -> pairs, reward model, Flow-DPO x3, diffusion forcing,
+720p SFT (3.4) -> a long video from the final checkpoint. ``until`` stops after any named stage."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from flows.curate import curate, stage_task
+from flows.post_train import post_train_flow
 from flows.pretrain import pretrain_flow
 from infra.config import STAGE_ORDER, PipelineConfig
+from infra.config_train import TRAIN_STAGES
 from infra.manifest import Manifest
 from infra.session import close_run, open_run
 from tasks.corpus import stage as corpus_stage
@@ -22,9 +26,11 @@ def pipeline(cfg: PipelineConfig, run_id: str, until: str | None = None) -> Mani
         input_uri = cfg.input or corpus_task(ctx, cfg.corpus).uri
         datasets = curate(cfg, run_id, input_uri, until)
         result = datasets[list(datasets)[-1]]
-        if until is None or until not in STAGE_ORDER:
+        if until not in STAGE_ORDER:
             checkpoints = pretrain_flow(cfg, run_id, datasets, until)
             result = checkpoints[list(checkpoints)[-1]]
+            if until not in TRAIN_STAGES:
+                result = post_train_flow(cfg, run_id, datasets, checkpoints["sft-540p"], until)
         ok = True
         return result
     finally:

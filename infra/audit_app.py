@@ -2,7 +2,8 @@
 
 Pages: ``/`` lists the run's audits with progress; ``/audit/{id}`` plays each sampled clip and
 takes Good / Bad + reason by mouse or keyboard; every click is POSTed and stored at once
-(``infra.audit_store``), so closing the tab or killing the server loses nothing.
+(``infra.audit_store``), so closing the tab or killing the server loses nothing. The pairwise view
+of the ``pairs`` stage's pending human pairs (``/pairs/{id}``) lives in ``infra.pair_audit_app``.
 
 Security: every route but ``/healthz`` and ``/login`` needs a reviewer token (``?token=`` once at
 ``/login`` sets an HttpOnly SameSite=Strict cookie; API clients may send ``Authorization: Bearer``).
@@ -36,6 +37,7 @@ from infra.audit_store import (
     load_sample,
 )
 from infra.config_datasets import REASONS
+from infra.pair_audit_app import add_pair_routes, pair_rows
 
 WEB = Path(__file__).resolve().parent / "audit_web"
 COOKIE = "reelflow_audit"
@@ -115,7 +117,8 @@ def create_app(run_uri: str, tokens: dict[str, str]) -> FastAPI:
             done = load_result(run_uri, sample.audit_id)
             status = ("passed" if done.passed else "failed") if done else ("complete" if state.complete else "pending")
             rows.append({"sample": sample, "state": state, "status": status})
-        return templates.TemplateResponse(request, "index.html", {"rows": rows, "who": who, "run_uri": run_uri})
+        return templates.TemplateResponse(request, "index.html", {"rows": rows, "pair_rows": pair_rows(run_uri),
+                                                                  "who": who, "run_uri": run_uri})
 
     @app.get("/audit/{audit_id}", response_class=HTMLResponse)
     def audit_page(request: Request, audit_id: str, who: str = Depends(reviewer)):
@@ -153,12 +156,16 @@ def create_app(run_uri: str, tokens: dict[str, str]) -> FastAPI:
         found = next((c for c in sample.clips if c.clip_id == clip_id), None)
         if found is None or not found.clip_uri:
             raise HTTPException(404, "no such clip in this audit")
-        if not _inside(found.clip_uri, run_uri):
-            raise HTTPException(403, "clip file lies outside the run's store")
-        if not storage.is_remote(found.clip_uri):
-            return FileResponse(found.clip_uri, media_type="video/mp4")  # Range requests: seeking works
-        return StreamingResponse(_chunks(found.clip_uri), media_type="video/mp4")
+        return video(found.clip_uri)
 
+    def video(uri: str) -> Response:
+        if not _inside(uri, run_uri):
+            raise HTTPException(403, "video file lies outside the run's store")
+        if not storage.is_remote(uri):
+            return FileResponse(uri, media_type="video/mp4")  # Range requests: seeking works
+        return StreamingResponse(_chunks(uri), media_type="video/mp4")
+
+    add_pair_routes(app, run_uri, templates, reviewer, video)
     return app
 
 

@@ -104,13 +104,13 @@ def audits_uri(run_uri: str) -> str:
     return storage.join(run_uri, AUDITS)
 
 
-def audit_uri(run_uri: str, audit_id: str) -> str:
+def audit_uri(run_uri: str, audit_id: str, root: str = AUDITS) -> str:
     if not ID_RE.match(audit_id):
         raise ValueError(f"not an audit id: {audit_id!r}")
-    return storage.join(audits_uri(run_uri), audit_id)
+    return storage.join(run_uri, root, audit_id)
 
 
-def _write_durably(uri: str, text: str) -> None:
+def write_durably(uri: str, text: str) -> None:
     if storage.is_remote(uri):
         storage.write_text(uri, text)  # a PUT is atomic
         return
@@ -135,7 +135,7 @@ def _write_durably(uri: str, text: str) -> None:
 
 
 def save_sample(run_uri: str, sample: AuditSample) -> None:
-    _write_durably(storage.join(audit_uri(run_uri, sample.audit_id), SAMPLE), sample.model_dump_json(indent=1))
+    write_durably(storage.join(audit_uri(run_uri, sample.audit_id), SAMPLE), sample.model_dump_json(indent=1))
 
 
 def load_sample(run_uri: str, audit_id: str) -> AuditSample | None:
@@ -144,7 +144,7 @@ def load_sample(run_uri: str, audit_id: str) -> AuditSample | None:
 
 
 def save_result(run_uri: str, result: GateResult) -> None:
-    _write_durably(storage.join(audit_uri(run_uri, result.audit_id), RESULT), result.model_dump_json(indent=1))
+    write_durably(storage.join(audit_uri(run_uri, result.audit_id), RESULT), result.model_dump_json(indent=1))
 
 
 def load_result(run_uri: str, audit_id: str) -> GateResult | None:
@@ -163,16 +163,21 @@ def list_audits(run_uri: str) -> list[AuditSample]:
 
 
 class VerdictStore:
-    """Append-only verdicts of one audit (one durable file each)."""
+    """Append-only verdicts of one audit (one durable file each). ``model`` / ``key``: what a verdict is
+    and which field names its item (a clip here; a pair in ``infra.pair_audit_store``)."""
+
+    model: type[BaseModel] = Verdict
+    key = "clip_id"
+    root = AUDITS
 
     def __init__(self, run_uri: str, audit_id: str):
-        self.uri = storage.join(audit_uri(run_uri, audit_id), "verdicts")
+        self.uri = storage.join(audit_uri(run_uri, audit_id, self.root), "verdicts")
 
-    def append(self, verdict: Verdict) -> None:
-        name = f"{time.time_ns():020d}-{verdict.clip_id}-{uuid.uuid4().hex[:6]}.json"
-        _write_durably(storage.join(self.uri, name), verdict.model_dump_json())
+    def append(self, verdict: BaseModel) -> None:
+        name = f"{time.time_ns():020d}-{getattr(verdict, self.key)}-{uuid.uuid4().hex[:6]}.json"
+        write_durably(storage.join(self.uri, name), verdict.model_dump_json())
 
-    def history(self) -> list[Verdict]:
+    def history(self) -> list:
         if not storage.exists(self.uri):
             return []
         fs = storage.filesystem(self.uri)
@@ -181,11 +186,11 @@ class VerdictStore:
         out = []
         for path in paths:
             uri = f"s3://{path}" if self.uri.startswith("s3://") and not path.startswith("s3://") else path
-            out.append(Verdict.model_validate_json(storage.read_text(uri)))
+            out.append(self.model.model_validate_json(storage.read_text(uri)))
         return out
 
-    def latest(self) -> dict[str, Verdict]:
-        return {v.clip_id: v for v in self.history()}  # file names sort by time: the last one wins
+    def latest(self) -> dict:
+        return {getattr(v, self.key): v for v in self.history()}  # file names sort by time: the last one wins
 
 
 def evaluate(sample: AuditSample, latest: dict[str, Verdict]) -> GateResult:
