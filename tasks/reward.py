@@ -240,11 +240,14 @@ def _save(model: RewardModel, uri: str, scratch: str) -> None:
 
 
 def run(ctx: StageContext, cfg: RewardConfig, pairs: Manifest) -> Manifest:
+    from tasks.pair_audit import apply_labels, human_labels, labels_key
+
+    labels = human_labels(ctx, pairs)  # human pairs labelled on the audit page (or a labels file)
     ran: dict[str, str] = {}
 
     def body(work: StageWork) -> pa.Table:
         ran["mlflow_run"] = rid = work.mlflow_run
-        rows = read_table(pairs).to_dict("records")
+        rows = apply_labels(read_table(pairs), labels).to_dict("records")
         table = pd.DataFrame({
             "pair_id": [r["pair_id"] for r in rows], "kind": [r.get("kind") for r in rows],
             "distortion": [distortion(r) for r in rows], "split_key": [split_key(r) for r in rows],
@@ -299,7 +302,8 @@ def run(ctx: StageContext, cfg: RewardConfig, pairs: Manifest) -> Manifest:
                     int((table["split"] == "train").sum()), train_seconds)
         return pa.Table.from_pandas(table[SCHEMA.names], schema=SCHEMA, preserve_index=False)
 
-    published = run_stage(ctx, "reward", cfg, [pairs], body)
+    # New human labels re-train the model: they are not part of the pairs manifest's fingerprint.
+    published = run_stage(ctx, "reward", cfg, [pairs], body, labels_key(labels) if labels else "")
     ctx.tracker.ensure_registered(f"{ctx.cfg.tracking.experiment}-{ctx.profile}-reward", reward_model_dir(published),
                                   ran.get("mlflow_run"), "reward", {"reelflow.run_id": ctx.run_id})
     return published
