@@ -57,7 +57,8 @@ def init_ray(cfg: PipelineConfig):
     if ray.is_initialized():
         return ray
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith(("REELFLOW_", "AWS_"))}
+    env_vars = {k: v for k, v in os.environ.items()
+                if k.startswith(("REELFLOW_", "AWS_")) or k in ("TORCH_EXTENSIONS_DIR", "XDG_CACHE_HOME")}
     env_vars["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
     runtime_env = {"env_vars": env_vars}
     if address:

@@ -27,6 +27,8 @@ class StepStats:
 class Engine(Protocol):
     rank: int
     world_size: int
+    data_rank: int  # = rank // sequence_parallel: ranks of one Ulysses group read the same samples
+    data_world_size: int
 
     @property
     def module(self) -> nn.Module: ...  # call forward on this
@@ -40,6 +42,8 @@ class Engine(Protocol):
     def full_state_dict(self) -> dict[str, torch.Tensor]: ...  # consolidated fp32 weights (ZeRO-3 gathers)
 
     def all_reduce_mean(self, value: float) -> float: ...  # a metric averaged over ranks
+
+    def close(self) -> None: ...  # tear down what the engine created (process groups) before exit
 
 
 def lr_lambda(cfg: TrainStageConfig):
@@ -70,8 +74,8 @@ def build_optimizer(model: nn.Module, cfg: TrainStageConfig) -> torch.optim.Opti
 class PlainEngine:
     """Single process, fp32 (or bf16 autocast on GPU, applied by the loop)."""
 
-    rank = 0
-    world_size = 1
+    rank = data_rank = 0
+    world_size = data_world_size = 1
 
     def __init__(self, model: nn.Module, cfg: TrainStageConfig):
         self._model = model
@@ -110,3 +114,6 @@ class PlainEngine:
 
     def all_reduce_mean(self, value: float) -> float:
         return value
+
+    def close(self) -> None:
+        pass

@@ -101,7 +101,7 @@ def train(engine, cache, spec: LoopSpec, on_step: Callable[[dict], None] | None 
         log.warning("resuming %s at step %d (data position %s)", spec.steps_dir, state.step, state.position)
     buckets = cache.buckets()
     sizes = {name: bucket_batch_size(tokens_per_sample(tuple(cache.get(idx[0]).latent.shape)), spec.res,
-                                     engine.world_size) for name, idx in buckets.items() if idx}
+                                     engine.data_world_size) for name, idx in buckets.items() if idx}
     stream = batch_stream(buckets, sizes, cfg.seed, state.position)
     autocast = spec.train.mixed_precision == "bf16" and torch.cuda.is_available()
     model.train()
@@ -112,8 +112,10 @@ def train(engine, cache, spec: LoopSpec, on_step: Callable[[dict], None] | None 
         position, indices = next(stream)
         batch = collate_fn([cache.get(i) for i in indices], spec.text_len)
         x0, t = objective.noise(cfg.seed, state.step, batch)
-        part = slice(engine.rank, None, engine.world_size)
-        loss, extra = objective.loss(model, batch.shard(engine.rank, engine.world_size), x0[part], t[part], autocast)
+        # Data parallel: each group of sequence-parallel ranks reads its share of the global batch.
+        rank, world = engine.data_rank, engine.data_world_size
+        part = slice(rank, None, world)
+        loss, extra = objective.loss(model, batch.shard(rank, world), x0[part], t[part], autocast)
         stats = engine.step(loss)
         seconds = time.perf_counter() - started
         state.step, state.position = state.step + 1, position

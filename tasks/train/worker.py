@@ -113,6 +113,4 @@ def train_worker(job: dict) -> list[dict] | None:
         write_checkpoint(job["init_dir"], final, job["out_dir"], pipeline)
         return state.history
     finally:
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
+        engine.close()
