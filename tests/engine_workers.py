@@ -102,3 +102,34 @@ def train(config: dict) -> dict:
 def _close(engine) -> None:
     if hasattr(engine, "close"):
         engine.close()
+
+
+def trainer_loop(config: dict) -> list[float]:
+    """reelflow's own training loop (tasks.train.loop.train: bucketed batches, per-step noise, data-rank
+    shards) on the tiny overfit set, with the engine named in ``config``; returns the per-step losses."""
+    import tempfile
+
+    from train_helpers import OverfitSet, stage_cfg
+
+    from models.dit import without_fps_embedding
+    from tasks.train.loop import LoopSpec
+    from tasks.train.loop import train as train_loop
+
+    torch.set_num_threads(1)
+    cfg, stage = stage_cfg(config["steps"])
+    cfg = cfg.model_copy(update={"engine": config["engine"], "zero_stage": config.get("zero_stage", 0)})
+    from models.checkpoint import build_components
+
+    model = without_fps_embedding(build_components("tiny")["transformer"])
+    if config["engine"] == "plain":
+        from tasks.train.engine import PlainEngine
+
+        engine = PlainEngine(model, stage)
+    else:
+        from tasks.train.engine_deepspeed import DeepSpeedEngine
+
+        engine = DeepSpeedEngine(model, stage, cfg)
+    with tempfile.TemporaryDirectory() as steps_dir:
+        state = train_loop(engine, OverfitSet(), LoopSpec(stage, cfg, cfg.resolutions["256p"], steps_dir, 16))
+    engine.close()
+    return [row["loss"] for row in state.history]

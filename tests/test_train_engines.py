@@ -122,3 +122,13 @@ def test_ray_train_two_workers_return_rank0_result(plain, make_cfg, tmp_path):
         ray.shutdown()
     assert result["rank"] == 0 and result["world_size"] == 2
     torch.testing.assert_close(torch.tensor(result["loss"]), torch.tensor(plain["loss"]), rtol=RTOL, atol=0)
+
+
+def test_reelflow_loop_zero2_two_processes_matches_plain():
+    """The trainer itself (not a hand loop) under DeepSpeed ZeRO-2 on 2 gloo processes: same losses as
+    one process on the full batches (each rank takes half of every global batch, DS averages gradients)."""
+    from engine_workers import trainer_loop
+
+    single = launch(trainer_loop, {"engine": "plain", "steps": 4}, TrainConfig())
+    double = launch(trainer_loop, {"engine": "deepspeed", "zero_stage": 2, "steps": 4}, TrainConfig(num_workers=2))
+    assert double == pytest.approx(single, rel=1e-5)

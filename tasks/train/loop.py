@@ -47,7 +47,8 @@ def predict(model, batch: Batch, xt: torch.Tensor, t: torch.Tensor, autocast: bo
             diffusion_forcing: bool = False) -> torch.Tensor:
     """The DiT's output for x_t at report-time t ([B] or per frame [B, F] with diffusion forcing)."""
     device = xt.device
-    fps = batch.fps.tolist() if model.config.inject_sample_info else None
+    dit = getattr(model, "module", model)  # a DeepSpeed engine wraps the DiT (and has a `config` of its own)
+    fps = batch.fps.tolist() if dit.config.inject_sample_info else None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         return model(hidden_states=xt, timestep=fm.model_timestep(t), encoder_hidden_states=batch.text.to(device),
                      fps=fps, enable_diffusion_forcing=diffusion_forcing, return_dict=False)[0]
