@@ -48,10 +48,15 @@ class RewardConfig(_Cfg):
 
     backbone: str | None = Field(None, description="Qwen2.5-VL folder; None = tiny random one under the state dir")
     steps: int = Field(200, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-3, gt=0, description="Backbone learning rate (tuned on benchmarks/reward.py's tuning corpus seed)")
     batch_size: int = Field(8, ge=1)
     holdout: float = Field(0.25, gt=0, lt=1, description="Share of source clips held out for evaluation")
-    frames: int = Field(8, ge=2, description="Frames of each video the model sees")
+    frames: int = Field(8, ge=2, description="Frames of each video the model sees: consecutive pairs (t, t+1) spread "
+                        "over the clip, so frame-to-frame defects (a held frame) show")
+    pooling: Literal["mean", "mean_max"] = Field("mean_max", description="Head input: mean over all positions, or mean and "
+                                                  "max over the video tokens")
+    head_lr_scale: float = Field(10.0, gt=0, description="The scalar head's learning rate is lr times this")
+    augment: bool = Field(False, description="Random flip and crop per pair, the same for both of its videos")
     tie_margin: float = Field(0.1, ge=0, description="|score_a - score_b| below this is predicted a tie")
     torch_threads: int = Field(1, ge=0, description="CPU threads of the training process; 0 = torch's default "
                                "(one thread: two thrash on a shared 2-core machine)")
