@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from models.checkpoint import init_checkpoint
-from models.dit import CheckpointError, check_checkpoint, load_transformer, without_fps_embedding, write_checkpoint
+from models.dit import (
+    CheckpointError,
+    check_checkpoint,
+    load_transformer,
+    without_fps_embedding,
+    write_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")

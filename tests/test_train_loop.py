@@ -60,9 +60,11 @@ def test_logit_normal_t_is_reproducible_and_in_range():
 def test_bucketed_stream_is_a_function_of_seed_and_position():
     buckets = {"a": list(range(5)), "b": list(range(5, 8))}
     sizes = {"a": 2, "b": 3}
-    full = [b for _, (_, b) in zip(range(7), batch_stream(buckets, sizes, seed=1))]
+    stream = batch_stream(buckets, sizes, seed=1)
+    full = [next(stream)[1] for _ in range(7)]
     pos, _ = next(iter(batch_stream(buckets, sizes, seed=1)))
-    rest = [b for _, (_, b) in zip(range(6), batch_stream(buckets, sizes, seed=1, start=pos))]
+    resumed = batch_stream(buckets, sizes, seed=1, start=pos)
+    rest = [next(resumed)[1] for _ in range(6)]
     assert rest == full[1:]
     for batch in full:
         assert len({i < 5 for i in batch}) == 1  # one bucket per batch

@@ -128,7 +128,7 @@ def train(engine, cache, spec: LoopSpec, on_step: Callable[[dict], None] | None 
         if cfg.ema_decay is not None:
             state.ema = _update_ema(state.ema, engine.full_state_dict(), cfg.ema_decay)
         bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)  # redrawn at tqdm's own pace, not per step
         if on_step and engine.rank == 0:
             on_step(row)
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
