@@ -73,8 +73,17 @@ class LogoConfig(_Cfg):
 
 class StickerConfig(_Cfg):
     enabled: bool = True
-    still_max: float = Field(3.0, ge=0, description="Temporal luma std (0-255) below which a pixel is still")
-    moving_min: float = Field(0.1, ge=0, le=1, description="Share of moving pixels needed for overlays to be measurable")
+    still_tol: float = Field(3.0, ge=0, le=255, description="Luma distance (0-255) to a pixel's temporal median that still counts as unchanged")
+    persist: float = Field(0.8, gt=0.5, le=1, description="Share of samples a pixel must be unchanged and on an edge to be a persistent edge (flashes are tolerated)")
+    edge_min: float = Field(16.0, gt=0, le=255, description="Gradient (luma per pixel, Sobel / 4) that counts as an edge")
+    move_tol: float = Field(6.0, gt=0, le=255, description="Luma change between consecutive samples that counts as motion")
+    moving_share: float = Field(0.3, gt=0, le=1, description="Share of sample steps a pixel must change in to be moving")
+    ring_moving_min: float = Field(0.7, ge=0, le=1, description="Share of moving pixels needed in the ring around an overlay")
+    close: float = Field(0.04, gt=0, le=0.5, description="Closing kernel joining an overlay's edges, share of frame height")
+    min_side: float = Field(0.08, gt=0, le=1, description="Smallest overlay side, share of frame height")
+    max_side: float = Field(0.45, gt=0, le=2, description="Largest overlay side, share of frame height (larger still areas are the scene)")
+    max_aspect: float = Field(2.5, ge=1, description="Longer / shorter box side above which a blob is a line (text), not a sticker")
+    corner_zone: float = Field(0.25, ge=0, le=0.5, description="Blobs wholly inside a corner this share of the frame are logos (text.corner_zone)")
 
 
 class DedupConfig(_Cfg):

@@ -84,8 +84,34 @@ def test_sticker_finds_a_still_overlay_on_moving_content():
     frames = moving_scene()
     frames[:, 30:60, 60:90] = (255, 200, 0)
     out = StickerFilter(CFG.sticker)(frames_from_arrays(frames, FPS, CFG.decode))
-    assert out["score_sticker"] > 0.04
-    assert StickerFilter(CFG.sticker)(frames_from_arrays(moving_scene(), FPS, CFG.decode))["score_sticker"] < 0.01
+    assert out["score_sticker"] == pytest.approx(30 * 30 / (90 * 160), rel=0.2)
+    assert StickerFilter(CFG.sticker)(frames_from_arrays(moving_scene(), FPS, CFG.decode))["score_sticker"] == 0
+
+
+def test_sticker_survives_a_flash_and_ignores_still_scenes_lines_and_corners():
+    flt = StickerFilter(CFG.sticker)
+    frames = moving_scene()
+    frames[:, 30:60, 60:90] = (255, 200, 0)
+    frames[20:26] = 0  # a black flash over everything, sticker included
+    assert flt(frames_from_arrays(frames, FPS, CFG.decode))["score_sticker"] > 0.04
+    still = np.repeat(moving_scene(1), 48, 0)  # a still camera: every edge persists, nothing is an overlay
+    still[:, 30:60, 60:90] = (255, 200, 0)
+    assert flt(frames_from_arrays(still, FPS, CFG.decode))["score_sticker"] == 0
+    line = moving_scene()
+    line[:, 40:52, 30:130] = (255, 200, 0)  # a thin band: text's business, not a sticker
+    assert flt(frames_from_arrays(line, FPS, CFG.decode))["score_sticker"] == 0
+    corner = moving_scene()
+    corner[:, 4:18, 4:30] = (255, 200, 0)  # wholly inside a corner: the logo filter's
+    assert flt(frames_from_arrays(corner, FPS, CFG.decode))["score_sticker"] == 0
+
+
+def test_luma_view_matches_the_samples_and_is_exact_on_flat_colour():
+    frames = moving_scene(8)
+    frames[:, :, 80:] = frames[:, :, 80:] // 2 + 60  # a coloured step the 4:2:0 chroma straddles
+    clip = frames_from_arrays(frames, FPS, CFG.decode)
+    assert clip.luma.shape == clip.samples.shape[:3] and clip.luma.dtype == np.uint8
+    flat = frames_from_arrays(np.full((8, 90, 160, 3), (40, 200, 90), np.uint8), FPS, CFG.decode)
+    assert np.ptp(flat.luma) == 0  # one colour: one luma value, exactly
 
 
 def test_dedup_groups_a_brightened_crop_and_keeps_one():

@@ -73,7 +73,7 @@ def default_thresholds() -> dict[str, dict]:
         "text": {"column": "score_text", "max": 0.49},  # text in half the read samples or more
         "logo": {"column": "score_logo", "max": 0.59},
         "border": {"column": "score_border", "max": 0.03},
-        "sticker": {"column": "score_sticker", "max": 0.02},
+        "sticker": {"column": "score_sticker", "max": 0.01},  # an overlay box of 1% of the frame or more
         "dedup": {"column": "dup_keep", "min": True},
         "aesthetic": {"column": "score_aesthetic", "min": None},  # tiny random head: no meaningful bound
         "motion": {"column": "score_motion", "min": 0.003, "max": 0.5},

@@ -6,6 +6,9 @@ Two views come out of that one pass, because filters need different things:
   ``thumb_width`` pixels that costs almost nothing.
 - ``samples``: RGB frames at ``sample_fps`` and ``analysis_width`` (never upscaled) for the spatial
   filters (text, mosaic, borders, logo, stickers, dedup, aesthetic, quality).
+- ``luma``: the same samples' true luma (the decoded Y plane, scaled alike). RGB -> grey does not give
+  it back exactly: the 4:2:0 chroma round trip leaves a +-1 ripple of period 2, as large as the
+  steps of a faint mosaic (section 3.1 "mosaic").
 Scaling happens inside FFmpeg's swscale (``VideoFrame.reformat``), so full-size RGB arrays of
 unsampled frames are never built.
 """
@@ -31,6 +34,7 @@ class ClipFrames:
     thumbs: np.ndarray  # (N, h, w) uint8 grey, every frame
     samples: np.ndarray  # (S, H, W, 3) uint8 RGB
     sample_index: np.ndarray  # (S,) frame index of each sample
+    luma: np.ndarray  # (S, H, W) uint8 Y plane of the samples (a pointwise map of the decoded Y)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -68,7 +72,7 @@ def sample_plan(num_frames: int, fps: float, cfg: DecodeConfig) -> np.ndarray:
 def frames_from_decoded(decoded: Iterable[av.VideoFrame], num_frames: int, fps: float, cfg: DecodeConfig) -> ClipFrames:
     """Build both views from decoded frames (a generator: nothing but the views is kept)."""
     wanted = set(sample_plan(num_frames, fps, cfg).tolist())
-    thumbs, samples, index = [], [], []
+    thumbs, samples, luma, index = [], [], [], []
     width = height = 0
     for i, frame in enumerate(decoded):
         if not thumbs:
@@ -78,14 +82,16 @@ def frames_from_decoded(decoded: Iterable[av.VideoFrame], num_frames: int, fps: 
         thumbs.append(frame.reformat(width=tw, height=th, format="gray", interpolation="AREA").to_ndarray())
         if i in wanted:
             samples.append(frame.reformat(width=aw, height=ah, format="rgb24", interpolation="AREA").to_ndarray())
+            luma.append(frame.reformat(width=aw, height=ah, format="gray", interpolation="AREA").to_ndarray())
             index.append(i)
         last = frame
     if not thumbs:
         raise ValueError("the clip decodes to zero frames")
     if not samples:  # the file is shorter than the clip table says: still one sample
         samples.append(last.reformat(width=aw, height=ah, format="rgb24", interpolation="AREA").to_ndarray())
+        luma.append(last.reformat(width=aw, height=ah, format="gray", interpolation="AREA").to_ndarray())
         index.append(len(thumbs) - 1)
-    return ClipFrames(fps, width, height, np.stack(thumbs), np.stack(samples), np.array(index))
+    return ClipFrames(fps, width, height, np.stack(thumbs), np.stack(samples), np.array(index), np.stack(luma))
 
 
 def decode_clip(path: str, num_frames: int, fps: float, cfg: DecodeConfig) -> ClipFrames:
