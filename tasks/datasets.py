@@ -122,6 +122,17 @@ def add_verdicts(df: pd.DataFrame, verdicts: dict[str, Verdict]) -> pd.DataFrame
     return df
 
 
+def tolerate(verdicts: dict[str, Verdict], reasons: list[str]) -> dict[str, Verdict]:
+    """A Bad verdict whose reason the profile tolerates at this gate keeps the clip (tiny: "wrong caption",
+    its captioner being random); the verdict itself stays on record in the review."""
+    out = {}
+    for clip_id, v in verdicts.items():
+        if v.verdict == "bad" and v.reason in reasons:
+            v = v.model_copy(update={"verdict": "good", "note": f"{v.note or ''}; {v.reason} tolerated by the profile"})
+        out[clip_id] = v
+    return out
+
+
 def verdicts_digest(verdicts: dict[str, Verdict]) -> str:
     text = "\n".join(f"{c}:{v.verdict}:{v.reason}" for c, v in sorted(verdicts.items()))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -200,7 +211,10 @@ def build_dataset(ctx: StageContext, cfg: DatasetsConfig, name: str, source: Man
     stage_cfg = dataset_stage_config(spec, cfg, ctx.profile)
     if not spec.manual:
         return run(ctx, stage_cfg, source)
-    review, verdicts = manual_review(ctx, audit_cfg or AuditConfig(), name, spec.base, source)
+    audit_cfg = audit_cfg or AuditConfig()
+    review, verdicts = manual_review(ctx, audit_cfg, name, spec.base, source)
+    gate = audit_cfg.gates.get(name)
+    verdicts = tolerate(verdicts, gate.tolerate if gate else [])
     stage_cfg = stage_cfg.model_copy(update={"review": review or None, "review_digest": verdicts_digest(verdicts)})
     return run(ctx, stage_cfg, source, verdicts)
 

@@ -195,3 +195,15 @@ def test_manual_filter_reads_a_verdicts_file(make_cfg, tmp_path):
     m = datasets.build_dataset(ctx, DatasetsConfig(), "D_720p_sft", base,
                                AuditConfig(mode="file", verdicts_file=str(path)))
     assert set(mf.read_table(m).clip_id[mf.read_table(m).in_D_720p_sft]) == set(ids[1::2])
+
+
+def test_manual_filter_keeps_clips_whose_bad_reason_the_profile_tolerates():
+    from infra.audit_store import Verdict
+    from tasks.datasets import tolerate
+
+    verdicts = {"a": Verdict(clip_id="a", verdict="bad", reason="wrong caption", reviewer="r"),
+                "b": Verdict(clip_id="b", verdict="bad", reason="mosaic", reviewer="r"),
+                "c": Verdict(clip_id="c", verdict="good", reviewer="r")}
+    kept = tolerate(verdicts, ["wrong caption"])
+    assert [kept[k].verdict for k in "abc"] == ["good", "bad", "good"]
+    assert "tolerated" in kept["a"].note and verdicts["a"].verdict == "bad"
