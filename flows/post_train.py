@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.curate import stage_task
+from flows.curate import UntilReached, stage_task
 from infra.config import PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
@@ -27,13 +27,6 @@ train_task = stage_task(pretrain.run, "train")
 video_task = stage_task(video.run, "video")
 
 
-class Stop(Exception):
-    """Raised after the ``--until`` stage."""
-
-    def __init__(self, manifest: Manifest):
-        self.manifest = manifest
-
-
 @flow(name="post-train", flow_run_name="post-train-{run_id}")
 def post_train_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manifest], sft: Manifest,
                     until: str | None = None) -> Manifest:
@@ -42,7 +35,7 @@ def post_train_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manife
 
     def done(name: str, manifest: Manifest) -> Manifest:
         if name == until:
-            raise Stop(manifest)
+            raise UntilReached(manifest)
         return manifest
 
     try:
@@ -61,5 +54,5 @@ def post_train_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manife
                                  stage.resolution, train.resolutions[stage.resolution], stage.media, stage.fps_only)
             checkpoints[name] = done(name, train_task(ctx, train, name, cache, init))
         return video_task(ctx, post.video, train, current if not checkpoints else list(checkpoints.values())[-1])
-    except Stop as stop:
-        return stop.manifest
+    except UntilReached as reached:
+        return reached.manifest

@@ -31,3 +31,23 @@ def audit_run(cfg, tmp_path, n_clips: int = 6, run_id: str = "r1", ctx=None, sal
 
 def audit_cfg(**kw) -> AuditConfig:
     return AuditConfig(**{"min_sample": 4, "poll_s": 0.1, **kw})
+
+
+def start_audit_server(run_uri: str, port: int, tokens: dict[str, str], tries: int = 600):
+    """`infra.audit_app.serve` in a child process (so tests can SIGKILL it); returns once /healthz answers."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    code = f"import sys; from infra.audit_app import serve; serve(sys.argv[1], {tokens!r}, '127.0.0.1', int(sys.argv[2]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, run_uri, str(port)])
+    for _ in range(tries):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("audit server did not start")

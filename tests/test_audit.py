@@ -3,15 +3,13 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 import pandas as pd
 import pytest
-from audit_helpers import audit_cfg, audit_run
+from audit_helpers import audit_cfg, audit_run, start_audit_server
 from fastapi.testclient import TestClient
 from synthetic_pool import publish
 
@@ -162,17 +160,7 @@ def _free_port():
 
 
 def _server(run_uri, port):
-    code = ("import sys; from infra.audit_app import serve; "
-            "serve(sys.argv[1], {'tok-alice-123': 'alice'}, '127.0.0.1', int(sys.argv[2]))")
-    proc = subprocess.Popen([sys.executable, "-c", code, run_uri, str(port)])
-    for _ in range(100):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("audit server did not start")
+    return start_audit_server(run_uri, port, {"tok-alice-123": "alice"}, tries=100)
 
 
 def test_killed_server_loses_no_verdict(make_cfg, tmp_path):

@@ -2,12 +2,9 @@
 of each pending human pair, labels pairs with keyboard and mouse, and a SIGKILLed server loses nothing."""
 
 import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
+from audit_helpers import start_audit_server
 from pair_audit_helpers import pairs_run
 from synthetic_pool import stage_ctx
 from test_audit_browser import TOKEN, browser  # noqa: F401 (the browser fixture)
@@ -18,18 +15,8 @@ from tasks.pair_audit import human_labels
 pytestmark = pytest.mark.slow
 
 
-def _start(run_uri: str, port: int) -> subprocess.Popen:
-    code = ("import sys; from infra.audit_app import serve; "
-            f"serve(sys.argv[1], {{{TOKEN!r}: 'rita'}}, '127.0.0.1', int(sys.argv[2]))")
-    proc = subprocess.Popen([sys.executable, "-c", code, run_uri, str(port)])
-    for _ in range(600):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("audit server did not start")
+def _start(run_uri: str, port: int):
+    return start_audit_server(run_uri, port, {TOKEN: "rita"})
 
 
 @pytest.fixture

@@ -5,21 +5,10 @@ runs on it unchanged; the end-to-end tests use the real cache built from clips."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from infra.config import load_config
-
-
-@dataclass
-class Sample:
-    clip_id: str
-    kind: str
-    bucket: str
-    latent: torch.Tensor
-    text: torch.Tensor
-    fps: int
+from tasks.latent_cache import Sample
 
 
 class OverfitSet:

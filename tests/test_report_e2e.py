@@ -1,9 +1,11 @@
-"""Curation -> latent caches -> pretrain-256p/360p/540p -> sft-540p, for real (Prefect, Ray, MLflow)."""
+"""The whole report for real (Prefect, Ray, MLflow), small: curation -> latent caches -> pretrain-256p/360p/540p
+-> sft-540p -> pairs -> reward -> dpo-1..3 -> forcing -> sft-720p -> a long diffusion-forcing video."""
 
 from __future__ import annotations
 
 import os
 
+import av
 import pytest
 import torch
 
@@ -14,6 +16,11 @@ from tasks.pretrain import checkpoint_dir
 pytestmark = pytest.mark.slow
 SMALL = ("corpus.videos=2", "corpus.width=160", "corpus.height=90", "corpus.shots_per_video=[4,5]", "audit.mode=off")
 TRAIN = ("pretrain-256p", "pretrain-360p", "pretrain-540p", "sft-540p")
+POST_TRAIN = ("forcing", "sft-720p")
+POST = ("post.pairs.max_clips=3", "post.pairs.human_prompts=1", "post.pairs.human_samples_per_prompt=2",
+        "post.pairs.frames=9", "post.reward.steps=5", "post.dpo.prompts=1", "post.dpo.samples_per_prompt=2",
+        "post.dpo.steps=2", "post.dpo.frames=9", "post.video.num_frames=33", "post.video.base_num_frames=17",
+        "post.video.overlap_history=5", "post.video.steps=2")
 
 
 @pytest.fixture(autouse=True)
@@ -24,15 +31,16 @@ def fresh_ray():
     ray.shutdown()
 
 
-def test_progressive_pretraining_then_sft(make_cfg):
+def test_the_whole_report_then_resume(make_cfg):
     from diffusers import DiffusionPipeline, SkyReelsV2DiffusionForcingPipeline, SkyReelsV2Pipeline
 
     from flows.pipeline import pipeline
 
     steps = [f"train.stages.{s}.steps=4" for s in TRAIN] + [f"train.stages.{s}.checkpoint_every=2" for s in TRAIN]
-    cfg = make_cfg(*SMALL, *steps)
-    result = pipeline(cfg, "pt", "sft-540p")
-    assert result.stage == "sft-540p"
+    steps += [f"train.stages.{s}.steps=2" for s in POST_TRAIN]
+    cfg = make_cfg(*SMALL, *steps, *POST)
+    result = pipeline(cfg, "pt")
+    assert result.stage == "video"
     root = os.path.join(cfg.storage.run_root, "pt")
     published = {s: mf.load_success(os.path.join(root, s)) for s in TRAIN}
     for name, manifest in published.items():
@@ -55,7 +63,17 @@ def test_progressive_pretraining_then_sft(make_cfg):
 
     tracker = tracker_for(cfg)
     model = tracker.client.get_registered_model(f"{cfg.tracking.experiment}-tiny-dit")
-    assert set(model.aliases) == set(TRAIN)
+    assert set(model.aliases) == set(TRAIN) | {"dpo-1", "dpo-2", "dpo-3"} | set(POST_TRAIN)
+    assert "reward" in tracker.client.get_registered_model(f"{cfg.tracking.experiment}-tiny-reward").aliases
+    parent = tracker.find_parent("pt")
+    children = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    ran = {r.data.tags["reelflow.stage"] for r in children}
+    assert {*TRAIN, "pairs", "reward", "dpo-1", "dpo-2", "dpo-3", *POST_TRAIN, "video"} <= ran
+    final = DiffusionPipeline.from_pretrained(checkpoint_dir(published_post := mf.load_success(os.path.join(root, "sft-720p"))))
+    assert isinstance(final, SkyReelsV2DiffusionForcingPipeline) and published_post.stats["final_loss"] > 0
+    video = mf.read_table(result).iloc[0]
+    with av.open(video.video_uri) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 33  # 33 frames: more than one 17-frame window
     version = tracker.client.get_model_version_by_alias(model.name, "sft-540p")
     assert version.source == checkpoint_dir(published["sft-540p"])
     run = tracker.client.get_run(version.run_id)
@@ -64,6 +82,6 @@ def test_progressive_pretraining_then_sft(make_cfg):
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert any(a.path.endswith(".mp4") for a in tracker.client.list_artifacts(version.run_id))
 
-    again = pipeline(cfg, "pt", "sft-540p")  # rerun: every stage skipped, no new model version
-    assert again == published["sft-540p"]
+    again = pipeline(cfg, "pt")  # rerun: every stage skipped, no new model version
+    assert again == result
     assert tracker.client.get_model_version_by_alias(model.name, "sft-540p").version == version.version
