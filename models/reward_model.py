@@ -3,7 +3,9 @@
 The report trains it from Qwen2.5-VL-7B-Instruct on ~30k pairs with the Bradley-Terry-with-ties loss
 (`models.reward_loss`), WITHOUT the prompt: motion quality is context-agnostic, so the model sees only the
 video, wrapped in a fixed template with no instruction text. The score is a linear head on the backbone's
-last hidden state, mean-pooled over the sequence (every position of the template plus the video tokens).
+last hidden state, pooled over the sequence: ``mean`` (every position of the template plus the video tokens)
+or ``mean_max`` (the mean and the per-feature max over the video tokens only, concatenated: a defect in
+a few patches of a few frames is not averaged away).
 
 Locally the backbone is the tiny random Qwen2.5-VL of `models.captioner.build_tiny_captioner` (same
 classes, same `from_pretrained` path as production); frames are patchified by `captioner.video_inputs`.
@@ -23,6 +25,7 @@ from models.captioner import build_tiny_captioner, video_inputs
 
 TEMPLATE = "<|im_start|>user\n<|vision_start|>{video}<|vision_end|><|im_end|>\n"  # no instruction: video only
 CONFIG_FILE, HEAD_FILE, BACKBONE_DIR = "reward_model.json", "reward_head.pt", "backbone"
+POOLINGS = ("mean", "mean_max")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,11 @@ class RewardModelConfig:
     min_pixels: int = 28 * 28 * 4  # per frame, after Qwen2-VL resizing (sides multiples of 28)
     max_pixels: int = 112 * 112  # the tiny profile's budget; production sets e.g. 448 * 448
     fps: float = 2.0  # rate of the frames given to `score`; 2 fps as the captioner's VLM (report section 3.2)
+    pooling: str = "mean"  # "mean" (all positions) or "mean_max" (mean and max over the video tokens)
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
 
 def _as_uint8_clip(clip) -> np.ndarray:
@@ -48,7 +56,7 @@ class RewardModel(nn.Module):
         super().__init__()
         self.backbone, self.tokenizer, self.cfg = backbone, tokenizer, cfg
         generator = torch.Generator().manual_seed(seed)
-        hidden = backbone.config.text_config.hidden_size
+        hidden = backbone.config.text_config.hidden_size * (2 if cfg.pooling == "mean_max" else 1)
         self.head = nn.Linear(hidden, 1)
         with torch.no_grad():  # seeded, small: initial scores near 0, so the BTT loss starts near chance
             self.head.weight.copy_(torch.randn(1, hidden, generator=generator) * hidden**-0.5 * 0.1)
@@ -104,8 +112,13 @@ class RewardModel(nn.Module):
         inputs = {k: v.to(device) for k, v in inputs.items()}
         inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(dtype)
         hidden = self.backbone(**inputs).last_hidden_state.float()
-        mask = inputs["attention_mask"].unsqueeze(-1).float()
-        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        if self.cfg.pooling == "mean_max":
+            video = (inputs["input_ids"] == self.video_pad).unsqueeze(-1)
+            mean = (hidden * video).sum(1) / video.sum(1).clamp(min=1)
+            pooled = torch.cat([mean, hidden.masked_fill(~video, float("-inf")).amax(1)], dim=-1)
+        else:
+            mask = inputs["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
 
     @torch.no_grad()

@@ -4,9 +4,12 @@ A Qwen2.5-VL backbone with a scalar head (`models.reward_model`), no prompt cont
 context-agnostic), fitted with the Bradley-Terry-with-ties loss (`models.reward_loss`, tie parameter
 learnt) on the labelled pairs of stage ``pairs``. Pairs are split by source clip (human pairs by prompt),
 so no clip is seen in both training and evaluation. Every video is decoded once; ``cfg.frames`` frames,
-evenly spaced, stay in memory for the stage. Training updates the head and the whole backbone (a random
-backbone has no features to keep frozen; a 7B one needs the GPU engines). How far a short CPU run gets on
-automatic pairs is measured by ``benchmarks/reward.py`` (``benchmarks/results/reward.json``).
+in consecutive pairs (t, t + 1) spread over the clip (a held frame, noise and flicker show between
+neighbours), stay in memory for the stage. Training updates the whole backbone (a random backbone has no
+features to keep frozen; a 7B one needs the GPU engines) and the head, at ``cfg.head_lr_scale`` times the
+rate; the head reads the mean and max of the video tokens (``cfg.pooling``); ``cfg.augment`` flips and
+crops both videos of a pair alike. How far a short CPU run gets on the pairs stage's real output is
+measured by ``benchmarks/reward.py`` (``benchmarks/results/reward.json``).
 
 Output: one row per input pair with its split and the two scores, the model folder under
 ``reward_model/`` (registered in MLflow, alias ``reward``) and ``evaluation.json`` (held-out and train
@@ -41,7 +44,7 @@ from models.reward_loss import (
     pairwise_accuracy,
     tie_calibration,
 )
-from models.reward_model import RewardModel, build_tiny_reward_model
+from models.reward_model import RewardModel, RewardModelConfig, build_tiny_reward_model
 
 log = logging.getLogger("reelflow.reward")
 MODEL_DIR, EVALUATION = "reward_model", "evaluation.json"
@@ -94,12 +97,19 @@ def holdout_keys(keys: list[str], share: float, seed: int) -> set[str]:
 
 
 def sample_indices(num_frames: int, frames: int) -> np.ndarray:
-    """``frames`` indices spread evenly over the video, first and last included."""
-    return np.linspace(0, num_frames - 1, frames).round().astype(int)
+    """``frames`` indices as consecutive pairs (t, t + 1) whose starts spread evenly over the video (first
+    pair at the start, last at the end); an odd ``frames`` ends with the last frame. Adjacent frames show
+    frame-to-frame defects that evenly spaced ones skip: a held (repeated) frame, flicker, noise that
+    changes every frame. Each pair fills one temporal patch of the Qwen2.5-VL vision tower (2 frames)."""
+    if num_frames < 2:
+        return np.zeros(frames, dtype=int)
+    starts = np.linspace(0, num_frames - 2, frames // 2).round().astype(int)
+    pairs = np.stack([starts, starts + 1], axis=1).reshape(-1)
+    return np.concatenate([pairs, [num_frames - 1] * (frames % 2)]).astype(int)
 
 
 class FrameCache:
-    """Each video decoded once: ``frames`` evenly spaced RGB frames, (T, H, W, 3) uint8."""
+    """Each video decoded once: ``frames`` RGB frames in consecutive pairs (`sample_indices`), (T, H, W, 3) uint8."""
 
     def __init__(self, frames: int):
         self.frames, self.clips = frames, {}
@@ -115,6 +125,25 @@ class FrameCache:
 
 
 # --- training and evaluation ----------------------------------------------------------------------
+CROP_MIN = 0.8  # augmentation: the crop keeps at least this share of each side
+
+
+def augment_pair(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The same random horizontal flip and crop (a share >= ``CROP_MIN`` of each side, anywhere) for both
+    videos of a pair: the pair's difference survives, the pictures' position and orientation do not."""
+    flip, scale = rng.random() < 0.5, rng.uniform(CROP_MIN, 1.0, size=2)
+    offset = rng.random(2)
+
+    def apply(clip: np.ndarray) -> np.ndarray:
+        h, w = clip.shape[1:3]
+        ch, cw = max(1, round(h * scale[0])), max(1, round(w * scale[1]))
+        y, x = int(offset[0] * (h - ch)), int(offset[1] * (w - cw))
+        out = clip[:, y:y + ch, x:x + cw]
+        return np.ascontiguousarray(out[:, :, ::-1] if flip else out)
+
+    return apply(a), apply(b)
+
+
 def train(model: RewardModel, pairs: pd.DataFrame, cache: FrameCache, cfg: RewardConfig,
           on_step=None) -> tuple[list[dict], TieParameter]:
     """``cfg.steps`` AdamW steps on the BTT loss, batches of ``cfg.batch_size`` pairs drawn epoch by epoch
@@ -128,14 +157,21 @@ def train(model: RewardModel, pairs: pd.DataFrame, cache: FrameCache, cfg: Rewar
     tie_share = min(max((labels == TIE).float().mean().item(), MIN_TIE_SHARE), 0.9)
     tie = TieParameter(math.log((1 + tie_share) / (1 - tie_share)))
     model.train()
-    opt = torch.optim.AdamW([*model.parameters(), *tie.parameters()], lr=cfg.lr, weight_decay=0.0)
+    head = set(map(id, model.head.parameters()))
+    opt = torch.optim.AdamW([
+        {"params": [p for p in model.parameters() if id(p) not in head]},
+        {"params": [*model.head.parameters(), *tie.parameters()], "lr": cfg.lr * cfg.head_lr_scale},
+    ], lr=cfg.lr, weight_decay=0.0)
     order, history = np.array([], dtype=int), []
     for step in range(cfg.steps):
         if len(order) < min(cfg.batch_size, len(pairs)):
             order = np.concatenate([order, rng.permutation(len(pairs))])
         batch, order = order[:cfg.batch_size], order[cfg.batch_size:]
         started = time.perf_counter()
-        clips = [cache[a_uris[i]] for i in batch] + [cache[b_uris[i]] for i in batch]
+        views = [(cache[a_uris[i]], cache[b_uris[i]]) for i in batch]
+        if cfg.augment:
+            views = [augment_pair(a, b, rng) for a, b in views]
+        clips = [a for a, _ in views] + [b for _, b in views]
         scores = model(model.prepare(clips))
         loss = btt_loss(scores[:len(batch)], scores[len(batch):], labels[batch], tie())
         opt.zero_grad()
@@ -211,10 +247,11 @@ def load_reward_model(manifest: Manifest) -> RewardModel:
 
 def initial_model(ctx: StageContext, cfg: RewardConfig) -> RewardModel:
     """``cfg.backbone`` with a fresh head, or the tiny random Qwen2.5-VL built once in the state dir."""
+    model_cfg = RewardModelConfig(pooling=cfg.pooling)
     if cfg.backbone:
-        return RewardModel.from_backbone(cfg.backbone, seed=cfg.seed)
+        return RewardModel.from_backbone(cfg.backbone, model_cfg, seed=cfg.seed)
     return build_tiny_reward_model(os.path.join(ctx.cfg.state_dir, "models", f"reward-tiny-seed{cfg.seed}"),
-                                   seed=cfg.seed)
+                                   seed=cfg.seed, cfg=model_cfg)
 
 
 def _plain(value):

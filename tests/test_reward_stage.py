@@ -25,7 +25,7 @@ FRAMES, SIZE = 9, 56
 
 @pytest.fixture
 def ctx(make_cfg, tmp_path):
-    cfg = make_cfg()
+    cfg = make_cfg("audit.mode=off")  # the pending human pair stays unlabelled: no audit page to wait on
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "test", artifact_root=f"file://{tmp_path}/art")
     run_uri = str(tmp_path / "runs" / "r1")
     os.makedirs(run_uri)
@@ -105,7 +105,27 @@ def test_split_keeps_every_clip_and_prompt_on_one_side():
         reward.holdout_keys(["clip:a"] * 3, 0.25, seed=0)
     assert reward.distortion(row(a_desc="t2v", b_desc="real")) == "t2v"
     assert reward.distortion(row(a_desc="t2v", b_desc="v2v")) == "t2v|v2v"
-    assert list(reward.sample_indices(17, 8)) == [0, 2, 5, 7, 9, 11, 14, 16]
+
+
+def test_frames_are_sampled_in_consecutive_pairs_so_stutter_shows(tmp_path):
+    from models.distortions import stutter
+
+    assert list(reward.sample_indices(17, 8)) == [0, 1, 5, 6, 10, 11, 15, 16]  # 4 pairs spread over the clip
+    assert list(reward.sample_indices(17, 5)) == [0, 1, 15, 16, 16]  # odd: the last frame closes it
+    for n, k in ((9, 4), (17, 8), (33, 16), (2, 2)):
+        idx = reward.sample_indices(n, k)
+        assert len(idx) == k and idx.min() == 0 and idx.max() == n - 1
+        assert (idx[1::2] - idx[0::2] == 1).all()  # each pair is two adjacent frames
+    # A moving clip and its stutter (every other frame held), decoded through the cache: some sampled
+    # pair of the stutter repeats a frame, while every sampled pair of the real clip shows motion.
+    clip = real_clip(np.random.default_rng(0))
+    write_video(clip, str(tmp_path / "real.mp4"), 24)
+    write_video(stutter(clip), str(tmp_path / "stutter.mp4"), 24)
+    cache = reward.FrameCache(8)
+    real, held = cache[str(tmp_path / "real.mp4")], cache[str(tmp_path / "stutter.mp4")]
+    step = lambda frames: np.abs(frames[1::2].astype(int) - frames[0::2].astype(int)).mean(axis=(1, 2, 3))  # noqa: E731
+    assert (step(real) > 10).all()
+    assert (step(held) < 3).any() and (step(held) > 10).any()
 
 
 @pytest.mark.slow
@@ -143,3 +163,13 @@ def test_stage_trains_beats_chance_and_publishes_a_loadable_model(ctx, tmp_path)
     metrics = client.get_run(version.run_id).data.metrics
     assert metrics["holdout_accuracy_excl_ties"] == pytest.approx(held["accuracy_excl_ties"])
     assert reward.run(ctx, cfg, pairs).fingerprint == out.fingerprint  # resumed, not retrained
+
+
+def test_augmentation_flips_and_crops_both_videos_of_a_pair_alike():
+    rng = np.random.default_rng(0)
+    a = (rng.random((4, 40, 60, 3)) * 255).astype(np.uint8)
+    b = 255 - a
+    for seed in range(8):
+        out_a, out_b = reward.augment_pair(a, b, np.random.default_rng(seed))
+        assert out_a.shape == out_b.shape and out_a.shape[1] >= 32 and out_a.shape[2] >= 48
+        assert np.array_equal(out_b, 255 - out_a)  # one transformation for both: the pair's relation survives
