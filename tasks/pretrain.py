@@ -76,6 +76,10 @@ def run(ctx: StageContext, cfg: TrainConfig, name: str, latents: Manifest, init:
         raise NotImplementedError("training reads its init checkpoint from a local or mounted path (s3 run roots: "
                                   "mount the bucket, e.g. with mountpoint-s3)")
     check_checkpoint(init_dir)
+    if latents.row_count - latents.error_count <= 0:
+        raise ValueError(f"train stage {name}: {stage.dataset} has no usable sample at {stage.resolution} "
+                         f"(latent cache {latents.stage} is empty); check `reelflow inspect {ctx.run_id} "
+                         f"{stage.dataset}` (a manual dataset keeps nothing while its review has no Good verdict)")
     inputs = [latents] + ([init] if init is not None else [])
     # What shapes the run besides the stage's own config (which run_stage hashes and logs as params).
     engine = {"engine": cfg.engine, "zero_stage": cfg.zero_stage, "num_workers": cfg.num_workers,

@@ -14,10 +14,14 @@ from infra.session import tracker_for
 from tasks.pretrain import checkpoint_dir
 
 pytestmark = pytest.mark.slow
-SMALL = ("corpus.videos=2", "corpus.width=160", "corpus.height=90", "corpus.shots_per_video=[4,5]", "audit.mode=off")
+# Simulated audits (the manual filter behind D_720p_sft needs verdicts); on a 2-film corpus a gate's sample
+# is a handful of clips, so the gates only record here (their pass/fail logic has tests/test_audit*.py).
+SMALL = ("corpus.videos=2", "corpus.width=160", "corpus.height=90", "corpus.shots_per_video=[4,5]",
+         "corpus.defect_rate=0", "audit.mode=simulated",
+         *(f"audit.gates.{g}.max_bad_rate=1" for g in ("D_256p", "D_360p", "D_540p", "D_540p_sft", "D_720p_sft")))
 TRAIN = ("pretrain-256p", "pretrain-360p", "pretrain-540p", "sft-540p")
 POST_TRAIN = ("forcing", "sft-720p")
-POST = ("post.pairs.max_clips=3", "post.pairs.human_prompts=1", "post.pairs.human_samples_per_prompt=2",
+POST = ("post.pairs.dataset=D_540p", "post.pairs.max_clips=4", "post.pairs.human_prompts=2", "post.pairs.human_samples_per_prompt=2",
         "post.pairs.frames=9", "post.reward.steps=5", "post.dpo.prompts=1", "post.dpo.samples_per_prompt=2",
         "post.dpo.steps=2", "post.dpo.frames=9", "post.video.num_frames=33", "post.video.base_num_frames=17",
         "post.video.overlap_history=5", "post.video.steps=2")
@@ -51,7 +55,8 @@ def test_the_whole_report_then_resume(make_cfg):
     assert published["pretrain-360p"].inputs[-1] == published["pretrain-256p"].fingerprint
     caches = {m.stage for m in (mf.load_success(os.path.join(root, d)) for d in os.listdir(root)
                                 if d.startswith("latents-")) if m}
-    assert caches == {"latents-D_256p-256p", "latents-D_360p-360p", "latents-D_540p-540p", "latents-D_540p_sft-540p"}
+    assert caches == {"latents-D_256p-256p", "latents-D_360p-360p", "latents-D_540p-540p", "latents-D_540p_sft-540p",
+                      "latents-D_720p_sft-720p"}  # forcing reuses the sft-540p cache
 
     pre = DiffusionPipeline.from_pretrained(checkpoint_dir(published["pretrain-540p"]))
     sft = DiffusionPipeline.from_pretrained(checkpoint_dir(published["sft-540p"]))
