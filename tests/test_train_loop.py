@@ -165,3 +165,31 @@ def test_diffusion_forcing_objective_uses_non_decreasing_noise_per_frame(tmp_pat
     state = train(PlainEngine(model, stage), data, LoopSpec(stage, cfg, cfg.resolutions["256p"], str(tmp_path), 16),
                   objective=objective)
     assert len(state.history) == 6 and all(math.isfinite(r["loss"]) for r in state.history)
+
+
+def test_ema_weights_are_the_running_average(tmp_path):
+    cfg, stage = stage_cfg(3, ema_decay=0.5)
+    model = build_components("tiny")["transformer"]
+    seen = []
+    engine = PlainEngine(model, stage)
+    orig = engine.full_state_dict
+    engine.full_state_dict = lambda: seen.append(orig()) or seen[-1]
+    state = train(engine, OverfitSet(), LoopSpec(stage, cfg, cfg.resolutions["256p"], str(tmp_path), 16))
+    key = "proj_out.weight"
+    expected = seen[0][key]
+    for weights in seen[1:]:
+        expected = 0.5 * expected + 0.5 * weights[key]
+    torch.testing.assert_close(state.ema[key], expected)
+    assert not torch.equal(state.ema[key], seen[-1][key])
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
+    cfg, stage = stage_cfg(3)
+    plain = build_components("tiny")["transformer"]
+    ckpt = build_components("tiny")["transformer"]
+    ckpt.enable_gradient_checkpointing()
+    spec = LoopSpec(stage, cfg, cfg.resolutions["256p"], str(tmp_path / "a"), 16)
+    a = [r["loss"] for r in train(PlainEngine(plain, stage), OverfitSet(), spec).history]
+    spec = LoopSpec(stage, cfg, cfg.resolutions["256p"], str(tmp_path / "b"), 16)
+    b = [r["loss"] for r in train(PlainEngine(ckpt, stage), OverfitSet(), spec).history]
+    assert b == pytest.approx(a, rel=1e-5)
