@@ -7,6 +7,14 @@ the same checkpoint folder, prompt, seed and settings. Scenarios (issue 6 target
 length with ar_step 5 and causal_block_size 5, and `sync`, the same length with ar_step 0. On a shared host
 wall time follows other tenants' load, so reference and reelflow runs are interleaved (alternating which
 goes first), repeated, and reported as medians of wall and CPU time; the JSON keeps every run.
+
+TeaCache (arXiv 2411.19108, lossy, issue 6 item 4 "reported separately with its quality delta"):
+`--teacache async --teacache-thresholds 0.1,0.2` runs reelflow with and without it on that scenario
+(interleaved, no reference) and reports, under the JSON's separate "teacache" key, the wall/CPU time ratio
+(with / without), the relative error and PSNR of the decoded frames against the no-TeaCache output, and the
+computed/skipped block-stack passes. `--merge` updates an existing JSON in place, keeping its other numbers:
+
+    python benchmarks/generate.py --scenarios "" --teacache async --repeats 3 --merge
 """
 
 from __future__ import annotations
@@ -76,7 +84,7 @@ def _run(side: str, ckpt: str, settings: dict, device: str, threads: int, out_np
     before = torch.cuda.memory_allocated() if device == "cuda" else 0
     with RssPeak() as rss:
         start, cpu_start = time.perf_counter(), time.process_time()
-        frames = _generate(side, comps, cfg)
+        frames, facts = _generate(side, comps, cfg)
         if device == "cuda":
             torch.cuda.synchronize()
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -87,7 +95,7 @@ def _run(side: str, ckpt: str, settings: dict, device: str, threads: int, out_np
         peak, working = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss.peak - rss.baseline
     # peak: the whole process (imports and weights included); working: what generating added on top.
     queue.put({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_memory_bytes": int(peak),
-               "working_memory_bytes": int(working)})
+               "working_memory_bytes": int(working), **facts})
 
 
 def _generate(side: str, comps: dict, cfg) -> np.ndarray:
@@ -104,15 +112,16 @@ def _generate(side: str, comps: dict, cfg) -> np.ndarray:
                     guidance_scale=cfg.guidance_scale, generator=torch.Generator().manual_seed(cfg.seed),
                     max_sequence_length=cfg.max_sequence_length, overlap_history=cfg.overlap_history,
                     addnoise_condition=cfg.addnoise_condition, base_num_frames=cfg.base_num_frames,
-                    ar_step=cfg.ar_step, causal_block_size=cfg.causal_block_size, fps=cfg.fps).frames[0]
-    from models.df_sampler import generate_df
+                    ar_step=cfg.ar_step, causal_block_size=cfg.causal_block_size, fps=cfg.fps).frames[0], {}
+    from models.df_sampler import DFSampler
 
-    return generate_df(comps, cfg).frames
+    sampler = DFSampler(comps)
+    return sampler.generate(cfg).frames, sampler.stats
 
 
-def run_side(side, ckpt, settings, device, threads, workdir) -> tuple[dict, np.ndarray]:
+def run_side(side, ckpt, settings, device, threads, workdir, tag: str = "") -> tuple[dict, np.ndarray]:
     ctx = mp.get_context("spawn")
-    queue, out_npy = ctx.Queue(), str(Path(workdir) / f"{side}.npy")
+    queue, out_npy = ctx.Queue(), str(Path(workdir) / f"{side}{tag}.npy")
     proc = ctx.Process(target=_run, args=(side, ckpt, settings, device, threads, out_npy, queue))
     proc.start()
     while True:  # a child that dies (an exception, the OOM killer) must not leave us waiting forever
@@ -157,6 +166,47 @@ def bench_scenario(name, ckpt, settings, args, workdir) -> dict:
     }
 
 
+def psnr(ours: np.ndarray, ref: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of frames in [0, 1]."""
+    mse = float(np.mean((np.asarray(ours, np.float64) - np.asarray(ref, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+
+
+def bench_teacache(name, ckpt, settings, thresholds, retention, args, workdir) -> dict:
+    """reelflow with TeaCache at each threshold vs reelflow without it, interleaved; quality vs the latter."""
+    variants = {"off": settings} | {f"threshold_{t:g}": {**settings, "teacache": True, "teacache_threshold": t,
+                                                          "teacache_retention_steps": retention}
+                                    for t in thresholds}
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    quality: dict[str, list[tuple[float, float]]] = {v: [] for v in variants if v != "off"}
+    for rep in range(args.repeats):
+        order = list(variants) if rep % 2 == 0 else list(reversed(variants))
+        frames = {}
+        for v in order:
+            result, frames[v] = run_side("reelflow", ckpt, variants[v], args.device, args.threads, workdir, v)
+            runs[v].append(result)
+            print(f"teacache {name} #{rep} {v}: {json.dumps(result)}", flush=True)
+        for v in quality:
+            err = float(np.linalg.norm(frames[v] - frames["off"]) / np.linalg.norm(frames["off"]))
+            quality[v].append((err, psnr(frames[v], frames["off"])))
+    off = summarize(runs["off"])
+    report = {"scenario": name, "settings": settings, "retention_steps": retention, "off": off, "thresholds": {}}
+    for v in quality:
+        on = summarize(runs[v])
+        last = runs[v][-1]
+        report["thresholds"][v] = {
+            "threshold": variants[v]["teacache_threshold"], **on,
+            "time_ratio": on["median_seconds"] / off["median_seconds"],
+            "cpu_time_ratio": on["median_cpu_seconds"] / off["median_cpu_seconds"],
+            "speedup": off["median_seconds"] / on["median_seconds"],
+            "relative_error_vs_off": max(e for e, _ in quality[v]),
+            "psnr_db_vs_off": min(p for _, p in quality[v]),
+            "computed_passes": last.get("teacache_computed"), "skipped_passes": last.get("teacache_skipped"),
+            "skip_fraction": last.get("teacache_skip_fraction"),
+        }
+    return report
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="tiny", choices=["tiny", "wan-1.3b"])
@@ -174,6 +224,11 @@ def main(argv=None) -> dict:
     # tail frames of the last window as noise, diffusers issue 13609, and the error measures that instead)
     parser.add_argument("--num-frames", type=int, default=397)
     parser.add_argument("--addnoise-condition", type=float, default=20.0)
+    parser.add_argument("--teacache", default="", help="scenario to benchmark TeaCache on (e.g. async); none: skip")
+    parser.add_argument("--teacache-thresholds", default="0.1,0.2", help="comma list of TeaCache thresholds")
+    parser.add_argument("--teacache-retention", type=int, default=1, help="TeaCache retention steps")
+    parser.add_argument("--merge", action="store_true", help="update --out in place: keep the scenarios and "
+                        "TeaCache results this run does not produce")
     args = parser.parse_args(argv)
 
     common = dict(prompt="a golden retriever runs along the sea at sunset, cinematic tracking shot",
@@ -189,13 +244,33 @@ def main(argv=None) -> dict:
             from models.checkpoint import init_checkpoint
 
             ckpt = init_checkpoint(args.profile, str(Path(tmp) / "ckpt"))
-        for name in args.scenarios.split(","):
+        for name in filter(None, args.scenarios.split(",")):
             settings = {**common, **SCENARIOS[name]}
             report["scenarios"][name] = bench_scenario(name, ckpt, settings, args, tmp)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+        if args.teacache:
+            thresholds = [float(t) for t in args.teacache_thresholds.split(",")]
+            meta = {k: report[k] for k in ("profile", "device", "threads", "repeats", "host", "cpus")}
+            result = bench_teacache(args.teacache, ckpt, {**common, **SCENARIOS[args.teacache]}, thresholds,
+                                    args.teacache_retention, args, tmp)
+            report["teacache"] = {**meta, "scenarios": {args.teacache: result}}
+    out = Path(args.out)
+    if args.merge and out.exists():
+        old = json.loads(out.read_text())
+        scenarios = {**old.get("scenarios", {}), **report["scenarios"]}
+        teacache = old.get("teacache", {}) | report.get("teacache", {})
+        if "teacache" in old and "teacache" in report:  # keep other scenarios' TeaCache numbers
+            teacache["scenarios"] = old["teacache"].get("scenarios", {}) | report["teacache"]["scenarios"]
+        report = {**old, **(report if report["scenarios"] else {}), "scenarios": scenarios}
+        if teacache:
+            report["teacache"] = teacache
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
     keys = ("speedup", "cpu_speedup", "peak_memory_ratio", "working_memory_ratio", "relative_error")
     print(json.dumps({n: {k: s[k] for k in keys} for n, s in report["scenarios"].items()}, indent=2))
+    tea_keys = ("time_ratio", "speedup", "relative_error_vs_off", "psnr_db_vs_off", "skip_fraction")
+    for name, tea in report.get("teacache", {}).get("scenarios", {}).items():
+        print(json.dumps({f"teacache {name} {v}": {k: r[k] for k in tea_keys}
+                          for v, r in tea["thresholds"].items()}, indent=2))
     return report
 
 

@@ -61,6 +61,12 @@ def _generate_options(fn):
         click.option("--frames-out", help="lossless frames too: a PNG folder, or one .npy file (float32 in [0, 1])"),
         click.option("--no-speedups", is_flag=True, help="reference-exact loop: no KV cache, block skipping "
                      "or batched guidance"),
+        click.option("--teacache", is_flag=True, default=None, help="TeaCache (arXiv 2411.19108): skip the DiT "
+                     "blocks on steps whose input changed little; faster, approximate (off by default)"),
+        click.option("--teacache-threshold", type=float, help="TeaCache accumulated-change threshold (default "
+                     "0.1; 0 computes every step, larger skips more)"),
+        click.option("--teacache-retention", type=int, help="TeaCache: first steps of each frame always "
+                     "computed (default 1)"),
         click.option("--profile", default="tiny", show_default=True, help="configs/profiles/<name>.yaml (tracking)"),
         click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="config override"),
     ]
@@ -93,8 +99,8 @@ def register(main: click.Group) -> None:
     @_generate_options
     def generate(checkpoint, prompt, negative_prompt, story, image, end_image, video, num_frames, base_num_frames,
                  overlap_history, ar_step, causal_block_size, addnoise_condition, guidance_scale, shift, steps,
-                 seed, fps, height, width, max_sequence_length, out, frames_out, no_speedups, profile,
-                 overrides) -> None:
+                 seed, fps, height, width, max_sequence_length, out, frames_out, no_speedups, teacache,
+                 teacache_threshold, teacache_retention, profile, overrides) -> None:
         """Generate a video: T2V, I2V, start/end frames, extension or story, through diffusion forcing."""
         if not prompt and not story:
             raise click.UsageError("give --prompt, or --story once per window for story mode")
@@ -105,7 +111,8 @@ def register(main: click.Group) -> None:
             causal_block_size=causal_block_size, addnoise_condition=addnoise_condition,
             guidance_scale=guidance_scale, flow_shift=shift, num_inference_steps=steps, seed=seed, fps=fps,
             height=height, width=width, max_sequence_length=max_sequence_length, kv_cache=speedups,
-            skip_unstarted_blocks=speedups, batch_guidance=speedups)
+            skip_unstarted_blocks=speedups, batch_guidance=speedups, teacache=teacache,
+            teacache_threshold=teacache_threshold, teacache_retention_steps=teacache_retention)
         try:
             cfg = load_config(profile, list(overrides))
         except ConfigError as exc:

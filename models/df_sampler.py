@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
+from contextlib import nullcontext
 from copy import deepcopy
 from dataclasses import dataclass, replace
 
@@ -24,12 +25,14 @@ from models.ad_schedule import ADSchedule, Window, plan_ad_schedule, plan_window
 from models.df_attention import FrameLayout, block_causal_attention
 from models.df_vae import StreamingDecoder, encode_frames
 from models.generate_config import VAE_TEMPORAL_STRIDE, GenerateConfig, latent_frames
+from models.teacache import TeaCache, teacache_blocks
 
 
 @dataclass
 class DFResult:
     frames: np.ndarray  # (frames, height, width, 3) float32 in [0, 1]; an extended video comes first
     latents: torch.Tensor  # (1, C, latent frames, h, w) normalized VAE latents of the generated sequence
+    stats: dict | None = None  # TeaCache counters (`DFSampler.stats`) when it was on
 
 
 def clean_prompt(text: str) -> str:
@@ -90,6 +93,13 @@ class DFSampler:
         self.vae = components["vae"]
         self.scheduler = components["scheduler"]
         self.layout = FrameLayout()  # shared with the attention processors during `generate`
+        self.teacache: TeaCache | None = None  # the last generation's, when cfg.teacache
+
+    @property
+    def stats(self) -> dict:
+        """Counters of the last generation: TeaCache's computed and skipped block-stack passes (one per DiT
+        call; cond and uncond count apart unless batched), empty when TeaCache was off."""
+        return {} if self.teacache is None else self.teacache.stats
 
     def encode_image(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 or [0, 1] float frame -> (1, C, 1, h, w) normalized latent (VAE mode)."""
@@ -109,7 +119,7 @@ class DFSampler:
             filled += len(pixels)
         if filled != len(frames):
             raise RuntimeError(f"generated {filled} frames, expected {len(frames)}")
-        return DFResult(frames=frames, latents=torch.cat(latents, dim=2))
+        return DFResult(frames=frames, latents=torch.cat(latents, dim=2), stats=self.stats or None)
 
     def stream(self, cfg: GenerateConfig, image: np.ndarray | None = None, end_image: np.ndarray | None = None,
                video: np.ndarray | None = None, progress: bool = False
@@ -215,7 +225,10 @@ class DFSampler:
 
         history = None if plan.history is None else plan.history.to(device)
         windows = plan.windows
-        with block_causal_attention(dit, layout), tqdm(total=len(windows), desc="windows", disable=not progress) as bar:
+        self.teacache = TeaCache(cfg.teacache_threshold, cfg.teacache_retention_steps) if cfg.teacache else None
+        tea = teacache_blocks(dit, self.teacache, layout) if self.teacache is not None else nullcontext()
+        with block_causal_attention(dit, layout), tea, \
+                tqdm(total=len(windows), desc="windows", disable=not progress) as bar:
             for index, (win, prompt) in enumerate(zip(windows, plan.prompts, strict=True)):
                 shape = (1, dit.config.in_channels, win.num_frames, h, w)
                 latents = torch.randn(shape, generator=noise_gen, dtype=torch.float32).to(device)
@@ -254,6 +267,9 @@ class DFSampler:
         # The reference re-noises history with fresh noise every row, so nothing after it is reusable then.
         use_cache = causal and cfg.kv_cache and not (cfg.addnoise_condition > 0 and prefix)
         layout.kv, layout.cached_frames = ({} if use_cache else None), 0
+        tea = self.teacache
+        if tea is not None:
+            tea.new_window()
         for row, (active_start, active_end) in enumerate(schedule.active_spans):
             # Block-causal attention: frames after the last started block cannot change any output we keep,
             # and whole finished blocks before the first active frame only feed their cached keys/values.
@@ -270,6 +286,10 @@ class DFSampler:
                 model_input = model_input.clone()
                 model_input[:, :, :prefix] = history * (1.0 - noise_factor) + noise.to(history.device) * noise_factor
                 t[:, :prefix] = int(cfg.addnoise_condition)
+            if tea is not None:
+                # A pass that stores newly finished blocks' keys/values must run (a skipped one stores none).
+                tea.begin_row(start, end, schedule.update_mask[row, start:end], schedule.step_index[row, start:end],
+                              cfg.num_inference_steps, force=use_cache and layout.store_until > layout.cached_frames)
             pred = self._guided_velocity(model_input, t, text, cfg, fps_ids)
             layout.cached_frames = max(layout.cached_frames, layout.store_until)
             for (lo, hi), solver in zip(groups, solvers, strict=True):

@@ -43,6 +43,15 @@ class GenerateConfig(BaseModel):
     kv_cache: bool = Field(True, description="under block-causal attention, compute finished blocks' keys/"
                            "values once; exact only while history is not re-noised each row, so it is off "
                            "for windows with history when addnoise_condition > 0")
+    # TeaCache (Liu et al. 2024, arXiv 2411.19108): lossy, reported separately; off by default.
+    teacache: bool = Field(False, description="skip the DiT's transformer blocks on steps whose timestep-"
+                           "modulated input changed little since the last computed step, reusing that step's "
+                           "block residual (models/teacache.py); approximate, so off by default")
+    teacache_threshold: float = Field(0.1, ge=0, description="TeaCache: skip while the accumulated relative L1 "
+                                      "change of the first block's modulated input stays below this; 0 computes "
+                                      "every step, larger skips more")
+    teacache_retention_steps: int = Field(1, ge=0, description="TeaCache: a frame's first steps always run the "
+                                          "blocks (its last step does too)")
 
     @model_validator(mode="after")
     def _check(self) -> GenerateConfig:
