@@ -118,8 +118,14 @@ def frame_stream(checkpoint: str, cfg: GenerateConfig, image=None, end_image=Non
     from models.df_sampler import DFSampler
 
     sampler = DFSampler(load_pipeline_components(checkpoint))
-    return (pixels for _, pixels in sampler.stream(cfg, image, end_image, video, progress)), {
-        "sampler": "diffusion-forcing"}
+    facts: dict = {"sampler": "diffusion-forcing"}
+
+    def chunks():
+        for _, pixels in sampler.stream(cfg, image, end_image, video, progress):
+            yield pixels
+        facts.update(sampler.stats)  # TeaCache's computed / skipped passes, once the stream is spent
+
+    return chunks(), facts
 
 
 def generate_video(checkpoint: str, cfg: GenerateConfig, out: str, image: str | None = None,
