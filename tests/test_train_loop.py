@@ -81,9 +81,16 @@ def test_bucket_batch_size_follows_token_budget():
 
 
 def _run(steps: int, steps_dir: str, **update):
-    cfg, stage = stage_cfg(steps, **update)
-    model = build_components("tiny")["transformer"]
-    return train(PlainEngine(model, stage), OverfitSet(), LoopSpec(stage, cfg, cfg.resolutions["256p"], steps_dir, 16))
+    # One intra-op thread: a parallel reduction's split may differ run to run, and bit-exactness is
+    # promised for a fixed configuration (seed, threads, hardware).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg, stage = stage_cfg(steps, **update)
+        model = build_components("tiny")["transformer"]
+        return train(PlainEngine(model, stage), OverfitSet(), LoopSpec(stage, cfg, cfg.resolutions["256p"], steps_dir, 16))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _eval_loss(model) -> float:
@@ -122,6 +129,7 @@ def test_resume_after_kill_reproduces_the_loss_curve_bit_exactly(tmp_path):
     killed = tmp_path / "killed"
     script = (
         "import os, signal, sys; sys.path.insert(0, 'tests')\n"
+        "import torch; torch.set_num_threads(1)\n"
         "from test_train_loop import _run\n"
         "from tasks.train import loop\n"
         "orig = loop.train\n"
