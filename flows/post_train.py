@@ -14,16 +14,15 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.curate import UntilReached, stage_task
+from flows.pretrain import train_phase
 from infra.config import PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
-from tasks import dpo, latents, pairs, pretrain, reward, video
+from tasks import dpo, pairs, reward, video
 
 pairs_task = stage_task(pairs.run, "pairs")
 reward_task = stage_task(reward.run, "reward")
 dpo_task = stage_task(dpo.run, "dpo")
-latents_task = stage_task(latents.run, "latents")
-train_task = stage_task(pretrain.run, "train")
 video_task = stage_task(video.run, "video")
 
 
@@ -31,7 +30,7 @@ video_task = stage_task(video.run, "video")
 def post_train_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manifest], sft: Manifest,
                     until: str | None = None) -> Manifest:
     ctx = open_run(cfg, run_id)
-    post, train = cfg.post, cfg.train
+    post = cfg.post
 
     def done(name: str, manifest: Manifest) -> Manifest:
         if name == until:
@@ -46,13 +45,9 @@ def post_train_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manife
         for k in range(1, post.dpo.rounds + 1):
             current = checkpoints[f"dpo-{k}"] = done(f"dpo-{k}", dpo_task(ctx, post.dpo, k, current, reward_model,
                                                                          datasets[post.pairs.dataset]))
-        for name, stage in train.stages.items():
-            if stage.phase != "post":
-                continue
-            init = checkpoints[stage.init_from]
-            cache = latents_task(ctx, train.latents, datasets[stage.dataset], pretrain.checkpoint_dir(init),
-                                 stage.resolution, train.resolutions[stage.resolution], stage.media, stage.fps_only)
-            checkpoints[name] = done(name, train_task(ctx, train, name, cache, init))
-        return video_task(ctx, post.video, train, current if not checkpoints else list(checkpoints.values())[-1])
+        checkpoints = train_phase(ctx, cfg, datasets, "post", checkpoints, until)  # forcing, sft-720p
+        if until in checkpoints:
+            return checkpoints[until]
+        return video_task(ctx, post.video, cfg.train, list(checkpoints.values())[-1])
     except UntilReached as reached:
         return reached.manifest

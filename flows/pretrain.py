@@ -21,15 +21,13 @@ latents_task = stage_task(latents.run, "latents")
 train_task = stage_task(pretrain.run, "train")
 
 
-@flow(name="pretrain", flow_run_name="pretrain-{run_id}")
-def pretrain_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manifest],
-                  until: str | None = None) -> dict[str, Manifest]:
-    """Runs cfg.train.stages in order; returns each stage's checkpoint manifest by stage name."""
-    ctx = open_run(cfg, run_id)
+def train_phase(ctx, cfg: PipelineConfig, datasets: dict[str, Manifest], phase: str,
+                checkpoints: dict[str, Manifest], until: str | None = None) -> dict[str, Manifest]:
+    """Runs the ``phase`` stages of cfg.train.stages in order, each on its dataset's latent cache and from its
+    ``init_from`` checkpoint (looked up in ``checkpoints``, which it extends); stops after ``until``."""
     train = cfg.train
-    checkpoints: dict[str, Manifest] = {}
     for name, stage in train.stages.items():
-        if stage.phase != "pretrain":
+        if stage.phase != phase:
             continue
         init = checkpoints[stage.init_from] if stage.init_from else None
         init_dir = pretrain.checkpoint_dir(init) if init else pretrain.base_checkpoint(cfg)
@@ -39,3 +37,10 @@ def pretrain_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manifest
         if name == until:
             break
     return checkpoints
+
+
+@flow(name="pretrain", flow_run_name="pretrain-{run_id}")
+def pretrain_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manifest],
+                  until: str | None = None) -> dict[str, Manifest]:
+    """Runs the pretraining stages in order; returns each stage's checkpoint manifest by stage name."""
+    return train_phase(open_run(cfg, run_id), cfg, datasets, "pretrain", {}, until)

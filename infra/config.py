@@ -202,10 +202,14 @@ class PipelineConfig(_Cfg):
         return self
 
 
+def value_hash(value: Any) -> str:
+    """Stable 16-hex hash of JSON-able values (dict keys sorted; anything else by its str)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def config_hash(cfg: BaseModel) -> str:
     """Stable hash of a config's values: part of every stage's resume key."""
-    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return value_hash(cfg.model_dump(mode="json"))
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

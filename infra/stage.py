@@ -88,7 +88,9 @@ def run_stage(
             ctx.tracker.log_input(rid, sample, upstream.uri, upstream.stage, upstream.fingerprint)
         tmp_uri = mf.tmp_dir_for(final_uri)
         storage.makedirs(tmp_uri)
-        work = StageWork(name, tmp_uri, final_uri, scratch, mlflow_run=rid)
+        # The child run id is published with the stats, so a later step (model registration) finds the
+        # run that produced the output whether the stage ran now or was skipped as already published.
+        work = StageWork(name, tmp_uri, final_uri, scratch, stats={"mlflow_run": rid}, mlflow_run=rid)
         started = time.time()
         log.warning("stage %-8s running -> %s", name, final_uri)
         try:

@@ -69,11 +69,12 @@ def load_transformer(path: str, dtype: torch.dtype = torch.float32):
     return SkyReelsV2Transformer3DModel.from_pretrained(Path(path) / "transformer", torch_dtype=dtype)
 
 
-def architecture(model) -> dict:
-    """The config keys that define the DiT's shape (what a later stage expects of its input)."""
+def architecture(config) -> dict:
+    """The config keys that define the DiT's shape (what a later stage expects of its input), from a DiT's
+    ``config`` or its ``transformer/config.json`` as ``check_checkpoint`` returns it."""
     keys = ("patch_size", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels",
             "text_dim", "freq_dim", "ffn_dim", "num_layers")
-    return {k: (list(v) if isinstance(v, tuple) else v) for k in keys if (v := model.config.get(k)) is not None}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k in keys if (v := config.get(k)) is not None}
 
 
 def without_fps_embedding(model):

@@ -51,6 +51,18 @@ def _as_uint8_clip(clip) -> np.ndarray:
     return clip.to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def sample_indices(num_frames: int, frames: int) -> np.ndarray:
+    """``frames`` indices as consecutive pairs (t, t + 1) whose starts spread evenly over the video (first
+    pair at the start, last at the end); an odd ``frames`` ends with the last frame. Adjacent frames show
+    frame-to-frame defects that evenly spaced ones skip: a held (repeated) frame, flicker, noise that
+    changes every frame. Each pair fills one temporal patch of the Qwen2.5-VL vision tower (2 frames)."""
+    if num_frames < 2:
+        return np.zeros(frames, dtype=int)
+    starts = np.linspace(0, num_frames - 2, frames // 2).round().astype(int)
+    pairs = np.stack([starts, starts + 1], axis=1).reshape(-1)
+    return np.concatenate([pairs, [num_frames - 1] * (frames % 2)]).astype(int)
+
+
 class RewardModel(nn.Module):
     def __init__(self, backbone: nn.Module, tokenizer, cfg: RewardModelConfig, seed: int = 0):
         super().__init__()

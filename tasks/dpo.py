@@ -32,14 +32,16 @@ from infra.config_train import TrainStageConfig
 from infra.manifest import Manifest
 from infra.stage import StageContext, StageWork, run_stage
 from infra.video import write_video
-from models.checkpoint import is_diffusion_forcing, load_pipeline_components, pipeline_class_name
+from models.checkpoint import is_diffusion_forcing, pipeline_class_name
 from models.dit import check_checkpoint, load_transformer, write_checkpoint
 from models.latent_encode import denormalise_latents, encode_text
+from models.reward_model import sample_indices
 from tasks.datasets import flag
 from tasks.dpo_objective import FlowDPO, Pair, PairCache, measure_margin
 from tasks.pretrain import CHECKPOINT, checkpoint_dir, steps_dir
-from tasks.reward import load_reward_model, sample_indices
+from tasks.reward import load_reward_model
 from tasks.train.loop import LoopSpec, train
+from tasks.train.samples import frozen_parts, reference_pipeline
 from tasks.train.worker import make_engine
 
 log = logging.getLogger("reelflow.dpo")
@@ -68,8 +70,7 @@ class Generator:
     """The checkpoint's frozen parts (VAE, umT5, tokenizer, scheduler) and the pipeline its DiT needs."""
 
     def __init__(self, init_dir: str, cfg: DPOConfig, height: int, width: int):
-        self.parts = load_pipeline_components(init_dir)
-        self.parts.pop("transformer")
+        self.parts = frozen_parts(init_dir)
         for part in ("vae", "text_encoder"):
             self.parts[part].to(DEVICE)
         self.cfg, self.height, self.width = cfg, height, width
@@ -78,21 +79,13 @@ class Generator:
     @torch.no_grad()
     def __call__(self, transformer, prompt: str, seeds: list[int]) -> tuple[torch.Tensor, np.ndarray]:
         """(normalised latents [K, C, F, h, w], frames uint8 [K, T, H, W, 3]): one video per seed."""
-        from diffusers import SkyReelsV2DiffusionForcingPipeline, SkyReelsV2Pipeline
-
         was_training = transformer.training
         transformer.eval()
         try:
-            chunk = len(seeds)
-            if transformer.config.inject_sample_info or self.diffusion_forcing:
-                pipe = SkyReelsV2DiffusionForcingPipeline(transformer=transformer, **self.parts)
-                extra = {"base_num_frames": self.cfg.frames, "ar_step": 0, "fps": FPS}
-                # diffusers' DF forward tiles the FPS embedding frame-major against batch-major timesteps
-                # (a shape error for B > 1): one video per call
-                chunk = 1 if transformer.config.inject_sample_info else chunk
-            else:
-                pipe, extra = SkyReelsV2Pipeline(transformer=transformer, **self.parts), {}
-            pipe.set_progress_bar_config(disable=True)
+            pipe, extra = reference_pipeline(transformer, self.parts, self.diffusion_forcing, self.cfg.frames, FPS)
+            # diffusers' DF forward tiles the FPS embedding frame-major against batch-major timesteps
+            # (a shape error for B > 1): one video per call while the DiT has the embedding
+            chunk = 1 if transformer.config.inject_sample_info else len(seeds)
             latents = torch.cat([
                 pipe(prompt, height=self.height, width=self.width, num_frames=self.cfg.frames,
                      num_inference_steps=self.cfg.sample_steps, guidance_scale=self.cfg.guidance_scale,
@@ -109,7 +102,7 @@ class Generator:
 
 def score_videos(reward_model, frames: np.ndarray, count: int) -> torch.Tensor:
     """Reward-model scores of uint8 videos [K, T, H, W, 3], each seen through the ``count`` frames the reward
-    model was trained on (``tasks.reward.sample_indices``: consecutive pairs spread over the video)."""
+    model was trained on (``models.reward_model.sample_indices``: consecutive pairs spread over the video)."""
     index = sample_indices(frames.shape[1], count)
     return reward_model.score([clip[index] for clip in frames]).float()
 
@@ -191,10 +184,8 @@ def run(ctx: StageContext, cfg: DPOConfig, round: int, init: Manifest, reward: M
              "reward_frames": ctx.cfg.post.reward.frames, "engine": train_cfg.engine,
              "logit_normal": [train_cfg.logit_normal_mean, train_cfg.logit_normal_std]}
     key_extra = hashlib.sha256(repr(sorted(extra.items())).encode()).hexdigest()[:16]
-    ran: dict[str, str] = {}
 
     def body(work: StageWork) -> pa.Table:
-        ran["mlflow_run"] = work.mlflow_run
         ctx.tracker.log_params(work.mlflow_run, {"round": extra, "init_checkpoint": init_dir})
         folder = steps_dir(ctx, name, mf.resume_key(key_extra, [init, reward, dataset]))
         os.makedirs(folder, exist_ok=True)
@@ -240,5 +231,5 @@ def run(ctx: StageContext, cfg: DPOConfig, round: int, init: Manifest, reward: M
 
     published = run_stage(ctx, name, cfg, [init, reward, dataset], body, key_extra)
     ctx.tracker.ensure_registered(f"{ctx.cfg.tracking.experiment}-{ctx.profile}-dit", checkpoint_dir(published),
-                                  ran.get("mlflow_run"), name, {"reelflow.run_id": ctx.run_id})
+                                  published.stats.get("mlflow_run"), name, {"reelflow.run_id": ctx.run_id})
     return published

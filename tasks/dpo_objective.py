@@ -16,8 +16,8 @@ import torch
 from infra.config_train import TrainConfig, fps_index
 from models import flow_matching as fm
 from models.flow_dpo import flow_dpo_loss, flow_matching_error, shared_noise_pair
-from tasks.train.data import Batch, tokens_per_sample
-from tasks.train.loop import predict
+from tasks.train.data import Batch, pad_text, tokens_per_sample
+from tasks.train.loop import predict, step_generator
 
 
 @dataclass
@@ -66,10 +66,7 @@ class PairCache:
 
     @staticmethod
     def collate(pairs: list[Pair], text_len: int) -> PairBatch:
-        text = torch.zeros(len(pairs), text_len, pairs[0].text.shape[-1], dtype=pairs[0].text.dtype)
-        for i, p in enumerate(pairs):
-            n = min(text_len, p.text.shape[0])
-            text[i, :n] = p.text[:n]
+        text = pad_text([p.text for p in pairs], text_len)
         chosen = torch.stack([p.chosen for p in pairs])
         fps = torch.tensor([fps_index(p.fps) for p in pairs], dtype=torch.long)
         return PairBatch(chosen, torch.stack([p.rejected for p in pairs]), text, fps,
@@ -96,7 +93,7 @@ class FlowDPO:
 
     def noise(self, seed: int, step: int, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """One logit-normal t and one noise per pair (shared by its two videos), a pure function of (seed, step)."""
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        gen = step_generator(seed, step)
         return draw(batch, gen, self.cfg)
 
     def loss(self, model, batch: PairBatch, x0, t, autocast: bool) -> tuple[torch.Tensor, dict]:

@@ -14,8 +14,6 @@ caption, shard_uri, key, error); a clip that fills no bucket or fails to decode 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -24,7 +22,7 @@ import pyarrow as pa
 import torch
 
 from infra import storage
-from infra.config import ConfigError
+from infra.config import ConfigError, value_hash
 from infra.config_train import FPS_RATES, LatentsConfig, ResolutionConfig
 from infra.manifest import Manifest, read_rows
 from infra.raydata import flat_map_rows
@@ -202,8 +200,7 @@ def run(ctx: StageContext, cfg: LatentsConfig, dataset: Manifest, checkpoint_dir
     fingerprint = encoder_fingerprint(checkpoint_dir)
     folder = cache_folder(cache_root(cfg, ctx.cfg.storage.run_root), fingerprint, res)
     key_parts = {"encoder": fingerprint, "text_len": cfg.text_len, "text_dtype": cfg.text_dtype}
-    extra = hashlib.sha256(json.dumps({"res": res.model_dump(), "media": media, "fps_only": fps_only,
-                                       "folder": folder, **key_parts}, sort_keys=True).encode()).hexdigest()[:16]
+    extra = value_hash({"res": res.model_dump(), "media": media, "fps_only": fps_only, "folder": folder, **key_parts})
 
     def body(work: StageWork) -> pa.Table:
         rows = read_rows(dataset)

@@ -17,7 +17,6 @@ each labelled pair. How verdicts arrive follows the audit mode (``audit.mode``, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ import pandas as pd
 
 from infra import storage
 from infra.audit_store import audit_uri
+from infra.config import value_hash
 from infra.config_datasets import AuditConfig
 from infra.manifest import Manifest
 from infra.pair_audit_store import (
@@ -87,7 +87,7 @@ def _wait(sample: PairAuditSample, store: PairVerdictStore, cfg: AuditConfig, ru
 
 def labels_key(labels: dict[str, dict]) -> str:
     """A short hash of the labels: the reward stage's ``key_extra``, so new labels re-train it."""
-    return hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
+    return value_hash(labels)
 
 
 def _log(ctx: StageContext, mode: str, sample: PairAuditSample, verdicts: dict[str, PairVerdict]) -> None:

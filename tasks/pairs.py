@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from infra import manifest as mf
 from infra import storage
-from infra.config import ConfigError
+from infra.config import ConfigError, value_hash
 from infra.config_datasets import AuditConfig
 from infra.config_post import PairsConfig
 from infra.manifest import Manifest
@@ -59,7 +59,7 @@ def derived_seed(*parts) -> int:
 
 
 def pair_id(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+    return value_hash(parts)
 
 
 def real_frames(row: dict, count: int, height: int, width: int) -> np.ndarray:
@@ -259,7 +259,7 @@ def run(ctx: StageContext, cfg: PairsConfig, audit_cfg: AuditConfig, dataset: Ma
     size = resolutions[cfg.resolution].size(16 / 9)
     folder, mode = checkpoint_dir(checkpoint), ctx.cfg.post.human_pairs_mode
     clip_model, text_len = _clip_model(ctx, cfg), ctx.cfg.train.latents.text_len
-    key_extra = hashlib.sha256(json.dumps([mode, size, text_len, clip_model]).encode()).hexdigest()[:16]
+    key_extra = value_hash([mode, size, text_len, clip_model])
 
     def body(work: StageWork) -> pa.Table:
         items = plan_items(mf.read_table(dataset), cfg, dataset.stage, mode)

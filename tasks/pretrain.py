@@ -9,21 +9,20 @@ step; the finished checkpoint is registered in MLflow with the stage name as its
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
+import statistics
 from pathlib import Path
 
 import pyarrow as pa
 
 from infra import storage
-from infra.config import PipelineConfig, config_hash
+from infra.config import PipelineConfig, config_hash, value_hash
 from infra.config_train import TrainConfig
 from infra.manifest import Manifest
 from infra.stage import StageContext, StageWork, run_stage
 from models.checkpoint import init_checkpoint
-from models.dit import architecture, check_checkpoint, load_transformer
+from models.dit import architecture, check_checkpoint
 from tasks.train.samples import sample_checkpoint, sample_size
 from tasks.train.worker import train_worker
 
@@ -48,14 +47,10 @@ def base_checkpoint(cfg: PipelineConfig) -> str:
     return str(path)
 
 
-def _fingerprint(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _weights_fingerprint(path: str) -> str:
     """Identifies a base checkpoint folder in the resume key (path, size and mtime of the DiT weights)."""
     files = sorted(Path(path, "transformer").glob("*.safetensors"))
-    return _fingerprint([str(path)] + [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files])
+    return value_hash([str(path)] + [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files])
 
 
 HISTORY_SCHEMA = pa.schema([
@@ -85,30 +80,29 @@ def run(ctx: StageContext, cfg: TrainConfig, name: str, latents: Manifest, init:
     engine = {"engine": cfg.engine, "zero_stage": cfg.zero_stage, "num_workers": cfg.num_workers,
               "mixed_precision": cfg.mixed_precision, "logit_normal": [cfg.logit_normal_mean, cfg.logit_normal_std],
               "text_len": cfg.latents.text_len, "resolution": cfg.resolutions[stage.resolution].model_dump(mode="json")}
-    key_extra = _fingerprint([engine, None if init is not None else _weights_fingerprint(init_dir)])
-    ran: dict[str, str] = {}
+    key_extra = value_hash([engine, None if init is not None else _weights_fingerprint(init_dir)])
 
     def body(work: StageWork) -> pa.Table:
-        ran["mlflow_run"] = work.mlflow_run
         ctx.tracker.log_params(work.mlflow_run, {"train": engine, "init_checkpoint": init_dir})
         out_dir = storage.join(work.tmp_uri, CHECKPOINT)
         job = {"stage": stage.model_dump(mode="json"), "train": cfg.model_dump(mode="json"),
                "latents": latents.model_dump(mode="json"), "init_dir": init_dir, "out_dir": out_dir,
                "steps_dir": steps_dir(ctx, name, config_hash(stage) + key_extra),
-               "tracking_uri": ctx.tracker.tracking_uri, "mlflow_run": work.mlflow_run}
+               "tracking_uri": ctx.tracker.tracking_uri, "experiment": ctx.cfg.tracking.experiment,
+               "mlflow_run": work.mlflow_run}
         history = launch_job(job, cfg)
         height, width = sample_size(stage, cfg.resolutions)
         work.artifacts += sample_checkpoint(out_dir, cfg.sample, height, width, os.path.join(work.scratch_dir, "samples"))
         first, last = history[0]["loss"], history[-1]["loss"]
         work.metrics.update({"first_loss": first, "final_loss": last, "steps": len(history),
-                             "tokens_per_s_median": _median([r["tokens_per_s"] for r in history])})
+                             "tokens_per_s_median": statistics.median_high(r["tokens_per_s"] for r in history)})
         work.stats.update({"checkpoint": checkpoint_dir_of(work.final_uri), "first_loss": first, "final_loss": last,
-                           "architecture": architecture(load_transformer(out_dir))})
+                           "architecture": architecture(check_checkpoint(out_dir)["transformer"])})
         return pa.Table.from_pylist(history, schema=HISTORY_SCHEMA)
 
     published = run_stage(ctx, name, stage, inputs, body, key_extra)
     ctx.tracker.ensure_registered(f"{ctx.cfg.tracking.experiment}-{ctx.profile}-dit", checkpoint_dir(published),
-                                  ran.get("mlflow_run"), name, {"reelflow.run_id": ctx.run_id})
+                                  published.stats.get("mlflow_run"), name, {"reelflow.run_id": ctx.run_id})
     return published
 
 
@@ -119,7 +113,7 @@ def checkpoint_dir_of(stage_uri: str) -> str:
 def steps_dir(ctx: StageContext, name: str, key: str) -> str:
     """Local folder of a stage's step checkpoints (under the run when the run root is local)."""
     root = ctx.run_uri if not storage.is_remote(ctx.run_uri) else os.path.join(ctx.cfg.state_dir, "steps", ctx.run_id)
-    return os.path.join(root.removeprefix("file://"), ".steps", f"{name}-{_fingerprint(key)}")
+    return os.path.join(root.removeprefix("file://"), ".steps", f"{name}-{value_hash(key)}")
 
 
 def launch_job(job: dict, cfg: TrainConfig) -> list[dict]:
@@ -128,8 +122,3 @@ def launch_job(job: dict, cfg: TrainConfig) -> list[dict]:
     from tasks.train.launch import launch
 
     return launch(train_worker, job, cfg)
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if ordered else 0.0

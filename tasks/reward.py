@@ -44,7 +44,7 @@ from models.reward_loss import (
     pairwise_accuracy,
     tie_calibration,
 )
-from models.reward_model import RewardModel, RewardModelConfig, build_tiny_reward_model
+from models.reward_model import RewardModel, RewardModelConfig, build_tiny_reward_model, sample_indices
 
 log = logging.getLogger("reelflow.reward")
 MODEL_DIR, EVALUATION = "reward_model", "evaluation.json"
@@ -94,18 +94,6 @@ def holdout_keys(keys: list[str], share: float, seed: int) -> set[str]:
     count = min(max(1, round(share * len(unique))), len(unique) - 1)
     order = np.random.default_rng(seed).permutation(len(unique))
     return {unique[i] for i in order[:count]}
-
-
-def sample_indices(num_frames: int, frames: int) -> np.ndarray:
-    """``frames`` indices as consecutive pairs (t, t + 1) whose starts spread evenly over the video (first
-    pair at the start, last at the end); an odd ``frames`` ends with the last frame. Adjacent frames show
-    frame-to-frame defects that evenly spaced ones skip: a held (repeated) frame, flicker, noise that
-    changes every frame. Each pair fills one temporal patch of the Qwen2.5-VL vision tower (2 frames)."""
-    if num_frames < 2:
-        return np.zeros(frames, dtype=int)
-    starts = np.linspace(0, num_frames - 2, frames // 2).round().astype(int)
-    pairs = np.stack([starts, starts + 1], axis=1).reshape(-1)
-    return np.concatenate([pairs, [num_frames - 1] * (frames % 2)]).astype(int)
 
 
 class FrameCache:
@@ -280,10 +268,9 @@ def run(ctx: StageContext, cfg: RewardConfig, pairs: Manifest) -> Manifest:
     from tasks.pair_audit import apply_labels, human_labels, labels_key
 
     labels = human_labels(ctx, pairs)  # human pairs labelled on the audit page (or a labels file)
-    ran: dict[str, str] = {}
 
     def body(work: StageWork) -> pa.Table:
-        ran["mlflow_run"] = rid = work.mlflow_run
+        rid = work.mlflow_run
         rows = apply_labels(read_table(pairs), labels).to_dict("records")
         table = pd.DataFrame({
             "pair_id": [r["pair_id"] for r in rows], "kind": [r.get("kind") for r in rows],
@@ -342,5 +329,5 @@ def run(ctx: StageContext, cfg: RewardConfig, pairs: Manifest) -> Manifest:
     # New human labels re-train the model: they are not part of the pairs manifest's fingerprint.
     published = run_stage(ctx, "reward", cfg, [pairs], body, labels_key(labels) if labels else "")
     ctx.tracker.ensure_registered(f"{ctx.cfg.tracking.experiment}-{ctx.profile}-reward", reward_model_dir(published),
-                                  ran.get("mlflow_run"), "reward", {"reelflow.run_id": ctx.run_id})
+                                  published.stats.get("mlflow_run"), "reward", {"reelflow.run_id": ctx.run_id})
     return published

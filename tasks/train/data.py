@@ -75,11 +75,17 @@ class Batch:
         return Batch(self.latents[part], self.text[part], self.fps[part], self.tokens // world)
 
 
+def pad_text(texts: list[torch.Tensor], text_len: int) -> torch.Tensor:
+    """[B, text_len, D] from unpadded [L_i, D] features: zero-padded (or cut) as diffusers pads prompt embeddings."""
+    out = torch.zeros(len(texts), text_len, texts[0].shape[-1], dtype=texts[0].dtype)
+    for i, text in enumerate(texts):
+        n = min(text_len, text.shape[0])
+        out[i, :n] = text[:n]
+    return out
+
+
 def collate(samples, text_len: int) -> Batch:
     latents = torch.stack([s.latent for s in samples])
-    text = torch.zeros(len(samples), text_len, samples[0].text.shape[-1], dtype=samples[0].text.dtype)
-    for i, s in enumerate(samples):
-        n = min(text_len, s.text.shape[0])
-        text[i, :n] = s.text[:n]
+    text = pad_text([s.text for s in samples], text_len)
     fps = torch.tensor([fps_index(s.fps) for s in samples], dtype=torch.long)
     return Batch(latents, text, fps, tokens_per_sample(tuple(latents.shape[1:])) * len(samples))

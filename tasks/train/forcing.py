@@ -15,7 +15,7 @@ from infra.config_train import TrainConfig
 from models import flow_matching as fm
 from models.fopp import sample_fopp
 from tasks.train.data import Batch
-from tasks.train.loop import predict
+from tasks.train.loop import predict, step_generator
 
 NUM_STEPS = fm.NUM_TRAIN_TIMESTEPS
 
@@ -31,7 +31,7 @@ class DiffusionForcing:
         self.cfg = cfg
 
     def noise(self, seed: int, step: int, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        gen = step_generator(seed, step)
         b, _, frames = batch.latents.shape[:3]
         t = fopp_t(b, frames, gen).to(batch.latents.dtype)
         return torch.randn(batch.latents.shape, generator=gen, dtype=batch.latents.dtype), t

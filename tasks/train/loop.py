@@ -35,9 +35,15 @@ class LoopSpec:
     text_len: int
 
 
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of one step's draws (noise, t) for the whole global batch: a pure function of (seed, step),
+    so N data-parallel ranks draw what one process would and a resumed run draws what it drew before."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
 def step_noise(seed: int, step: int, latents: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_0, t) for a global batch: N(0, I) noise and logit-normal t, a pure function of (seed, step)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    gen = step_generator(seed, step)
     t = fm.sample_t(latents.shape[0], gen, cfg.logit_normal_mean, cfg.logit_normal_std)
     x0 = torch.randn(latents.shape, generator=gen, dtype=latents.dtype)
     return x0, t

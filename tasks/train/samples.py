@@ -16,30 +16,41 @@ from infra.config_train import SampleConfig, TrainStageConfig
 from infra.video import write_video
 
 
+def frozen_parts(checkpoint_dir: str) -> dict:
+    """A checkpoint's components training leaves alone (VAE, umT5, tokenizer, scheduler), loaded once."""
+    from models.checkpoint import load_pipeline_components
+
+    parts = load_pipeline_components(checkpoint_dir)
+    parts.pop("transformer")
+    return parts
+
+
+def reference_pipeline(transformer, parts: dict, diffusion_forcing: bool, frames: int, fps: int = 24):
+    """(pipeline, extra call kwargs): diffusers' DF pipeline for a DiT with the FPS embedding or a
+    diffusion-forcing checkpoint (synchronous, one window), the full-sequence one otherwise."""
+    from diffusers import SkyReelsV2DiffusionForcingPipeline, SkyReelsV2Pipeline
+
+    if transformer.config.inject_sample_info or diffusion_forcing:
+        pipe = SkyReelsV2DiffusionForcingPipeline(transformer=transformer, **parts)
+        extra = {"base_num_frames": frames, "ar_step": 0, "fps": fps}
+    else:
+        pipe, extra = SkyReelsV2Pipeline(transformer=transformer, **parts), {}
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, extra
+
+
 class Sampler:
-    """Holds the frozen components (VAE, umT5, tokenizer, scheduler) of ``checkpoint_dir`` once."""
+    """Videos at the fixed prompts and seed of ``cfg`` from a DiT and the frozen ``parts`` around it."""
 
-    def __init__(self, checkpoint_dir: str, cfg: SampleConfig, height: int, width: int):
-        from models.checkpoint import load_pipeline_components
-
-        parts = load_pipeline_components(checkpoint_dir)
-        parts.pop("transformer")
+    def __init__(self, parts: dict, cfg: SampleConfig, height: int, width: int, diffusion_forcing: bool = False):
         self.parts, self.cfg, self.height, self.width = parts, cfg, height, width
-        self.diffusion_forcing = False
+        self.diffusion_forcing = diffusion_forcing
 
     def __call__(self, transformer, out_dir: str) -> list[str]:
-        from diffusers import SkyReelsV2DiffusionForcingPipeline, SkyReelsV2Pipeline
-
         was_training = transformer.training
         transformer.eval()
         try:
-            if transformer.config.inject_sample_info or self.diffusion_forcing:
-                pipe = SkyReelsV2DiffusionForcingPipeline(transformer=transformer, **self.parts)
-                extra = {"base_num_frames": self.cfg.frames, "ar_step": 0, "fps": 24}
-            else:
-                pipe = SkyReelsV2Pipeline(transformer=transformer, **self.parts)
-                extra = {}
-            pipe.set_progress_bar_config(disable=True)
+            pipe, extra = reference_pipeline(transformer, self.parts, self.diffusion_forcing, self.cfg.frames)
             os.makedirs(out_dir, exist_ok=True)
             paths = []
             for i, prompt in enumerate(self.cfg.prompts):
@@ -62,11 +73,9 @@ def sample_checkpoint(checkpoint_dir: str, cfg: SampleConfig, height: int, width
     from diffusers import DiffusionPipeline
 
     pipe = DiffusionPipeline.from_pretrained(checkpoint_dir, dtype=torch.float32)
-    sampler = Sampler.__new__(Sampler)
-    sampler.parts = {k: v for k, v in pipe.components.items() if k != "transformer"}
-    sampler.cfg, sampler.height, sampler.width = cfg, height, width
-    sampler.diffusion_forcing = type(pipe).__name__.startswith("SkyReelsV2DiffusionForcing")
-    return sampler(pipe.transformer, out_dir)
+    parts = {k: v for k, v in pipe.components.items() if k != "transformer"}
+    forcing = type(pipe).__name__.startswith("SkyReelsV2DiffusionForcing")
+    return Sampler(parts, cfg, height, width, forcing)(pipe.transformer, out_dir)
 
 
 def sample_size(stage: TrainStageConfig, resolutions) -> tuple[int, int]:

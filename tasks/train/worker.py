@@ -31,33 +31,22 @@ def make_engine(model, stage: TrainStageConfig, cfg: TrainConfig):
     return PlainEngine(model, stage)
 
 
-def _mlflow(job: dict):
+def _tracker(job: dict):
+    """The stage's MLflow store, reopened in this process (a worker may be another process or machine)."""
     if not job.get("mlflow_run"):
         return None
-    from mlflow import MlflowClient
+    from infra.tracking import Tracker
 
-    return MlflowClient(tracking_uri=job["tracking_uri"])
-
-
-def _metric_logger(client, run_id: str):
-    from mlflow.entities import Metric
-    from mlflow.utils.time import get_current_time_millis
-
-    def on_step(row: dict) -> None:
-        now = get_current_time_millis()
-        metrics = [Metric(k, float(v), now, row["step"]) for k, v in row.items() if k != "step"]
-        client.log_batch(run_id, metrics=metrics)
-
-    return on_step
+    return Tracker(job["tracking_uri"], job["experiment"])
 
 
-def _sample_logger(client, run_id: str, job: dict, stage: TrainStageConfig, cfg: TrainConfig, engine):
+def _sample_logger(tracker, run_id: str, job: dict, stage: TrainStageConfig, cfg: TrainConfig, engine):
     """Sample videos at fixed prompts/seed every ``sample_every`` steps, logged as run artifacts."""
     import tempfile
 
-    from tasks.train.samples import Sampler, sample_size
+    from tasks.train.samples import Sampler, frozen_parts, sample_size
 
-    sampler = Sampler(job["init_dir"], cfg.sample, *sample_size(stage, cfg.resolutions))
+    sampler = Sampler(frozen_parts(job["init_dir"]), cfg.sample, *sample_size(stage, cfg.resolutions))
 
     def on_sample(step: int) -> None:
         if cfg.zero_stage == 3 and engine.world_size > 1:
@@ -65,7 +54,7 @@ def _sample_logger(client, run_id: str, job: dict, stage: TrainStageConfig, cfg:
             return
         with tempfile.TemporaryDirectory() as tmp:
             for path in sampler(engine.module, tmp):
-                client.log_artifact(run_id, path, f"samples/step-{step:06d}")
+                tracker.log_artifact(run_id, path, f"samples/step-{step:06d}")
 
     return on_sample
 
@@ -95,12 +84,14 @@ def train_worker(job: dict) -> list[dict] | None:
     try:
         cache = open_cache(Manifest.model_validate(job["latents"]))
         spec = LoopSpec(stage, cfg, cfg.resolutions[stage.resolution], job["steps_dir"], cfg.latents.text_len)
-        client = _mlflow(job) if engine.rank == 0 else None
+        tracker = _tracker(job) if engine.rank == 0 else None
         hooks = {}
-        if client is not None:
-            hooks["on_step"] = _metric_logger(client, job["mlflow_run"])
+        if tracker is not None:
+            run_id = job["mlflow_run"]
+            hooks["on_step"] = lambda row: tracker.log_metrics(
+                run_id, {k: v for k, v in row.items() if k != "step"}, step=row["step"])
             if stage.sample_every:
-                hooks["on_sample"] = _sample_logger(client, job["mlflow_run"], job, stage, cfg, engine)
+                hooks["on_sample"] = _sample_logger(tracker, run_id, job, stage, cfg, engine)
         state = train(engine, cache, spec, objective=objective, **hooks)
         weights = state.ema or engine.full_state_dict()
         if engine.rank != 0:
