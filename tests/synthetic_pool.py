@@ -8,11 +8,7 @@ import numpy as np
 import pandas as pd
 
 from infra.config_datasets import load_columns
-
-# The report's Figure 5 "before" shares (Human 84.8, Scenery 8.8, Animal 4.1); the remaining 2.3%
-# is split over the three categories the report's figure does not name.
-REPORT_BEFORE = {"human": 0.848, "scenery": 0.088, "animal": 0.041, "architecture": 0.012,
-                 "vehicle": 0.007, "object": 0.004}
+from models.balance import REPORT_BEFORE  # the report's Figure 5 "before" shares
 
 
 def clip_ids(n: int, salt: str = "") -> list[str]:

@@ -6,12 +6,12 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_pool import REPORT_BEFORE, clip_ids, draw_categories, publish, stage_ctx
+from synthetic_pool import clip_ids, draw_categories, publish, stage_ctx
 
 from infra import manifest as mf
 from infra.config_datasets import BalanceConfig
 from infra.video import write_video
-from models.balance import assign_repeats, plan_counts, shares
+from models.balance import REPORT_AFTER, REPORT_BEFORE, assign_repeats, plan_counts, shares
 from tasks import balance
 from tasks.corpus.sprites import CATEGORY_WEIGHTS
 
@@ -28,7 +28,7 @@ def check_report_effect(cats):
     repeats = balanced(cats)
     before, after = shares(cats), shares(cats, repeats)
     assert before["human"] > 0.8
-    assert abs(after["human"] - 0.553) <= 0.03, after  # report: 84.8% -> 55.3%
+    assert abs(after["human"] - REPORT_AFTER["human"]) <= 0.03, after  # report: 84.8% -> 55.3%
     assert abs(repeats.sum() / len(cats) - 0.5) <= 0.03  # report: total reduced about 50%
     arr = np.array(cats)
     for cat in RARE:  # rare classes are kept whole
@@ -65,6 +65,21 @@ def test_pure_subsampling_bound():
         assert repeats[arr == cat].all()
     human = shares(cats, repeats)["human"]
     assert 0.6 < human < 0.75 and repeats.sum() < 0.5 * len(cats)
+
+
+def test_benchmark_measure_fails_an_unbalanced_result():
+    """benchmarks/balance.py: seeded draws, rare classes decided before balancing, and a pass that can fail."""
+    from benchmarks.balance import draw_categories as bench_draw
+    from benchmarks.balance import measure
+
+    cats = bench_draw(4000, CATEGORY_WEIGHTS, seed=8)
+    assert cats == bench_draw(4000, CATEGORY_WEIGHTS, seed=8) != bench_draw(4000, CATEGORY_WEIGHTS, seed=9)
+    good = measure(cats, CFG, check_before=False)
+    row = good["report"]["human"]
+    assert good["pass"] and row["diff_after"] == round(abs(row["after"] - 100 * REPORT_AFTER["human"]), 3)
+    bounded = measure(cats, CFG.model_copy(update={"max_repeat": 1}), check_before=False)  # pure subsampling
+    assert not bounded["pass"] and bounded["report"]["human"]["diff_after"] > 3
+    assert set(RARE) <= set(bounded["rare"]) and all(bounded["rare_kept_whole"].values())
 
 
 def test_seeded_order_independent_and_nested():
