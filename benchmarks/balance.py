@@ -5,7 +5,8 @@
 Issue target: concept balancing reproduces the report's before/after shares within 3 points on a corpus
 drawn with the report's skew. The report balances D_540p: Human 84.8% -> 55.3%, Scenery 8.8% -> 14.0%,
 Animal 4.1% -> 8.5%, total samples reduced by about 50% (``models.balance.REPORT_BEFORE`` /
-``REPORT_AFTER``; the 2.3% the figure leaves unnamed is split over our other three categories).
+``REPORT_AFTER``; the 2.3% the figure leaves unnamed is split over our other three categories in
+proportion to their after-targets, an assumption of ours).
 
 For each corpus and seed, ``--clips`` categories are drawn i.i.d. with numpy's seeded Generator from
 the skew's shares, then balanced exactly as stage ``D_post`` does (``plan_counts`` + ``assign_repeats``
@@ -25,9 +26,11 @@ report skew.
 
 Finding (results/balance.json): Animal's report share, 4.1%, lies just under its share of the budget
 (8.5% x 0.5 = 4.25%). A draw with Animal above that caps it at 8.5% like Human and Scenery; one below
-makes it a rare class, and the water-filling then hands it the part of the target that Vehicle and
-Object (0.7% / 0.4% of the pool in ``REPORT_BEFORE``'s split of the unnamed 2.3%) cannot reach even
-repeated 5x, so Animal ends near 12-13% (seed 0, and the expected counts).
+makes it a rare class, which the water-filling fills to its target only if the other rare classes can
+reach theirs. With ``REPORT_BEFORE``'s proportional split (0.48 / 0.91 / 0.91%) each of Architecture,
+Vehicle and Object needs 4.83 repeats, within max_repeat 5, so Animal lands at 8.5% (expected counts);
+a draw a few clips short (seed 0: Architecture 0.435% < 0.46%) re-spreads only a fraction of a point.
+An earlier uneven split (1.2 / 0.7 / 0.4%) left Vehicle and Object short and put Animal at 12-13%.
 """
 
 from __future__ import annotations

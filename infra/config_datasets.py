@@ -197,7 +197,8 @@ class BalanceConfig(_Cfg):
                                      description="Share of each category after balancing (normalised)")
     keep_fraction: float = Field(0.5, gt=0, le=1, description="Samples after / clips before (report: about 0.5)")
     # The report's after-shares need the classes it does not name to grow from 2.3% of the pool
-    # to 17.6% of a half-size set (~3.8x each): 5 leaves the water-filling room (models/balance.py).
+    # to 22.2% of a half-size set (0.222 * 0.5 / 0.023 = 4.83x each with REPORT_BEFORE's proportional
+    # split): 5 leaves the water-filling room (models/balance.py).
     max_repeat: int = Field(
         5, ge=1, le=100,
         description="Most times a rare clip may be repeated; 1 = pure subsampling (see models/balance.py)")
