@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import time
 
 import pandas as pd
@@ -213,6 +214,9 @@ def main() -> None:
     started = time.perf_counter()
     rows = score_all(clips, cfg)
     seconds = time.perf_counter() - started
+    # the scored rows, for looking into misses without scoring again
+    with open(os.path.join(args.work, f"rows-{shots_from}.pkl"), "wb") as fh:
+        pickle.dump(rows, fh)
     result = {
         "corpus": {"videos": args.videos, "seed": args.seed, "defect_rate": 0.6, "clips": len(clips),
                    "shots_from": "truth shot ranges" if args.truth_shots else "tasks.segment.segment_video (default config)"},

@@ -38,12 +38,19 @@ class StaticConfig(_Cfg):
 
 
 class MosaicConfig(_Cfg):
+    """Lattice of flat cells fixed over moving footage (tasks/filters/mosaic.py)."""
+
     enabled: bool = True
-    frames: int = Field(3, ge=1, le=32, description="RGB samples examined (a mosaic covers its whole shot)")
-    tile: int = Field(24, ge=8, le=128, description="Square tile size, in analysis pixels")
-    step_min: float = Field(3.0, ge=1, le=255, description="Luma difference that counts as a cell-edge step")
-    line_min: float = Field(0.5, gt=0, le=1, description="Share of a tile's rows stepping in one column for it to be a cell edge")
-    purity_min: float = Field(0.8, gt=0, le=1, description="Share of change carried by steps, and of steps lying on cell edges")
+    frames: int = Field(24, ge=1, le=256, description="Luma samples examined together (the lattice is fixed, the footage moves)")
+    quantile: float = Field(0.9, gt=0, le=1, description="Quantile over samples of each pixel's step to its neighbour")
+    step_min: float = Field(5.0, ge=1, le=255, description="Luma step that can be a cell edge")
+    ridge_ratio: float = Field(2.0, ge=1, le=100, description="A cell edge steps this many times more than the two pixels either side")
+    line_run: int = Field(7, ge=3, le=64, description="Pixels along an edge over which it must continue")
+    run_share: float = Field(0.7, gt=0, le=1, description="Share of those pixels that must step")
+    window: int = Field(24, ge=8, le=256, description="Square window judged at once, in analysis pixels")
+    line_density: float = Field(0.06, gt=0, le=1, description="Share of a window's pixels on edges, per axis (cells up to ~1/this px)")
+    quiet_ratio: float = Field(0.35, gt=0, le=1, description="Change off the edges at most this share of the change on them")
+    codec_share: float = Field(0.3, gt=0, le=1, description="Edges on the 8x8 codec grid in both axes at or above this share: blockiness, not a mosaic")
 
 
 class TextConfig(_Cfg):

@@ -10,11 +10,13 @@ import pytest
 
 from infra.config_filters import ScoreConfig
 from models.vtss import fit_vtss, prior_weights, vtss
+from tasks.corpus.defects import pixelate
 from tasks.filters.black import BlackFilter
 from tasks.filters.border import BorderFilter
 from tasks.filters.dedup import DedupFilter, group_duplicates
 from tasks.filters.frames import frames_from_arrays, sample_plan
 from tasks.filters.logo import corner_persistence
+from tasks.filters.mosaic import MosaicFilter, codec_grid
 from tasks.filters.motion import MotionFilter
 from tasks.filters.ocr import TextLine, in_corner
 from tasks.filters.quality import QualityFilter
@@ -78,6 +80,48 @@ def test_motion_orders_still_and_fast():
     still = MotionFilter(CFG.motion)(frames_from_arrays(np.repeat(moving_scene(1), 24, 0), FPS, CFG.decode))
     fast = MotionFilter(CFG.motion)(frames_from_arrays(moving_scene(speed=4), FPS, CFG.decode))
     assert still["score_motion"] < 0.01 < fast["score_motion"]
+
+
+def mosaic_score(frames: np.ndarray) -> float:
+    return MosaicFilter(CFG.mosaic)(frames_from_arrays(frames, FPS, CFG.decode))["score_mosaic"]
+
+
+def codec_blocks(frame: np.ndarray, detail: float) -> np.ndarray:
+    """8x8 block means from the top-left corner plus a little detail: compression blockiness."""
+    h, w = frame.shape[:2]
+    means = frame.reshape(h // 8, 8, w // 8, 8, 3).mean(axis=(1, 3))
+    blocks = np.repeat(np.repeat(means, 8, axis=0), 8, axis=1)
+    return np.clip((1 - detail) * blocks + detail * frame, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("cell", [4, 7, 10])
+def test_mosaic_finds_a_pixelated_rectangle_over_moving_footage(cell):
+    frames = moving_scene(h=96, w=160, blur=2)
+    x, y, bw, bh = 50, 30, 64, 48
+    for f in frames:
+        f[y:y + bh, x:x + bw] = pixelate(f[y:y + bh, x:x + bw], cell)
+    score = mosaic_score(frames)
+    limit = CFG.mosaic.window ** 2 / (96 * 160)  # one stray window
+    # the area found is about the rectangle's (window centres inside it, grown by the window)
+    assert 1.5 * limit < score <= 1.3 * (bw + CFG.mosaic.window) * (bh + CFG.mosaic.window) / (96 * 160)
+
+
+def test_mosaic_ignores_clean_footage_gradients_and_codec_blockiness():
+    assert mosaic_score(moving_scene(h=96, w=160, blur=2)) == 0
+    ramp = np.tile(np.linspace(20, 230, 400)[None, :, None], (96, 1, 3)).astype(np.uint8)
+    assert mosaic_score(np.stack([ramp[:, 3 * i: 3 * i + 160] for i in range(48)])) == 0
+    blocky = np.stack([codec_blocks(f, 0.3) for f in moving_scene(h=96, w=160, blur=2)])
+    assert mosaic_score(blocky) == 0
+    # the same blocks off the codec grid (shifted by 3 px) are a lattice of flat cells: a mosaic
+    shifted = np.stack([np.roll(f, (3, 3), axis=(0, 1)) for f in blocky])
+    assert mosaic_score(shifted) > 0.2
+
+
+def test_codec_grid_follows_the_analysis_scale():
+    cols, rows = codec_grid((90, 160), 1.0)
+    assert cols[0, 7] and cols[0, 15] and not cols[0, 8] and rows[7, 0] and not rows[6, 0]
+    assert codec_grid((90, 160), 0.5)[0][0, 3]  # 8 source pixels = 4 analysis pixels
+    assert codec_grid((90, 160), 0.25) is None and codec_grid((90, 160), 1 / 3) is None  # 2 px / not whole
 
 
 def test_sticker_finds_a_still_overlay_on_moving_content():

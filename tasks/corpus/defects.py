@@ -14,6 +14,7 @@ Two levels, so that the truth stays exact:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -50,6 +51,7 @@ BLACK_SECONDS, FROZEN_SECONDS = (0.12, 0.35), (0.3, 0.8)
 SUBTITLE_SECONDS = (1.2, 2.5)
 NOISE_FIELDS = 6  # per-frame grain cycles through a few precomputed fields
 BLOCK = 8  # codec macroblock-like block size, in pixels
+MOSAIC_CANDIDATES = 16  # random boxes tried per mosaic; the most visible one is planted
 VIDEO_LOGO_SHARE, LETTERBOX_SHARE, PILLARBOX_SHARE, DUPLICATE_SHARE = 0.25, 0.1, 0.06, 0.35
 
 
@@ -137,20 +139,55 @@ def _footage_params(rng, kind: str, box, width: int, height: int) -> dict:
     if kind == "blocking":
         return {"detail": float(rng.uniform(0.2, 0.45))}
     if kind == "mosaic":
-        return {"cell": max(3, min(box[2], box[3]) // 6)}
+        return {"cell": mosaic_cell(box)}
     if kind == "sticker":
         img, alpha = _sticker(rng, box[2])
         return {"img": img, "alpha": alpha}
     return {}
 
 
+def pixelate(region: np.ndarray, cell: int) -> np.ndarray:
+    """The region as a mosaic of about ``cell``-pixel cells (area mean per cell, blown back up)."""
+    bh, bw = region.shape[:2]
+    small = cv2.resize(region, (max(1, bw // cell), max(1, bh // cell)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (bw, bh), interpolation=cv2.INTER_NEAREST)
+
+
+def mosaic_visibility(frames: list[np.ndarray], box: tuple[int, int, int, int]) -> float:
+    """Mean absolute change (luma levels) that pixelating ``box`` makes to these frames."""
+    x, y, bw, bh = box
+    cell = mosaic_cell(box)
+    change = []
+    for f in frames:
+        grey = cv2.cvtColor(f[y:y + bh, x:x + bw], cv2.COLOR_BGR2GRAY).astype(np.float32)
+        change.append(float(np.abs(pixelate(grey, cell) - grey).mean()))
+    return float(np.mean(change))
+
+
+def mosaic_cell(box: tuple[int, int, int, int]) -> int:
+    return max(3, min(box[2], box[3]) // 6)
+
+
+def _mosaic_box(rng: np.random.Generator, width: int, height: int, frames: list[np.ndarray] | None) -> tuple:
+    """A censoring mosaic covers something: of ``MOSAIC_CANDIDATES`` random boxes, the one whose
+    pixelation changes the shot's frames most. A box over featureless backdrop would change no
+    pixel, and a "defect" nobody can see is not one (report section 3.1: mosaics hide content)."""
+    boxes = [_random_box(rng, width, height, 0.15, 0.35) for _ in range(MOSAIC_CANDIDATES if frames else 1)]
+    if not frames:
+        return boxes[0]
+    return max(boxes, key=lambda b: mosaic_visibility(frames, b))
+
+
 def plan_shot_defects(
     rng: np.random.Generator, lay: Layout, fps: float, width: int, height: int, rate: float, margin: int,
     busy: set[int], static: set[int], skip: set[int], video_logo: bool,
+    frames_of: Callable[[int], list[np.ndarray]] | None = None,
 ) -> list[Planted]:
     """With probability ``rate`` per shot, one defect (subtitles may be several lines). ``busy`` shots
     carry a flash or crossing (no black/frozen there), ``static`` shots have a still camera (no
-    sticker, which is about overlays on moving content), ``skip`` shots get nothing."""
+    sticker, which is about overlays on moving content), ``skip`` shots get nothing.
+    ``frames_of(j)``: a few content frames of shot ``j`` (mosaics are placed over detail); its random
+    draws use their own generator, so the rest of the plan does not depend on it."""
     planted = []
     for j, span in enumerate(lay.shots):
         if j in skip or rng.random() >= rate:
@@ -176,7 +213,9 @@ def plan_shot_defects(
         else:
             box = None
             if kind == "mosaic":
-                box = _random_box(rng, width, height, 0.15, 0.35)
+                box = _random_box(rng, width, height, 0.15, 0.35)  # keeps the plan's draws as they were
+                if frames_of is not None:  # seeded from that draw: deterministic, and the plan's stream is untouched
+                    box = _mosaic_box(np.random.default_rng([j, *box]), width, height, frames_of(j))
             elif kind == "sticker":
                 side = round(rng.uniform(0.18, 0.3) * height)
                 box = (int(rng.integers(0, width - side)), int(rng.integers(0, height - side)), side, side)
@@ -239,11 +278,15 @@ def _draw_text(frame: np.ndarray, defect: Defect) -> None:
 
 
 def _blocking(frame: np.ndarray, detail: float) -> np.ndarray:
-    """Keep only each 8x8 block's mean plus a little detail, as a starved codec does."""
+    """Keep only each 8x8 block's mean plus a little detail, as a starved codec does. The blocks sit on
+    the codec's grid: from the frame's top-left corner, the last row/column cut short where the frame
+    size is not a multiple of 8 (H.264 pads the coded frame, it does not stretch the blocks)."""
     h, w = frame.shape[:2]
-    means = cv2.resize(frame, (max(1, w // BLOCK), max(1, h // BLOCK)), interpolation=cv2.INTER_AREA)
-    blocks = cv2.resize(means, (w, h), interpolation=cv2.INTER_NEAREST)
-    return cv2.addWeighted(blocks, 1 - detail, frame, detail, 0)
+    padded = np.pad(frame, ((0, -h % BLOCK), (0, -w % BLOCK), (0, 0)), mode="edge").astype(np.float32)
+    ph, pw = padded.shape[:2]
+    means = padded.reshape(ph // BLOCK, BLOCK, pw // BLOCK, BLOCK, -1).mean(axis=(1, 3))
+    blocks = np.repeat(np.repeat(means, BLOCK, axis=0), BLOCK, axis=1)[:h, :w]
+    return np.clip(np.round((1 - detail) * blocks + detail * frame), 0, 255).astype(np.uint8)
 
 
 def apply_footage(frame: np.ndarray, planted: list[Planted], t: int) -> np.ndarray:
@@ -259,10 +302,7 @@ def apply_footage(frame: np.ndarray, planted: list[Planted], t: int) -> np.ndarr
             frame = _blocking(frame, p.params["detail"])
         elif kind == "mosaic":
             x, y, bw, bh = box
-            cell = p.params["cell"]
-            small = cv2.resize(frame[y:y + bh, x:x + bw], (max(1, bw // cell), max(1, bh // cell)),
-                               interpolation=cv2.INTER_AREA)
-            frame[y:y + bh, x:x + bw] = cv2.resize(small, (bw, bh), interpolation=cv2.INTER_NEAREST)
+            frame[y:y + bh, x:x + bw] = pixelate(frame[y:y + bh, x:x + bw], p.params["cell"])
         elif kind == "sticker":
             x, y, side, _ = box
             roi, alpha = frame[y:y + side, x:x + side], p.params["alpha"]

@@ -112,7 +112,7 @@ def plan_video(video_id: str, seed: int, cfg: CorpusConfig) -> VideoPlan:
     busy = {h.shot for h in hard if h.truth.kind != "fast_pan"}
     static = {j for j, s in enumerate(scenes) if s.camera.is_static()}
     planted = plan_shot_defects(rng, lay, fps, width, height, cfg.defect_rate, margin, busy, static,
-                                set(duplicates), with_logo)
+                                set(duplicates), with_logo, lambda j: _content_frames(scenes[j], lay, j))
     black = [(p.defect.start_frame, p.defect.end_frame) for p in planted if p.defect.kind == "black"]
     planted += plan_video_defects(rng, lay.num_frames, width, height, black, with_logo)
 
@@ -128,6 +128,12 @@ def plan_video(video_id: str, seed: int, cfg: CorpusConfig) -> VideoPlan:
         hard_negatives=[h.truth for h in hard],
     )
     return VideoPlan(truth, lay, tuple(scenes), tuple(planted), tuple(hard))
+
+
+def _content_frames(scene: ShotScene, lay, j: int, count: int = 3) -> list[np.ndarray]:
+    """``count`` content frames spread over shot ``j``'s clean range (where its defects are judged)."""
+    start, end = lay.shots[j]
+    return [render(scene, int(f) - lay.content_start[j]) for f in np.linspace(start, end - 1, count).round()]
 
 
 def _ranges(plan: VideoPlan, kind: str) -> list[tuple[int, int]]:

@@ -1,67 +1,103 @@
 """Mosaic / pixelation filter (report section 3.1: "mosaic" element filter).
 
-A pixelated region is piecewise constant: brightness changes only in steps across cell edges, and
-those edges are straight lines spanning the cells along both axes. Per tile and per axis:
-- *step share*: the share of the tile's luma change (|difference| to the next pixel) carried by
-  steps of at least ``step_min`` (a smooth gradient changes by small increments, its pixelated
-  copy by steps). Luma, because 4:2:0 chroma is upsampled smoothly across cell edges;
-- *lines*: columns (rows) where at least ``line_min`` of the tile's rows (columns) step; a mosaic
-  has at least two and at most one per ``MIN_CELL`` columns, and they hold ``purity_min`` of the
-  step pixels (noise steps everywhere; texture and curved object outlines scatter theirs).
-A tile is a mosaic when both axes pass. Pixelation grids are not integer-periodic (a resize back
-to the region size makes cells alternate between two widths), so no fixed period is assumed.
-Tiles lie on two grids offset by half a tile. ``score_mosaic``: the largest share of the frame's
-tiles flagged in one sample.
+A censoring mosaic replaces a rectangle of the picture by cells of one colour each, and it stays put
+while the footage under it moves. So, over ALL of the clip's luma samples at once:
+
+1. ``m_x``: per pixel, a high quantile over time of |luma(x+1) - luma(x)| (``m_y`` alike). A cell edge
+   steps in most samples (the cells on either side show different content); a cell interior never
+   does, apart from codec ringing. Natural edges move with the content and smear over time.
+2. *lattice lines*: pixels where ``m_x`` is a sharp one-pixel ridge (at least ``step_min`` and
+   ``ridge_ratio`` times its two neighbours on either side) that continues vertically over most of
+   ``line_run`` rows (horizontal lines of ``m_y`` alike). Nearest-neighbour cells have hard edges.
+3. a ``window`` is pixelated when both axes hold lattice lines at a density of at least
+   ``line_density`` (cells up to ~1/line_density pixels), the change off the lines is at most
+   ``quiet_ratio`` of the change on them (flat interiors), and its lines are not the codec's block
+   grid: blocks on the 8x8 grid from the frame's corner in both axes are compression blockiness, which
+   is the IQA filter's concern (``score_blockiness``), not a mosaic.
+
+``score_mosaic``: the share of the frame covered by the largest connected pixelated area (each
+pixelated window position counts its whole window). One stray window covers ``window^2`` pixels;
+the profiles' thresholds sit above that.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pyarrow as pa
 
 from infra.config_filters import MosaicConfig
 from tasks.filters.frames import ClipFrames
 
-MIN_CELL = 3  # pixels: finer pixelation is indistinguishable from texture at analysis size
+CODEC_BLOCK = 8  # H.264/MPEG transform block, in coded pixels
 
 
-def _tiles(a: np.ndarray, tile: int, off: int) -> np.ndarray:
-    """(ty, tx, tile, tile) view of ``a`` cut into tiles starting at (off, off)."""
-    a = a[off:, off:]
-    ty, tx = a.shape[0] // tile, a.shape[1] // tile
-    return a[: ty * tile, : tx * tile].reshape(ty, tile, tx, tile).transpose(0, 2, 1, 3)
+def step_quantile(luma: np.ndarray, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """(m_x, m_y), both (H, W) float32: the ``q`` quantile over samples of the absolute luma step to
+    the next pixel right (down). The step between x and x+1 is stored at x; the last column (row) is 0."""
+    y = luma.astype(np.int16)
+    dx, dy = np.abs(np.diff(y, axis=2)), np.abs(np.diff(y, axis=1))
+    mx = np.quantile(dx, q, axis=0, method="lower") if len(y) > 1 else dx[0]
+    my = np.quantile(dy, q, axis=0, method="lower") if len(y) > 1 else dy[0]
+    return (np.pad(mx, ((0, 0), (0, 1))).astype(np.float32), np.pad(my, ((0, 1), (0, 0))).astype(np.float32))
 
 
-def _axis_ok(diff: np.ndarray, cfg: MosaicConfig) -> np.ndarray:
-    """diff (ty, tx, rows, cols) along cols; True where steps form >= 2 full lines holding the energy."""
-    step = diff >= cfg.step_min
-    total = diff.sum(axis=(2, 3)) + 1e-9
-    step_share = (diff * step).sum(axis=(2, 3)) / total
-    coverage = step.mean(axis=2)  # per column: share of rows stepping there
-    lines = coverage >= cfg.line_min
-    on_lines = (step.sum(axis=2) * lines).sum(axis=-1) / (step.sum(axis=(2, 3)) + 1e-9)
-    count = lines.sum(axis=-1)
-    sparse = count <= diff.shape[-1] / MIN_CELL  # cell edges, not every column
-    return (step_share >= cfg.purity_min) & (count >= 2) & sparse & (on_lines >= cfg.purity_min)
+def vertical_lines(m: np.ndarray, cfg: MosaicConfig) -> np.ndarray:
+    """Pixels of ``m`` (steps along x) on a sharp ridge that runs vertically: a lattice's column edges."""
+    w = m.shape[1]
+    p = np.pad(m, ((0, 0), (2, 2)), mode="edge")
+    around = np.maximum.reduce([p[:, 0:w], p[:, 1:w + 1], p[:, 3:w + 3], p[:, 4:w + 4]])
+    ridge = (m >= cfg.step_min) & (m >= cfg.ridge_ratio * around)
+    run = cv2.boxFilter(ridge.astype(np.float32), -1, (1, cfg.line_run), borderType=cv2.BORDER_CONSTANT)
+    return ridge & (run >= cfg.run_share)
 
 
-def mosaic_share(grey: np.ndarray, cfg: MosaicConfig) -> float:
-    """Share of tiles (over both grids) that are pixelated in one grey frame."""
-    img = grey.astype(np.int16)
-    dx = np.zeros_like(img)
-    dy = np.zeros_like(img)
-    dx[:, :-1] = np.abs(img[:, 1:] - img[:, :-1])  # edge between x and x+1 sits at x
-    dy[:-1, :] = np.abs(img[1:, :] - img[:-1, :])
-    flagged = total = 0
-    for off in (0, cfg.tile // 2):
-        tx, ty = _tiles(dx, cfg.tile, off), _tiles(dy, cfg.tile, off)
-        if tx.size == 0:
-            continue
-        # Trim the tile's last column/row: its differences reach into the next tile.
-        ok = _axis_ok(tx[..., :-1], cfg) & _axis_ok(ty[..., :-1, :].swapaxes(2, 3), cfg)
-        flagged += int(ok.sum())
-        total += ok.size
-    return flagged / total if total else 0.0
+def codec_grid(shape: tuple[int, int], scale: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Masks of the steps on the codec block grid (column edges, row edges) at analysis ``scale``
+    (analysis / source pixels); None where the grid does not land on whole analysis pixels."""
+    period = CODEC_BLOCK * scale
+    if abs(period - round(period)) > 1e-6 or round(period) < 3:
+        return None
+    period = round(period)
+    cols, rows = np.zeros(shape, bool), np.zeros(shape, bool)
+    cols[:, period - 1::period] = True
+    rows[period - 1::period, :] = True
+    return cols, rows
+
+
+def pixelated_windows(luma: np.ndarray, cfg: MosaicConfig, scale: float = 1.0) -> np.ndarray:
+    """(H, W) bool: centres of the windows judged pixelated (module docstring, steps 1-3)."""
+    mx, my = step_quantile(luma, cfg.quantile)
+    vx = vertical_lines(mx, cfg)
+    hy = vertical_lines(my.T, cfg).T
+
+    def window_sum(a: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(a.astype(np.float32), -1, (cfg.window, cfg.window), normalize=False,
+                             borderType=cv2.BORDER_CONSTANT)
+
+    area = cfg.window * cfg.window
+    nv, nh = window_sum(vx), window_sum(hy)
+    on = (window_sum(mx * vx) + window_sum(my * hy)) / np.maximum(nv + nh, 1)
+    off = (window_sum(mx * ~vx) + window_sum(my * ~hy)) / np.maximum(2 * area - nv - nh, 1)
+    good = (nv >= cfg.line_density * area) & (nh >= cfg.line_density * area) & (off <= cfg.quiet_ratio * on)
+    grid = codec_grid(vx.shape, scale)
+    if grid is not None:
+        cols, rows = grid
+        codec = (window_sum(vx & cols) >= cfg.codec_share * nv) & (window_sum(hy & rows) >= cfg.codec_share * nh)
+        good &= ~codec
+    return good
+
+
+def mosaic_area(good: np.ndarray, window: int) -> float:
+    """Share of the frame covered by the largest connected group of pixelated window centres,
+    each counting its whole window."""
+    if not good.any():
+        return 0.0
+    count, labels = cv2.connectedComponents(good.astype(np.uint8), connectivity=8)
+    sizes = np.bincount(labels.ravel(), minlength=count)[1:]
+    largest = (labels == 1 + int(sizes.argmax())).astype(np.uint8)
+    covered = cv2.dilate(largest, np.ones((window, window), np.uint8))
+    return float(covered.mean())
 
 
 class MosaicFilter:
@@ -72,5 +108,6 @@ class MosaicFilter:
         self.cfg = cfg
 
     def __call__(self, clip: ClipFrames) -> dict:
-        grey = clip.grey_samples
-        return {"score_mosaic": max(mosaic_share(grey[i], self.cfg) for i in clip.pick(self.cfg.frames))}
+        luma = clip.luma[clip.pick(self.cfg.frames)]
+        scale = luma.shape[2] / clip.width if clip.width else 1.0
+        return {"score_mosaic": mosaic_area(pixelated_windows(luma, self.cfg, scale), self.cfg.window)}
