@@ -8,7 +8,8 @@ score stage's per-clip function, in this process (one thread: the machine is sha
 - per planted defect kind, precision and recall of the matching filter's decision at
   ``default_thresholds()``. A clip HAS a defect when a truth defect covers at least
   ``MIN_OVERLAP`` of the clip's frames (or, for short temporal defects, lies wholly inside it).
-  Near-duplicates: a clip has one when its shot is a copy (``duplicate_of``) or the copied original.
+  Near-duplicates: a clip has one when it is mostly a copied shot (``duplicate_of``) or the copied
+  original AND some other clip is mostly the other one (a duplicate needs its partner in the pool).
 - clean clips (no planted defect kind) wrongly rejected by the strict profile (``configs/filters/540p.yaml``
   as ``tasks.datasets`` applies it to the pool at the tiny pipeline profile), with the rules responsible;
 - throughput per filter (clips/s of its compute alone, and with its own decode), the shared-decode
@@ -82,10 +83,11 @@ def build_clips(corpus_dir: str, clips_dir: str, videos: int, seed: int, truth_c
         source = probe_source(path, IngestConfig())
         truth = load_truth(path)
         shots = truth_shots(truth, source) if truth_cuts else segmenter(source)
-        for row in cut_clips(source, shots, ClipsConfig(), clips_dir, clips_dir):
-            if row["error"] is None:
-                row["truth_kinds"] = sorted(clip_truth(truth, row))
-                clips.append(row)
+        rows = [r for r in cut_clips(source, shots, ClipsConfig(), clips_dir, clips_dir) if r["error"] is None]
+        duplicates = near_duplicate_clips(truth, rows)
+        for k, row in enumerate(rows):
+            row["truth_kinds"] = sorted(clip_truth(truth, row) | ({"near_duplicate"} if k in duplicates else set()))
+            clips.append(row)
     return clips
 
 
@@ -98,12 +100,32 @@ def clip_truth(truth: VideoTruth, clip: dict) -> set[str]:
         covered.setdefault(d.kind, set()).update(range(max(start, d.start_frame), min(end, d.end_frame)))
     kinds = {k for k, frames in covered.items()
              if len(frames) >= (2 if k in TEMPORAL else MIN_OVERLAP * (end - start))}
-    copies = {s.index for s in truth.shots if s.duplicate_of} | {
-        int(s.duplicate_of.split(":")[1]) for s in truth.shots if s.duplicate_of}
-    for s in truth.shots:
-        if s.index in copies and min(end, s.end_frame) - max(start, s.start_frame) > 0:
-            kinds.add("near_duplicate")
     return kinds
+
+
+def main_shot(truth: VideoTruth, clip: dict) -> int | None:
+    """The truth shot covering at least ``MIN_OVERLAP`` of the clip's frames, if any."""
+    start, end = clip["start_frame"], clip["end_frame"]
+    for s in truth.shots:
+        if min(end, s.end_frame) - max(start, s.start_frame) >= MIN_OVERLAP * (end - start):
+            return s.index
+    return None
+
+
+def near_duplicate_clips(truth: VideoTruth, clips: list[dict]) -> set[int]:
+    """Positions in ``clips`` (one video's) that have a near-duplicate IN THE POOL: the clip is mostly
+    a copied shot or its original, and some clip is mostly the other one. A copy whose partner never
+    became a clip (too short, cut away) has nothing to be a duplicate of."""
+    shots = [main_shot(truth, c) for c in clips]
+    found = set()
+    for s in truth.shots:
+        if not s.duplicate_of:
+            continue
+        pair = {s.index, int(s.duplicate_of.split(":")[1])}
+        members = [k for k, shot in enumerate(shots) if shot in pair]
+        if {shots[k] for k in members} == pair:
+            found.update(members)
+    return found
 
 
 def score_all(clips: list[dict], cfg: ScoreConfig) -> list[dict]:
@@ -221,8 +243,8 @@ def main() -> None:
         "corpus": {"videos": args.videos, "seed": args.seed, "defect_rate": 0.6, "clips": len(clips),
                    "shots_from": "truth shot ranges" if args.truth_shots else "tasks.segment.segment_video (default config)"},
         "clip_has_defect": f"a truth defect kind covers >= {MIN_OVERLAP} of the clip's frames (union of its "
-                           "defects), >= 2 frames for black/frozen; near_duplicate: the clip's shot is a copy or "
-                           "its original",
+                           "defects), >= 2 frames for black/frozen; near_duplicate: the clip is mostly a copied shot or "
+                           "its original, and another clip is mostly the other",
         "thresholds": default_thresholds(),
         "precision_recall": precision_recall(rows),
         "clean_rejected_by_strict": clean_rejections(rows),

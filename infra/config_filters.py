@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Cfg(BaseModel):
@@ -47,8 +47,8 @@ class MosaicConfig(_Cfg):
     ridge_ratio: float = Field(2.0, ge=1, le=100, description="A cell edge steps this many times more than the two pixels either side")
     line_run: int = Field(7, ge=3, le=64, description="Pixels along an edge over which it must continue")
     run_share: float = Field(0.7, gt=0, le=1, description="Share of those pixels that must step")
-    window: int = Field(24, ge=8, le=256, description="Square window judged at once, in analysis pixels")
-    line_density: float = Field(0.06, gt=0, le=1, description="Share of a window's pixels on edges, per axis (cells up to ~1/this px)")
+    window: int = Field(32, ge=8, le=256, description="Square window judged at once, in analysis pixels")
+    line_density: float = Field(0.05, gt=0, le=1, description="Share of a window's pixels on edges, per axis (cells up to ~1/this px)")
     quiet_ratio: float = Field(0.35, gt=0, le=1, description="Change off the edges at most this share of the change on them")
     codec_share: float = Field(0.3, gt=0, le=1, description="Edges on the 8x8 codec grid in both axes at or above this share: blockiness, not a mosaic")
 
@@ -94,10 +94,22 @@ class StickerConfig(_Cfg):
 
 
 class DedupConfig(_Cfg):
+    """Copy detection (tasks/filters/dedup.py): frame-signature sets, compared over crops and time."""
+
     enabled: bool = True
     grid: int = Field(12, ge=4, le=64, description="Side of the grey grid a frame is reduced to for the copy-detection embedding")
-    frames: int = Field(4, ge=1, le=32, description="Samples pooled into the clip embedding")
-    similarity_min: float = Field(0.9, gt=0, le=1, description="Cosine similarity at which two clips are near-duplicates")
+    frames: int = Field(24, ge=1, le=64, description="Frame signatures kept per clip (compared as a set: robust to where a re-edit cuts and to fast motion)")
+    scales: tuple[float, ...] = Field(
+        (1.0, 1.035, 1.07, 1.105), min_length=1, description="Centre crops tried (1 first): a re-edit zoomed in up to the last one is found")
+    similarity_min: float = Field(0.85, gt=0, le=1, description="Clip similarity at which two clips are near-duplicates")
+    screen_min: float = Field(0.5, ge=-1, le=1, description="Pairs whose mean signatures correlate below this are not compared in full")
+
+    @field_validator("scales")
+    @classmethod
+    def _scale_one_first(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if v[0] != 1.0 or any(s < 1.0 for s in v):
+            raise ValueError(f"scales must start at 1.0 (the whole picture) and be >= 1, got {list(v)}")
+        return v
 
 
 class AestheticConfig(_Cfg):

@@ -78,7 +78,7 @@ def add_duplicate_groups(rows: list[dict], cfg: ScoreConfig) -> None:
     if not cfg.dedup.enabled:
         return
     groups = group_duplicates([r["clip_id"] for r in rows], [r["dedup_embedding"] for r in rows],
-                              [r["num_frames"] or 0 for r in rows], cfg.dedup.similarity_min)
+                              [r["num_frames"] or 0 for r in rows], cfg.dedup)
     for row, group in zip(rows, groups, strict=True):
         row.update(group)
 

@@ -13,7 +13,7 @@ from models.vtss import fit_vtss, prior_weights, vtss
 from tasks.corpus.defects import pixelate
 from tasks.filters.black import BlackFilter
 from tasks.filters.border import BorderFilter
-from tasks.filters.dedup import DedupFilter, group_duplicates
+from tasks.filters.dedup import DedupFilter, clip_similarity, correlations, group_duplicates, unflatten
 from tasks.filters.frames import frames_from_arrays, sample_plan
 from tasks.filters.logo import corner_persistence
 from tasks.filters.mosaic import MosaicFilter, codec_grid
@@ -165,9 +165,64 @@ def test_dedup_groups_a_brightened_crop_and_keeps_one():
     other = moving_scene(seed=2, blur=8)
     flt = DedupFilter(CFG.dedup)
     emb = [flt(frames_from_arrays(x, FPS, CFG.decode))["dedup_embedding"] for x in (a, copy, other)]
-    out = group_duplicates(["a", "b", "c"], emb, [48, 48, 48], CFG.dedup.similarity_min)
+    out = group_duplicates(["a", "b", "c"], emb, [48, 48, 48], CFG.dedup)
     assert out[0]["dup_group"] == out[1]["dup_group"] == "a" and out[2]["dup_group"] == "c"
     assert [o["dup_keep"] for o in out] == [True, False, True]
+
+
+def zoom(frames: np.ndarray, scale: float, gain: float = 1.0) -> np.ndarray:
+    """A re-edit: the centre 1/scale of each frame blown back up, brightness times ``gain``."""
+    h, w = frames.shape[1:3]
+    ch, cw = round(h / scale), round(w / scale)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return np.stack([np.clip(cv2.resize(f[y:y + ch, x:x + cw], (w, h)).astype(np.float32) * gain, 0, 255)
+                     .astype(np.uint8) for f in frames])
+
+
+def dedup_embedding(frames: np.ndarray, ocr=None) -> np.ndarray:
+    clip = frames_from_arrays(frames, FPS, CFG.decode)
+    if ocr is not None:
+        clip._cache["ocr"] = ocr  # what the text filter of the same decode leaves for the others
+    return unflatten(DedupFilter(CFG.dedup)(clip)["dedup_embedding"], CFG.dedup)
+
+
+def test_dedup_finds_a_re_edit_cut_elsewhere_and_zoomed():
+    take = moving_scene(n=72, seed=3, blur=8, speed=3)
+    original, re_edit = take[:48], zoom(take[6:54], 1.08, 0.9)  # cut a quarter of a second later
+    other = moving_scene(n=48, seed=4, blur=8, speed=3)
+    a, b, c = (dedup_embedding(x) for x in (original, re_edit, other))
+    assert clip_similarity(a, b) >= CFG.dedup.similarity_min > clip_similarity(a, c)
+    # without the re-crops (scale 1 only) the zoom costs similarity
+    assert clip_similarity(a[:1], b[:1]) < clip_similarity(a, b)
+
+
+def test_dedup_leaves_out_overlays_the_text_filter_found():
+    take = moving_scene(n=48, seed=5, blur=8)
+    captioned = take.copy()
+    captioned[:, 30:60, 10:150] = (235, 235, 235)  # a title plate over a third of the picture
+    box = TextLine(box=(10 / 160, 36 / 90, 140 / 160, 18 / 90), text="PART TWO", score=0.99)
+    plain, masked, unmasked = dedup_embedding(take), dedup_embedding(captioned, [[box]] * 4), dedup_embedding(captioned)
+    assert np.isnan(masked[0, 0]).sum() > 0 and not np.isnan(unmasked).any()
+    assert clip_similarity(plain, masked) >= CFG.dedup.similarity_min > clip_similarity(plain, unmasked)
+
+
+def test_dedup_correlation_is_pearson_over_the_cells_both_have():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 20)), rng.normal(size=(2, 20))
+    a[0, :5] = np.nan
+    b[1, 15:] = np.nan
+    got = correlations(a, b)
+    for i in range(3):
+        for j in range(2):
+            both = ~np.isnan(a[i]) & ~np.isnan(b[j])
+            assert got[i, j] == pytest.approx(np.corrcoef(a[i, both], b[j, both])[0, 1], abs=1e-9)
+
+
+def test_dedup_scales_must_start_with_the_whole_picture():
+    from infra.config_filters import DedupConfig
+
+    with pytest.raises(ValueError, match="scales must start at 1.0"):
+        DedupConfig(scales=(1.05, 1.1))
 
 
 def test_quality_penalises_noise_and_blur():

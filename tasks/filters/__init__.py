@@ -69,7 +69,7 @@ def default_thresholds() -> dict[str, dict]:
     return {
         "black": {"column": "score_black_s", "max": 0.06},  # any run of 2+ black frames (24 fps)
         "static": {"column": "score_static_s", "max": 0.2},
-        "mosaic": {"column": "score_mosaic", "max": 0.02},  # one stray window covers 0.01 of a 320x180 frame
+        "mosaic": {"column": "score_mosaic", "max": 0.03},  # one stray 32-px window covers 0.018 of a 320x180 frame
         "text": {"column": "score_text", "max": 0.49},  # text in half the read samples or more
         "logo": {"column": "score_logo", "max": 0.59},
         "border": {"column": "score_border", "max": 0.03},

@@ -88,16 +88,20 @@ def pixelated_windows(luma: np.ndarray, cfg: MosaicConfig, scale: float = 1.0) -
     return good
 
 
-def mosaic_area(good: np.ndarray, window: int) -> float:
-    """Share of the frame covered by the largest connected group of pixelated window centres,
-    each counting its whole window."""
+def mosaic_region(good: np.ndarray, window: int) -> np.ndarray:
+    """(H, W) bool: the pixels of the largest connected group of pixelated window centres, each
+    counting its whole window."""
     if not good.any():
-        return 0.0
+        return np.zeros(good.shape, bool)
     count, labels = cv2.connectedComponents(good.astype(np.uint8), connectivity=8)
     sizes = np.bincount(labels.ravel(), minlength=count)[1:]
     largest = (labels == 1 + int(sizes.argmax())).astype(np.uint8)
-    covered = cv2.dilate(largest, np.ones((window, window), np.uint8))
-    return float(covered.mean())
+    return cv2.dilate(largest, np.ones((window, window), np.uint8)).astype(bool)
+
+
+def mosaic_area(good: np.ndarray, window: int) -> float:
+    """Share of the frame covered by :func:`mosaic_region`."""
+    return float(mosaic_region(good, window).mean())
 
 
 class MosaicFilter:
@@ -110,4 +114,6 @@ class MosaicFilter:
     def __call__(self, clip: ClipFrames) -> dict:
         luma = clip.luma[clip.pick(self.cfg.frames)]
         scale = luma.shape[2] / clip.width if clip.width else 1.0
-        return {"score_mosaic": mosaic_area(pixelated_windows(luma, self.cfg, scale), self.cfg.window)}
+        region = mosaic_region(pixelated_windows(luma, self.cfg, scale), self.cfg.window)
+        clip._cache["mosaic_region"] = region  # an overlay the copy detector leaves out (dedup.py)
+        return {"score_mosaic": float(region.mean())}
