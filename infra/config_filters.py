@@ -51,6 +51,10 @@ class MosaicConfig(_Cfg):
     line_density: float = Field(0.05, gt=0, le=1, description="Share of a window's pixels on edges, per axis (cells up to ~1/this px)")
     quiet_ratio: float = Field(0.35, gt=0, le=1, description="Change off the edges at most this share of the change on them")
     codec_share: float = Field(0.3, gt=0, le=1, description="Edges on the 8x8 codec grid in both axes at or above this share: blockiness, not a mosaic")
+    comb_lines: int = Field(4, ge=0, le=32, description="One-axis mosaics: regular edge columns needed in a window (0: two axes only)")
+    comb_flat: float = Field(3.0, ge=0, le=255, description="One-axis mosaics: mean luma step across the edges at most this (content flat that way)")
+    comb_extent: float = Field(0.5, gt=0, le=1, description="One-axis mosaics: edges covering more of the frame's height are the scene's stripes")
+    comb_stride: int = Field(4, ge=1, le=32, description="One-axis mosaics: window positions examined every this many pixels")
 
 
 class TextConfig(_Cfg):

@@ -117,6 +117,30 @@ def test_mosaic_ignores_clean_footage_gradients_and_codec_blockiness():
     assert mosaic_score(shifted) > 0.2
 
 
+def stripes(n: int = 48, h: int = 96, w: int = 160, seed: int = 0, speed: int = 2) -> np.ndarray:
+    """Vertical stripes (content that changes along x only) panning right."""
+    rng = np.random.default_rng(seed)
+    profile = np.repeat(rng.integers(40, 220, (w * 3) // 7 + 1), 7)[: w * 3].astype(np.uint8)
+    row = cv2.GaussianBlur(profile[None, :, None].repeat(3, axis=2), (0, 0), 1.0)
+    return np.stack([np.repeat(row[:, i * speed: i * speed + w], h, axis=0) for i in range(n)])
+
+
+def test_mosaic_over_one_axis_content_is_found_by_its_bounded_regular_comb():
+    frames = stripes()
+    x, y, bw, bh = 50, 30, 64, 48
+    for f in frames:
+        f[y:y + bh, x:x + bw] = pixelate(f[y:y + bh, x:x + bw], 8)
+    assert mosaic_score(frames) > 0.03  # the strict profile's bound
+    no_comb = MosaicFilter(CFG.mosaic.model_copy(update={"comb_lines": 0}))
+    assert no_comb(frames_from_arrays(frames, FPS, CFG.decode))["score_mosaic"] == 0  # two axes alone miss it
+    # a still, regular comb over the whole height is the scene's pattern (a fence), not a mosaic
+    fence = np.full((48, 96, 160, 3), 90, np.uint8)
+    fence[:, :, (np.arange(160) % 10) < 5] = 200
+    assert mosaic_score(fence) == 0
+    unbounded = MosaicFilter(CFG.mosaic.model_copy(update={"comb_extent": 1.0}))
+    assert unbounded(frames_from_arrays(fence, FPS, CFG.decode))["score_mosaic"] == 1.0  # the rule that tells them apart
+
+
 def test_codec_grid_follows_the_analysis_scale():
     cols, rows = codec_grid((90, 160), 1.0)
     assert cols[0, 7] and cols[0, 15] and not cols[0, 8] and rows[7, 0] and not rows[6, 0]

@@ -15,6 +15,10 @@ while the footage under it moves. So, over ALL of the clip's luma samples at onc
    grid: blocks on the 8x8 grid from the frame's corner in both axes are compression blockiness, which
    is the IQA filter's concern (``score_blockiness``), not a mosaic.
 
+4. a mosaic over content that changes along one axis only (vertical stripes, a standing figure)
+   steps on that axis alone: a regular, bounded comb of lines over content flat across it also
+   counts (:func:`comb_windows`).
+
 ``score_mosaic``: the share of the frame covered by the largest connected pixelated area (each
 pixelated window position counts its whole window). One stray window covers ``window^2`` pixels;
 the profiles' thresholds sit above that.
@@ -30,6 +34,7 @@ from infra.config_filters import MosaicConfig
 from tasks.filters.frames import ClipFrames
 
 CODEC_BLOCK = 8  # H.264/MPEG transform block, in coded pixels
+MIN_CELL = 3  # pixels: finer pixelation is indistinguishable from texture at analysis size
 
 
 def step_quantile(luma: np.ndarray, q: float) -> tuple[np.ndarray, np.ndarray]:
@@ -65,26 +70,69 @@ def codec_grid(shape: tuple[int, int], scale: float) -> tuple[np.ndarray, np.nda
     return cols, rows
 
 
+def _window_sum(a: np.ndarray, window: int) -> np.ndarray:
+    return cv2.boxFilter(a.astype(np.float32), -1, (window, window), normalize=False, borderType=cv2.BORDER_CONSTANT)
+
+
+def grid_windows(mx, my, vx, hy, cfg: MosaicConfig, scale: float) -> np.ndarray:
+    """(H, W) bool: window centres holding a lattice on both axes (module docstring, step 3)."""
+    area = cfg.window * cfg.window
+    nv, nh = _window_sum(vx, cfg.window), _window_sum(hy, cfg.window)
+    on = (_window_sum(mx * vx, cfg.window) + _window_sum(my * hy, cfg.window)) / np.maximum(nv + nh, 1)
+    off = (_window_sum(mx * ~vx, cfg.window) + _window_sum(my * ~hy, cfg.window)) / np.maximum(2 * area - nv - nh, 1)
+    good = (nv >= cfg.line_density * area) & (nh >= cfg.line_density * area) & (off <= cfg.quiet_ratio * on)
+    grid = codec_grid(vx.shape, scale)
+    if grid is not None:
+        cols, rows = grid
+        codec = ((_window_sum(vx & cols, cfg.window) >= cfg.codec_share * nv)
+                 & (_window_sum(hy & rows, cfg.window) >= cfg.codec_share * nh))
+        good &= ~codec
+    return good
+
+
+def comb_windows(m: np.ndarray, lines: np.ndarray, across: np.ndarray, cfg: MosaicConfig, scale: float) -> np.ndarray:
+    """(H, W) bool: window centres (every ``comb_stride`` px, each marking its stride cell) where a
+    mosaic shows on one axis only: content that changes along x alone (vertical stripes, a standing
+    figure) gives cells that differ left-right but not up-down, so only the column edges step.
+    ``m``: steps along x; ``lines``: their vertical lattice lines; ``across``: steps along y.
+    One axis is weaker evidence than two, so the comb must be regular (at least ``comb_lines``
+    columns, spacings equal within a pixel), flat across (mean step along y <= ``comb_flat``),
+    not the codec grid, and bounded: a mosaic's columns end at its rectangle, stripes of the scene
+    run on (median column coverage of the frame's height <= ``comb_extent``)."""
+    half, stride, area = cfg.window // 2, cfg.comb_stride, cfg.window * cfg.window
+    n = _window_sum(lines, cfg.window)
+    on = _window_sum(m * lines, cfg.window) / np.maximum(n, 1)
+    off = _window_sum(m * ~lines, cfg.window) / np.maximum(area - n, 1)
+    candidate = ((n >= cfg.line_density / 2 * area) & (off <= cfg.quiet_ratio * on)
+                 & (_window_sum(across, cfg.window) / area <= cfg.comb_flat))
+    period = CODEC_BLOCK * scale
+    codec_period = round(period) if abs(period - round(period)) < 1e-6 and round(period) >= 3 else None
+    height = lines.shape[0]
+    coverage = lines.mean(axis=0)  # per column: share of the frame's rows on a line
+    out = np.zeros(lines.shape, bool)
+    for y in range(half, height - half + 1, stride):
+        for x in np.nonzero(candidate[y, half:lines.shape[1] - half + 1:stride])[0] * stride + half:
+            cols = np.nonzero(lines[y - half:y + half, x - half:x + half].mean(axis=0) >= cfg.run_share)[0] + x - half
+            if len(cols) < cfg.comb_lines:
+                continue
+            gaps = np.diff(cols)
+            if gaps.min() < MIN_CELL or gaps.max() - gaps.min() > 1 or np.median(coverage[cols]) > cfg.comb_extent:
+                continue
+            if codec_period and np.mean(cols % codec_period == codec_period - 1) >= cfg.codec_share:
+                continue
+            out[y - stride // 2:y - stride // 2 + stride, x - stride // 2:x - stride // 2 + stride] = True
+    return out
+
+
 def pixelated_windows(luma: np.ndarray, cfg: MosaicConfig, scale: float = 1.0) -> np.ndarray:
     """(H, W) bool: centres of the windows judged pixelated (module docstring, steps 1-3)."""
     mx, my = step_quantile(luma, cfg.quantile)
     vx = vertical_lines(mx, cfg)
     hy = vertical_lines(my.T, cfg).T
-
-    def window_sum(a: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(a.astype(np.float32), -1, (cfg.window, cfg.window), normalize=False,
-                             borderType=cv2.BORDER_CONSTANT)
-
-    area = cfg.window * cfg.window
-    nv, nh = window_sum(vx), window_sum(hy)
-    on = (window_sum(mx * vx) + window_sum(my * hy)) / np.maximum(nv + nh, 1)
-    off = (window_sum(mx * ~vx) + window_sum(my * ~hy)) / np.maximum(2 * area - nv - nh, 1)
-    good = (nv >= cfg.line_density * area) & (nh >= cfg.line_density * area) & (off <= cfg.quiet_ratio * on)
-    grid = codec_grid(vx.shape, scale)
-    if grid is not None:
-        cols, rows = grid
-        codec = (window_sum(vx & cols) >= cfg.codec_share * nv) & (window_sum(hy & rows) >= cfg.codec_share * nh)
-        good &= ~codec
+    good = grid_windows(mx, my, vx, hy, cfg, scale)
+    if cfg.comb_lines:
+        good |= comb_windows(mx, vx, my, cfg, scale)
+        good |= comb_windows(my.T, hy.T, mx.T, cfg, scale).T
     return good
 
 
