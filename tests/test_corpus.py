@@ -161,3 +161,23 @@ def test_crash_leaves_no_partial_film(tmp_path, monkeypatch):
 def test_bad_ranges_fail_early():
     with pytest.raises(ValidationError, match="shots_per_video"):
         CorpusConfig(shots_per_video=(5, 3))
+
+
+def test_a_take_logo_stays_in_the_picture_between_bars():
+    """A per-shot logo is burned into the take: with letterbox/pillarbox bars it sits in the picture's
+    corner, where it can be seen, not under a bar (the truth would claim an invisible logo)."""
+    cfg = CorpusConfig(videos=30, seed=21, defect_rate=0.6)
+    checked = 0
+    for i in range(30):
+        plan = gen.plan_video(gen.video_id_for(i), gen.video_seed_for(21, i), cfg)
+        bars = [p.defect.box for p in plan.planted if p.defect.kind in ("letterbox", "pillarbox")]
+        logos = [p.defect for p in plan.planted if p.defect.kind == "logo" and p.shot is not None]
+        if not (bars and logos):
+            continue
+        (px, py, pw, ph), frames = bars[0], list(gen.render_video(plan))
+        for d in logos:
+            x, y, w, h = d.box
+            assert px <= x and x + w <= px + pw and py <= y and y + h <= py + ph, (i, d.box, bars[0])
+            assert frames[(d.start_frame + d.end_frame) // 2][y:y + h, x:x + w].max() > 200  # drawn, lit
+        checked += 1
+    assert checked >= 2

@@ -247,6 +247,28 @@ def plan_video_defects(rng: np.random.Generator, num_frames: int, width: int, he
     return planted
 
 
+def logos_inside_picture(planted: list[Planted], width: int, height: int) -> list[Planted]:
+    """Per-shot logos moved into the same corner of the picture left between bars. A logo burned into
+    a take sits in the take's picture; drawn at the frame's corner it would lie under the bars the
+    edit adds, and the truth would claim a logo nobody can see. No random draw: the plan's streams
+    stay as they were."""
+    bars = [p.defect.box for p in planted if p.defect.kind in ("letterbox", "pillarbox")]
+    if not bars:
+        return planted
+    px, py, pw, ph = bars[0]
+    out = []
+    for p in planted:
+        d = p.defect
+        if d.kind == "logo" and p.shot is not None:
+            x, y, bw, bh = d.box
+            corner = ("t" if y + bh / 2 < height / 2 else "b") + ("l" if x + bw / 2 < width / 2 else "r")
+            moved = _plan_text(None, "logo", d.text, pw, ph, (d.start_frame, d.end_frame), corner)
+            mx, my, mw, mh = moved.box
+            p = Planted(moved.model_copy(update={"box": (mx + px, my + py, mw, mh)}), p.shot, p.params)
+        out.append(p)
+    return out
+
+
 def plan_duplicate(rng: np.random.Generator, n_shots: int) -> dict[int, int]:
     """At most one near-duplicate per video: {copy shot: original shot}, never adjacent, so the cut
     into the copy is still a real change of take."""

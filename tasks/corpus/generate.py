@@ -28,6 +28,7 @@ from tasks.corpus.defects import (
     Planted,
     apply_footage,
     apply_timeline,
+    logos_inside_picture,
     plan_duplicate,
     plan_shot_defects,
     plan_video_defects,
@@ -115,6 +116,7 @@ def plan_video(video_id: str, seed: int, cfg: CorpusConfig) -> VideoPlan:
                                 set(duplicates), with_logo, lambda j: _content_frames(scenes[j], lay, j))
     black = [(p.defect.start_frame, p.defect.end_frame) for p in planted if p.defect.kind == "black"]
     planted += plan_video_defects(rng, lay.num_frames, width, height, black, with_logo)
+    planted = logos_inside_picture(planted, width, height)
 
     shots = [
         Shot(index=j, start_frame=s, end_frame=e, camera=sc.camera_truth, subjects=list(sc.subjects),
