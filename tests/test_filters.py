@@ -18,7 +18,7 @@ from tasks.filters.frames import frames_from_arrays, sample_plan
 from tasks.filters.logo import corner_persistence
 from tasks.filters.mosaic import MosaicFilter, codec_grid
 from tasks.filters.motion import MotionFilter
-from tasks.filters.ocr import TextLine, in_corner
+from tasks.filters.ocr import TextLine, in_corner, in_picture_corner, picture_share
 from tasks.filters.quality import QualityFilter
 from tasks.filters.static import StaticFilter
 from tasks.filters.sticker import StickerFilter
@@ -265,6 +265,21 @@ def test_logo_needs_the_same_corner_place_in_most_samples():
     assert in_corner(mark.box, 0.25) == "tl" and in_corner(moved.box, 0.25) is None
     assert corner_persistence([[mark]] * 4, 0.25) == 1.0
     assert corner_persistence([[mark], [], [], [moved]], 0.25) == 0.25
+
+
+def test_corners_are_the_picture_corners_between_bars():
+    pillarbox = (40 / 320, 0.0, 240 / 320, 1.0)  # picture share of a 4:3 picture in a 16:9 frame
+    take_logo = TextLine((47 / 320, 155 / 180, 37 / 320, 18 / 180), "NEWS", 0.99)  # picture's bottom-left
+    channel_logo = TextLine((10 / 320, 155 / 180, 37 / 320, 18 / 180), "NEWS", 0.99)  # on the left bar
+    assert in_corner(take_logo.box, 0.25) is None  # measured in the frame it is not in a corner
+    assert in_picture_corner(take_logo.box, pillarbox, 0.25) == "bl"
+    assert in_picture_corner(channel_logo.box, pillarbox, 0.25) == "bl"
+    assert corner_persistence([[take_logo]] * 4, 0.25, pillarbox) == 1.0
+    frames = moving_scene(h=90, w=160)
+    frames[:, :, :20] = 0
+    frames[:, :, -20:] = 0
+    clip = frames_from_arrays(frames, FPS, CFG.decode)
+    assert picture_share(clip) == pytest.approx((20 / 160, 0.0, 120 / 160, 1.0))
 
 
 def test_vtss_fit_learns_the_sign_of_a_feature():

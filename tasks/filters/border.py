@@ -38,6 +38,17 @@ def picture_box(grey: np.ndarray, luma_max: float, min_bar: float) -> tuple[int,
     return left, top, w - left - right, h - top - bottom
 
 
+def clip_picture_box(clip: ClipFrames, luma_max: float = 20.0, min_bar: float = 0.02) -> tuple[int, int, int, int]:
+    """:func:`picture_box` of a clip's lit samples (the whole frame when all are black), computed once
+    per decode and shared: overlays in "a corner" are in the picture's corner, bars or not."""
+    if "picture_box" not in clip._cache:
+        grey = clip.grey_samples
+        lit = grey[~black_frames(grey, luma_max)]
+        clip._cache["picture_box"] = (picture_box(lit, luma_max, min_bar) if len(lit)
+                                      else (0, 0, grey.shape[2], grey.shape[1]))
+    return clip._cache["picture_box"]
+
+
 class BorderFilter:
     name = "border"
     columns = {"score_border": pa.float64(), "border_crop": pa.list_(pa.int32())}

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from infra.config_filters import DedupConfig
 from tasks.filters.black import black_frames
-from tasks.filters.border import picture_box
+from tasks.filters.border import clip_picture_box
 from tasks.filters.frames import ClipFrames
 
 BAR_LUMA = 20.0  # the border filter's default
@@ -79,7 +79,7 @@ def clip_embedding(clip: ClipFrames, cfg: DedupConfig) -> np.ndarray:
     if not dark.all():
         # bars would make every letterboxed clip look alike: embed the picture only; a black frame
         # has no signature (a flat image) and would match nothing, so it is left out of the set
-        x, y, w, h = picture_box(grey[~dark], BAR_LUMA, 0.02)
+        x, y, w, h = clip_picture_box(clip, BAR_LUMA)
         grey, mask = grey[~dark][:, y:y + h, x:x + w], mask[y:y + h, x:x + w]
     picks = np.unique(np.linspace(0, len(grey) - 1, min(cfg.frames, len(grey))).round().astype(int))
     out = np.empty((len(cfg.scales), len(picks), cfg.grid * cfg.grid), np.float32)

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from infra.config_filters import LogoConfig, TextConfig
 from tasks.filters.frames import ClipFrames
-from tasks.filters.ocr import in_corner, make_reader, read_clip
+from tasks.filters.ocr import in_picture_corner, make_reader, picture_share, read_clip
 
 SAME_PLACE = 0.5
 
@@ -26,9 +26,10 @@ def _iou(a, b) -> float:
     return inter / max(aw * ah + bw * bh - inter, 1e-9)
 
 
-def corner_persistence(pages: list[list], zone: float) -> float:
-    """Largest share of pages showing a corner line at the place of some corner line."""
-    sightings = [ln.box for page in pages for ln in page if in_corner(ln.box, zone)]
+def corner_persistence(pages: list[list], zone: float, picture: tuple[float, float, float, float] = (0, 0, 1, 1)) -> float:
+    """Largest share of pages showing a corner line (a corner of ``picture``, the area between any
+    bars, as shares of the frame) at the place of some corner line."""
+    sightings = [ln.box for page in pages for ln in page if in_picture_corner(ln.box, picture, zone)]
     best = 0
     for ref in sightings:
         best = max(best, sum(any(_iou(ref, ln.box) >= SAME_PLACE for ln in page) for page in pages))
@@ -44,4 +45,5 @@ class LogoFilter:
         self.reader = reader or make_reader(text_cfg)
 
     def __call__(self, clip: ClipFrames) -> dict:
-        return {"score_logo": corner_persistence(read_clip(clip, self.reader, self.text_cfg), self.text_cfg.corner_zone)}
+        pages = read_clip(clip, self.reader, self.text_cfg)
+        return {"score_logo": corner_persistence(pages, self.text_cfg.corner_zone, picture_share(clip))}

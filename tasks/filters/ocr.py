@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infra.config_filters import TextConfig
+from tasks.filters.border import clip_picture_box
 from tasks.filters.frames import ClipFrames
 
 
@@ -91,6 +92,22 @@ def read_clip(clip: ClipFrames, reader, cfg: TextConfig) -> list[list[TextLine]]
             for i in picks
         ]
     return clip._cache["ocr"]
+
+
+def picture_share(clip: ClipFrames) -> tuple[float, float, float, float]:
+    """The picture inside any bars, as shares of the frame (like :class:`TextLine` boxes)."""
+    x, y, w, h = clip_picture_box(clip)
+    height, width = clip.samples.shape[1:3]
+    return x / width, y / height, w / width, h / height
+
+
+def in_picture_corner(box: tuple[float, float, float, float], picture: tuple[float, float, float, float],
+                      zone: float) -> str | None:
+    """:func:`in_corner` measured in the picture between bars: a take's logo sits in the picture's
+    corner, a channel's logo on a bar is left of (or above) the picture, in its corner too."""
+    px, py, pw, ph = picture
+    x, y, w, h = box
+    return in_corner(((x - px) / pw, (y - py) / ph, w / pw, h / ph), zone)
 
 
 def in_corner(box: tuple[float, float, float, float], zone: float) -> str | None:

@@ -1,7 +1,7 @@
 """Burned-in text / subtitle filter (report section 3.1: "subtitle", "text" element filters).
 
-OCR (see :mod:`tasks.filters.ocr`) reads a few samples; lines wholly inside a corner are the logo
-filter's. ``score_text``: share of the read samples showing text; ``score_text_area``: the largest
+OCR (see :mod:`tasks.filters.ocr`) reads a few samples; lines wholly inside a corner of the picture
+(between any bars) are the logo filter's. ``score_text``: share of the read samples showing text; ``score_text_area``: the largest
 share of the frame covered by text in one sample; ``score_subtitle``: share of samples with a
 line in the bottom fifth (where subtitles sit; a crop cannot remove text elsewhere).
 """
@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from infra.config_filters import TextConfig
 from tasks.filters.frames import ClipFrames
-from tasks.filters.ocr import in_corner, make_reader, read_clip
+from tasks.filters.ocr import in_picture_corner, make_reader, picture_share, read_clip
 
 SUBTITLE_BAND = 0.8  # a line whose centre lies below this share of the height
 
@@ -26,7 +26,8 @@ class TextFilter:
         self.reader = reader or make_reader(cfg)
 
     def __call__(self, clip: ClipFrames) -> dict:
-        pages = [[ln for ln in lines if in_corner(ln.box, self.cfg.corner_zone) is None]
+        picture = picture_share(clip)
+        pages = [[ln for ln in lines if in_picture_corner(ln.box, picture, self.cfg.corner_zone) is None]
                  for lines in read_clip(clip, self.reader, self.cfg)]
         n = max(len(pages), 1)
         return {
