@@ -153,15 +153,11 @@ def pixelate(region: np.ndarray, cell: int) -> np.ndarray:
     return cv2.resize(small, (bw, bh), interpolation=cv2.INTER_NEAREST)
 
 
-def mosaic_visibility(frames: list[np.ndarray], box: tuple[int, int, int, int]) -> float:
-    """Mean absolute change (luma levels) that pixelating ``box`` makes to these frames."""
+def mosaic_visibility(greys: list[np.ndarray], box: tuple[int, int, int, int]) -> float:
+    """Mean absolute change (luma levels) that pixelating ``box`` makes to these grey (float32) frames."""
     x, y, bw, bh = box
     cell = mosaic_cell(box)
-    change = []
-    for f in frames:
-        grey = cv2.cvtColor(f[y:y + bh, x:x + bw], cv2.COLOR_BGR2GRAY).astype(np.float32)
-        change.append(float(np.abs(pixelate(grey, cell) - grey).mean()))
-    return float(np.mean(change))
+    return float(np.mean([np.abs(pixelate(g[y:y + bh, x:x + bw], cell) - g[y:y + bh, x:x + bw]).mean() for g in greys]))
 
 
 def mosaic_cell(box: tuple[int, int, int, int]) -> int:
@@ -175,7 +171,8 @@ def _mosaic_box(rng: np.random.Generator, width: int, height: int, frames: list[
     boxes = [_random_box(rng, width, height, 0.15, 0.35) for _ in range(MOSAIC_CANDIDATES if frames else 1)]
     if not frames:
         return boxes[0]
-    return max(boxes, key=lambda b: mosaic_visibility(frames, b))
+    greys = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY).astype(np.float32) for f in frames]  # once, not per box
+    return max(boxes, key=lambda b: mosaic_visibility(greys, b))
 
 
 def plan_shot_defects(

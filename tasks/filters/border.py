@@ -16,6 +16,7 @@ from tasks.filters.black import black_frames
 from tasks.filters.frames import ClipFrames
 
 DARK_SHARE = 0.75
+BAR_LUMA = 20.0  # BorderConfig.luma_max's default: the bar level other filters use
 
 
 def _edge_run(bar: np.ndarray) -> int:
@@ -38,15 +39,17 @@ def picture_box(grey: np.ndarray, luma_max: float, min_bar: float) -> tuple[int,
     return left, top, w - left - right, h - top - bottom
 
 
-def clip_picture_box(clip: ClipFrames, luma_max: float = 20.0, min_bar: float = 0.02) -> tuple[int, int, int, int]:
+def clip_picture_box(clip: ClipFrames, luma_max: float = BAR_LUMA, min_bar: float = 0.02) -> tuple[int, int, int, int]:
     """:func:`picture_box` of a clip's lit samples (the whole frame when all are black), computed once
-    per decode and shared: overlays in "a corner" are in the picture's corner, bars or not."""
-    if "picture_box" not in clip._cache:
+    per decode and shared: the border filter's crop, the picture corners of the text and logo filters,
+    the picture the copy detector embeds."""
+    key = ("picture_box", luma_max, min_bar)
+    if key not in clip._cache:
         grey = clip.grey_samples
         lit = grey[~black_frames(grey, luma_max)]
-        clip._cache["picture_box"] = (picture_box(lit, luma_max, min_bar) if len(lit)
-                                      else (0, 0, grey.shape[2], grey.shape[1]))
-    return clip._cache["picture_box"]
+        clip._cache[key] = (picture_box(lit, luma_max, min_bar) if len(lit)
+                            else (0, 0, grey.shape[2], grey.shape[1]))
+    return clip._cache[key]
 
 
 class BorderFilter:
@@ -57,13 +60,8 @@ class BorderFilter:
         self.cfg = cfg
 
     def __call__(self, clip: ClipFrames) -> dict:
-        grey = clip.grey_samples
-        lit = grey[~black_frames(grey, self.cfg.luma_max)]
-        full = [0, 0, clip.width, clip.height]
-        if not len(lit):
-            return {"score_border": 0.0, "border_crop": full}
-        x, y, w, h = picture_box(lit, self.cfg.luma_max, self.cfg.min_bar)
-        sh, sw = lit.shape[1:]
+        x, y, w, h = clip_picture_box(clip, self.cfg.luma_max, self.cfg.min_bar)  # all black: the whole frame
+        sh, sw = clip.samples.shape[1:3]
         sx, sy = clip.width / sw, clip.height / sh
         box = [round(x * sx), round(y * sy), round(w * sx), round(h * sy)]
         return {"score_border": 1.0 - (w * h) / (sw * sh), "border_crop": box}

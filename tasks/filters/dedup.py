@@ -29,11 +29,8 @@ import pyarrow as pa
 
 from infra.config_filters import DedupConfig
 from tasks.filters.black import black_frames
-from tasks.filters.border import clip_picture_box
+from tasks.filters.border import BAR_LUMA, clip_picture_box
 from tasks.filters.frames import ClipFrames
-
-BAR_LUMA = 20.0  # the border filter's default
-
 
 MASKED_SHARE = 0.25  # a grid cell at least this much under an overlay is left out
 TEXT_PAD = 0.5  # OCR boxes hug the glyphs: grown by this share of the line height on every side

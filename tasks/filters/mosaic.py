@@ -14,7 +14,6 @@ while the footage under it moves. So, over ALL of the clip's luma samples at onc
    ``quiet_ratio`` of the change on them (flat interiors), and its lines are not the codec's block
    grid: blocks on the 8x8 grid from the frame's corner in both axes are compression blockiness, which
    is the IQA filter's concern (``score_blockiness``), not a mosaic.
-
 4. a mosaic over content that changes along one axis only (vertical stripes, a standing figure)
    steps on that axis alone: a regular, bounded comb of lines over content flat across it also
    counts (:func:`comb_windows`).
@@ -57,13 +56,20 @@ def vertical_lines(m: np.ndarray, cfg: MosaicConfig) -> np.ndarray:
     return ridge & (run >= cfg.run_share)
 
 
-def codec_grid(shape: tuple[int, int], scale: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """Masks of the steps on the codec block grid (column edges, row edges) at analysis ``scale``
-    (analysis / source pixels); None where the grid does not land on whole analysis pixels."""
+def codec_period(scale: float) -> int | None:
+    """The codec block grid's period in analysis pixels at ``scale`` (analysis / source pixels); None
+    where it does not land on whole pixels or is finer than a cell can be."""
     period = CODEC_BLOCK * scale
-    if abs(period - round(period)) > 1e-6 or round(period) < 3:
+    if abs(period - round(period)) > 1e-6 or round(period) < MIN_CELL:
         return None
-    period = round(period)
+    return round(period)
+
+
+def codec_grid(shape: tuple[int, int], scale: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Masks of the steps on the codec block grid (column edges, row edges); None as :func:`codec_period`."""
+    period = codec_period(scale)
+    if period is None:
+        return None
     cols, rows = np.zeros(shape, bool), np.zeros(shape, bool)
     cols[:, period - 1::period] = True
     rows[period - 1::period, :] = True
@@ -105,8 +111,7 @@ def comb_windows(m: np.ndarray, lines: np.ndarray, across: np.ndarray, cfg: Mosa
     off = _window_sum(m * ~lines, cfg.window) / np.maximum(area - n, 1)
     candidate = ((n >= cfg.line_density / 2 * area) & (off <= cfg.quiet_ratio * on)
                  & (_window_sum(across, cfg.window) / area <= cfg.comb_flat))
-    period = CODEC_BLOCK * scale
-    codec_period = round(period) if abs(period - round(period)) < 1e-6 and round(period) >= 3 else None
+    period = codec_period(scale)
     height = lines.shape[0]
     coverage = lines.mean(axis=0)  # per column: share of the frame's rows on a line
     out = np.zeros(lines.shape, bool)
@@ -118,7 +123,7 @@ def comb_windows(m: np.ndarray, lines: np.ndarray, across: np.ndarray, cfg: Mosa
             gaps = np.diff(cols)
             if gaps.min() < MIN_CELL or gaps.max() - gaps.min() > 1 or np.median(coverage[cols]) > cfg.comb_extent:
                 continue
-            if codec_period and np.mean(cols % codec_period == codec_period - 1) >= cfg.codec_share:
+            if period and np.mean(cols % period == period - 1) >= cfg.codec_share:
                 continue
             out[y - stride // 2:y - stride // 2 + stride, x - stride // 2:x - stride // 2 + stride] = True
     return out
