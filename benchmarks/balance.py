@@ -55,19 +55,13 @@ from models.balance import (  # noqa: E402
     REPORT_BEFORE,
     REPORT_KEPT_FRACTION,
     assign_repeats,
+    draw_categories,
     normalise,
     plan_counts,
     shares,
 )
 
 TOLERANCE_POINTS = 3.0
-
-
-def draw_categories(n: int, skew: dict[str, float], seed: int) -> list[str]:
-    """``n`` categories drawn i.i.d. from ``skew`` (normalised) with numpy's Generator seeded ``seed``."""
-    names = list(skew)
-    p = np.array([skew[c] for c in names], float)
-    return np.random.default_rng(seed).choice(names, size=n, p=p / p.sum()).tolist()
 
 
 def expected_categories(n: int, skew: dict[str, float]) -> list[str]:
@@ -84,6 +78,19 @@ def points(x: float) -> float:
     return round(100 * x, 3)
 
 
+def with_diffs(row: dict) -> dict:
+    """A report row (shares in %) with its absolute before / after differences from the report, in points."""
+    row["diff_before"] = round(abs(row["before"] - row["report_before"]), 3)
+    row["diff_after"] = round(abs(row["after"] - row["report_after"]), 3)
+    return row
+
+
+def within(report: dict, check_before: bool, tolerance: float) -> bool:
+    """Every after-difference (and, with ``check_before``, every before-difference) within ``tolerance`` points."""
+    keys = ("diff_after", "diff_before") if check_before else ("diff_after",)
+    return all(row[k] <= tolerance for row in report.values() for k in keys)
+
+
 def measure(cats: list[str], cfg: BalanceConfig, seed: int = 0, check_before: bool = True,
             tolerance: float = TOLERANCE_POINTS) -> dict:
     """Balance ``cats`` as stage D_post does and compare with the report (shares in %, differences in points)."""
@@ -95,18 +102,12 @@ def measure(cats: list[str], cfg: BalanceConfig, seed: int = 0, check_before: bo
     budget = cfg.keep_fraction * len(cats)
     rare = sorted(c for c in counts if counts[c] < target[c] * budget)  # decided before balancing
     arr = np.array(cats)
-    report = {}
-    for c in REPORT_AFTER:
-        row = {"before": points(before.get(c, 0.0)), "after": points(after.get(c, 0.0)),
-               "report_before": points(REPORT_BEFORE[c]), "report_after": points(REPORT_AFTER[c])}
-        row["diff_before"] = round(abs(row["before"] - row["report_before"]), 3)
-        row["diff_after"] = round(abs(row["after"] - row["report_after"]), 3)
-        report[c] = row
+    report = {c: with_diffs({"before": points(before.get(c, 0.0)), "after": points(after.get(c, 0.0)),
+                             "report_before": points(REPORT_BEFORE[c]), "report_after": points(REPORT_AFTER[c])})
+              for c in REPORT_AFTER}
     ratio = float(repeats.sum()) / len(cats)
     ratio_diff = points(abs(ratio - REPORT_KEPT_FRACTION))
-    passed = all(r["diff_after"] <= tolerance for r in report.values())
-    if check_before:
-        passed = passed and all(r["diff_before"] <= tolerance for r in report.values())
+    passed = within(report, check_before, tolerance)
     return {
         "clips": len(cats),
         "before": {c: points(v) for c, v in before.items()},
@@ -133,16 +134,11 @@ def mean_of(runs: list[dict], check_before: bool) -> dict:
     def avg(values) -> float:
         return round(statistics.fmean(values), 3)
 
-    report = {}
-    for c in REPORT_AFTER:
-        row = {k: avg(r["report"][c][k] for r in runs) for k in ("before", "after", "report_before", "report_after")}
-        row["diff_before"] = round(abs(row["before"] - row["report_before"]), 3)
-        row["diff_after"] = round(abs(row["after"] - row["report_after"]), 3)
-        report[c] = row
+    report = {c: with_diffs({k: avg(r["report"][c][k] for r in runs)
+                             for k in ("before", "after", "report_before", "report_after")})
+              for c in REPORT_AFTER}
     ratio = round(statistics.fmean(r["total_ratio"] for r in runs), 5)
-    passed = all(r["diff_after"] <= TOLERANCE_POINTS for r in report.values())
-    if check_before:
-        passed = passed and all(r["diff_before"] <= TOLERANCE_POINTS for r in report.values())
+    passed = within(report, check_before, TOLERANCE_POINTS)
     return {
         "before": {c: avg(r["before"].get(c, 0.0) for r in runs) for c in cats},
         "after": {c: avg(r["after"].get(c, 0.0) for r in runs) for c in cats},

@@ -46,6 +46,14 @@ REPORT_AFTER = {"human": 0.553, "scenery": 0.14, "animal": 0.085}
 REPORT_KEPT_FRACTION = 0.5  # samples after / clips before ("reduced by about 50%")
 
 
+def draw_categories(n: int, skew: dict[str, float] = REPORT_BEFORE, seed: int = 0) -> list[str]:
+    """``n`` categories drawn i.i.d. from ``skew`` (normalised) with numpy's Generator seeded ``seed``:
+    a pool with a known skew, for the tests and benchmarks/balance.py."""
+    names = list(skew)
+    p = np.array([skew[c] for c in names], float)
+    return np.random.default_rng(seed).choice(names, size=n, p=p / p.sum()).tolist()
+
+
 def normalise(target: dict[str, float], classes: Sequence[str]) -> dict[str, float]:
     """Target shares over the classes present; a class the target does not name gets the smallest
     named share (an unforeseen concept is treated as rare, not dropped)."""

@@ -8,18 +8,11 @@ import numpy as np
 import pandas as pd
 
 from infra.config_datasets import load_columns
-from models.balance import REPORT_BEFORE  # the report's Figure 5 "before" shares
+from models.balance import REPORT_BEFORE, draw_categories  # noqa: F401  (re-exported for the tests)
 
 
 def clip_ids(n: int, salt: str = "") -> list[str]:
     return [hashlib.sha256(f"{salt}{i}".encode()).hexdigest()[:16] for i in range(n)]
-
-
-def draw_categories(n: int, shares: dict[str, float] = REPORT_BEFORE, seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    names = list(shares)
-    p = np.array([shares[c] for c in names])
-    return list(rng.choice(names, size=n, p=p / p.sum()))
 
 
 def scored_pool(n: int = 2000, seed: int = 0) -> pd.DataFrame:
