@@ -10,7 +10,7 @@ import pytest
 
 from infra.config_filters import ScoreConfig
 from models.vtss import fit_vtss, prior_weights, vtss
-from tasks.corpus.defects import pixelate
+from tasks.corpus.defects import codec_blocking, pixelate
 from tasks.filters.black import BlackFilter
 from tasks.filters.border import BorderFilter
 from tasks.filters.dedup import DedupFilter, clip_similarity, correlations, group_duplicates, unflatten
@@ -86,14 +86,6 @@ def mosaic_score(frames: np.ndarray) -> float:
     return MosaicFilter(CFG.mosaic)(frames_from_arrays(frames, FPS, CFG.decode))["score_mosaic"]
 
 
-def codec_blocks(frame: np.ndarray, detail: float) -> np.ndarray:
-    """8x8 block means from the top-left corner plus a little detail: compression blockiness."""
-    h, w = frame.shape[:2]
-    means = frame.reshape(h // 8, 8, w // 8, 8, 3).mean(axis=(1, 3))
-    blocks = np.repeat(np.repeat(means, 8, axis=0), 8, axis=1)
-    return np.clip((1 - detail) * blocks + detail * frame, 0, 255).astype(np.uint8)
-
-
 @pytest.mark.parametrize("cell", [4, 7, 10])
 def test_mosaic_finds_a_pixelated_rectangle_over_moving_footage(cell):
     frames = moving_scene(h=96, w=160, blur=2)
@@ -110,7 +102,7 @@ def test_mosaic_ignores_clean_footage_gradients_and_codec_blockiness():
     assert mosaic_score(moving_scene(h=96, w=160, blur=2)) == 0
     ramp = np.tile(np.linspace(20, 230, 400)[None, :, None], (96, 1, 3)).astype(np.uint8)
     assert mosaic_score(np.stack([ramp[:, 3 * i: 3 * i + 160] for i in range(48)])) == 0
-    blocky = np.stack([codec_blocks(f, 0.3) for f in moving_scene(h=96, w=160, blur=2)])
+    blocky = np.stack([codec_blocking(f, 0.3) for f in moving_scene(h=96, w=160, blur=2)])
     assert mosaic_score(blocky) == 0
     # the same blocks off the codec grid (shifted by 3 px) are a lattice of flat cells: a mosaic
     shifted = np.stack([np.roll(f, (3, 3), axis=(0, 1)) for f in blocky])

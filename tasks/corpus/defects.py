@@ -296,7 +296,7 @@ def _draw_text(frame: np.ndarray, defect: Defect) -> None:
     roi[:] = cv2.addWeighted(mark, 0.8, roi, 0.2, 0) if defect.kind == "logo" else mark
 
 
-def _blocking(frame: np.ndarray, detail: float) -> np.ndarray:
+def codec_blocking(frame: np.ndarray, detail: float) -> np.ndarray:
     """Keep only each 8x8 block's mean plus a little detail, as a starved codec does. The blocks sit on
     the codec's grid: from the frame's top-left corner, the last row/column cut short where the frame
     size is not a multiple of 8 (H.264 pads the coded frame, it does not stretch the blocks)."""
@@ -318,7 +318,7 @@ def apply_footage(frame: np.ndarray, planted: list[Planted], t: int) -> np.ndarr
             grain = p.params["fields"][t % NOISE_FIELDS]
             frame = np.clip(frame.astype(np.int16) + grain, 0, 255).astype(np.uint8)
         elif kind == "blocking":
-            frame = _blocking(frame, p.params["detail"])
+            frame = codec_blocking(frame, p.params["detail"])
         elif kind == "mosaic":
             x, y, bw, bh = box
             frame[y:y + bh, x:x + bw] = pixelate(frame[y:y + bh, x:x + bw], p.params["cell"])
