@@ -4,6 +4,12 @@ DESIGN.md section 3: a stage writes into a temporary sibling and publishes with 
 ``_SUCCESS.json`` (row count, fingerprint, config hash, code version, stats) is written last,
 so a folder without it is never trusted. Its ``resume_key`` (config hash + input fingerprints)
 lets a rerun skip a finished stage.
+
+A run's store can move (copied, renamed, mounted elsewhere): nothing published names where it was.
+Paths inside the run are stored relative to the run root (the stage folder's parent): the ``*_uri``
+columns of a table as ``stage/file``, path values in ``stats`` as ``./stage/file``, and the record's
+``uri`` as the stage's folder name. Readers resolve them against where the store is now; paths outside
+the run (an ``--input`` folder) stay as given.
 """
 
 from __future__ import annotations
@@ -11,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterable
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
@@ -47,6 +55,86 @@ class Manifest(BaseModel):
         return storage.join(self.uri, DATA_FILE)
 
 
+def run_root_of(stage_uri: str) -> str:
+    """The run root holding a stage folder (stage names are flat: ``{run_uri}/{stage}``)."""
+    return stage_uri.rstrip("/").rsplit("/", 1)[0]
+
+
+def _inside_prefix(root: str) -> str:
+    root = root.rstrip("/")
+    return root + "/" if storage.is_remote(root) else os.path.normpath(storage._strip_file(root)) + os.sep
+
+
+def relative_to(uri, root: str):
+    """``uri`` relative to ``root`` when it lies inside it, else unchanged (non-strings too)."""
+    if not isinstance(uri, str) or not uri:
+        return uri
+    path = uri if storage.is_remote(uri) else os.path.normpath(storage._strip_file(uri))
+    prefix = _inside_prefix(root)
+    return path[len(prefix):] if path.startswith(prefix) and len(path) > len(prefix) else uri
+
+
+def is_relative(value) -> bool:
+    return isinstance(value, str) and bool(value) and not storage.is_remote(value) \
+        and not os.path.isabs(storage._strip_file(value))
+
+
+def resolve(value, root: str):
+    """A stored path made usable: relative ones (``a/b`` or ``./a/b``) joined to ``root``; others unchanged."""
+    if not is_relative(value):
+        return value
+    return storage.join(root, value[2:] if value.startswith("./") else value)
+
+
+def _uri_columns(table: pa.Table) -> list[str]:
+    return [f.name for f in table.schema if f.name.endswith("_uri")
+            and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
+
+
+def relativize_table(table: pa.Table, root: str) -> pa.Table:
+    """Every ``*_uri`` value inside ``root`` made relative to it (vectorised: tables can be large)."""
+    prefix = _inside_prefix(root)
+    for name in _uri_columns(table):
+        column = table.column(name)
+        inside = pc.fill_null(pc.starts_with(column, prefix), False)
+        column = pc.if_else(inside, pc.utf8_slice_codeunits(column, len(prefix)), column)
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
+
+
+def resolve_table(table: pa.Table, root: str) -> pa.Table:
+    """The inverse of :func:`relativize_table` against where the run is now."""
+    base = root.rstrip("/") + "/"
+    for name in _uri_columns(table):
+        column = table.column(name)
+        relative = pc.invert(pc.or_(pc.starts_with(column, "/"), pc.match_substring(column, "://")))
+        joined = pc.binary_join_element_wise(pa.scalar(base), pc.replace_substring_regex(column, "^\\./", ""), "")
+        column = pc.if_else(pc.fill_null(relative, False), joined, column)
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
+
+
+def _map_paths(value, fn):
+    if isinstance(value, dict):
+        return {k: _map_paths(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_paths(v, fn) for v in value]
+    return fn(value)
+
+
+def success_record(manifest: Manifest) -> str:
+    """``_SUCCESS.json`` text: no absolute path of the run in it (``uri`` = the stage folder's name)."""
+    root = run_root_of(manifest.uri)
+
+    def rel(v):
+        r = relative_to(v, root)
+        return f"./{r}" if r is not v and r != v else v
+
+    record = manifest.model_dump(mode="json")
+    record.update(uri=manifest.uri.rstrip("/").rsplit("/", 1)[-1], stats=_map_paths(manifest.stats, rel))
+    return json.dumps(record, indent=2)
+
+
 def resume_key(config_hash: str, inputs: Iterable[Manifest]) -> str:
     parts = [config_hash, *sorted(m.fingerprint for m in inputs)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
@@ -67,15 +155,26 @@ def load_success(stage_uri: str) -> Manifest | None:
     try:
         if not storage.exists(marker):
             return None
-        return Manifest.model_validate_json(storage.read_text(marker))
+        manifest = Manifest.model_validate_json(storage.read_text(marker))
     except (OSError, ValueError):
         return None
+    # Where the stage is now, not where it was written (older records hold an absolute uri).
+    root = run_root_of(storage.normalize(stage_uri))
+    return manifest.model_copy(update={"uri": storage.normalize(stage_uri),
+                                       "stats": _map_paths(manifest.stats, lambda v: resolve(v, root)
+                                                           if isinstance(v, str) and v.startswith("./") else v)})
+
+
+def read_arrow(manifest_or_uri: Manifest | str, columns: list[str] | None = None) -> pa.Table:
+    """The published table, its ``*_uri`` paths resolved against where the run is now."""
+    uri = manifest_or_uri.data_uri if isinstance(manifest_or_uri, Manifest) else manifest_or_uri
+    with storage.open_uri(uri, "rb") as fh:
+        table = pq.read_table(fh, columns=columns)
+    return resolve_table(table, run_root_of(run_root_of(uri)))
 
 
 def read_table(manifest_or_uri: Manifest | str, columns: list[str] | None = None) -> pd.DataFrame:
-    uri = manifest_or_uri.data_uri if isinstance(manifest_or_uri, Manifest) else manifest_or_uri
-    with storage.open_uri(uri, "rb") as fh:
-        return to_pandas(pq.read_table(fh, columns=columns))
+    return to_pandas(read_arrow(manifest_or_uri, columns))
 
 
 def read_head(manifest: Manifest, rows: int) -> pd.DataFrame:
@@ -84,13 +183,12 @@ def read_head(manifest: Manifest, rows: int) -> pd.DataFrame:
         parquet = pq.ParquetFile(fh)
         first = next(parquet.iter_batches(batch_size=rows), None)
         head = parquet.schema_arrow.empty_table() if first is None else pa.Table.from_batches([first])
-    return to_pandas(head)
+    return to_pandas(resolve_table(head, run_root_of(manifest.uri)))
 
 
 def read_rows(manifest: Manifest) -> list[dict]:
     """The table as Python rows, nulls as ``None``: what stages hand to their workers one by one."""
-    with storage.open_uri(manifest.data_uri, "rb") as fh:
-        return pq.read_table(fh).to_pylist()
+    return read_arrow(manifest).to_pylist()
 
 
 def to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -139,6 +237,7 @@ def publish(
 ) -> Manifest:
     """Write ``table`` and ``_SUCCESS.json`` into ``tmp_uri`` and rename it to ``final_uri``."""
     storage.makedirs(tmp_uri)
+    table = relativize_table(table, run_root_of(final_uri))
     with storage.open_uri(storage.join(tmp_uri, DATA_FILE), "wb") as fh:
         pq.write_table(table, fh, compression="zstd")
     errors = 0
@@ -158,7 +257,9 @@ def publish(
         seconds=round(time.time() - started, 3),
         stats=stats or {},
     )
-    record = manifest.model_dump_json(indent=2)
+    record = success_record(manifest)
+    if not storage.is_remote(tmp_uri):
+        readable(tmp_uri)
     if storage.exists(final_uri):  # an unpublished or outdated previous attempt
         storage.remove(final_uri)
     if storage.is_remote(final_uri):
@@ -169,6 +270,17 @@ def publish(
         storage.write_text(storage.join(tmp_uri, SUCCESS), record)
         storage.rename(tmp_uri, final_uri)
     return manifest
+
+
+def readable(folder: str) -> None:
+    """Published files 0644, folders 0755: temporary files are created 0600, and a published stage is
+    read by other users (reviewers, a serving process under another account)."""
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(parent, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(parent, name), 0o644)
+    os.chmod(folder, 0o755)
 
 
 def success_summary(manifest: Manifest) -> str:

@@ -120,7 +120,7 @@ def _log_outputs(
 ) -> None:
     success = os.path.join(scratch, mf.SUCCESS)
     with open(success, "w") as fh:
-        fh.write(manifest.model_dump_json(indent=2))
+        fh.write(mf.success_record(manifest))  # the published record: paths relative to the run root
     sample = os.path.join(scratch, "sample.csv")
     head.to_csv(sample, index=False)
     for path in (success, sample, *extra):

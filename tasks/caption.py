@@ -22,12 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from infra import storage
 from infra.config_caption import CaptionConfig
 from infra.contact_sheet import contact_sheet
-from infra.manifest import Manifest
+from infra.manifest import Manifest, read_arrow
 from infra.raydata import flat_map_rows
 from infra.stage import StageContext, StageWork, run_stage
 from infra.video import iter_frames
@@ -194,8 +193,7 @@ def run(ctx: StageContext, cfg: CaptionConfig, clips: Manifest) -> Manifest:
     """Stage ``caption``: the clip table plus ``caption_json``, ``caption_t2v``, ``caption_i2v``, ``category``."""
 
     def body(work: StageWork) -> pa.Table:
-        with storage.open_uri(clips.data_uri, "rb") as fh:
-            table = pq.read_table(fh)
+        table = read_arrow(clips)  # clip paths resolved against where the run is now
         started = time.time()
         rows, timing = caption_rows(table.to_pylist(), table.schema, cfg, cfg.actors)
         seconds = max(time.time() - started, 1e-9)
