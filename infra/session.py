@@ -11,7 +11,7 @@ import logging
 import re
 
 from infra import manifest as mf
-from infra import storage
+from infra import runlock, storage
 from infra.config import PipelineConfig
 from infra.runtime import init_ray
 from infra.stage import StageContext
@@ -49,19 +49,42 @@ def open_run(cfg: PipelineConfig, run_id: str) -> StageContext:
     storage.configure_storage(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
     run_uri = storage.join(storage.normalize(cfg.storage.run_root), run_id)
     storage.makedirs(run_uri)
+    # One writer per run: held before the stale temporaries go, so the ones removed can only be a
+    # dead writer's (a live one holds the lock, and this call refuses naming it).
+    runlock.hold(run_uri, run_id, cfg.state_dir)
     for stale in mf.clean_stale_tmp(run_uri):
         log.warning("removed unpublished output of an interrupted attempt: %s", stale)
-    tracker = tracker_for(cfg)
-    sha = git_sha()
-    parent = tracker.start_parent(
-        run_id, cfg.model_dump(mode="json"), {"reelflow.git_sha": sha, "reelflow.profile": cfg.profile}
-    )
-    init_ray(cfg)
+    try:
+        tracker = tracker_for(cfg)
+        sha = git_sha()
+        parent = tracker.start_parent(
+            run_id, cfg.model_dump(mode="json"), {"reelflow.git_sha": sha, "reelflow.profile": cfg.profile}
+        )
+        init_ray(cfg)
+    except BaseException:
+        runlock.release(run_uri)
+        raise
     ctx = StageContext(run_id=run_id, run_uri=run_uri, cfg=cfg, tracker=tracker, parent_run=parent, code_version=sha)
     _SESSIONS[run_id] = ctx
     return ctx
 
 
 def close_run(ctx: StageContext, ok: bool) -> None:
-    ctx.tracker.end(ctx.parent_run, ok)
-    _SESSIONS.pop(ctx.run_id, None)
+    try:
+        ctx.tracker.end(ctx.parent_run, ok)
+    finally:
+        _SESSIONS.pop(ctx.run_id, None)
+        runlock.release(ctx.run_uri)
+
+
+def run_uri_for(cfg: PipelineConfig, run_id: str) -> str:
+    return storage.join(storage.normalize(cfg.storage.run_root), validate_run_id(run_id))
+
+
+def hold_run(cfg: PipelineConfig, run_id: str) -> runlock.RunLock:
+    """Take the run's lock before any work (``reelflow run`` calls it first, so a second run with
+    the same id refuses at once instead of after starting Prefect and Ray)."""
+    storage.configure_storage(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
+    run_uri = run_uri_for(cfg, run_id)
+    storage.makedirs(run_uri)
+    return runlock.hold(run_uri, run_id, cfg.state_dir)

@@ -2,7 +2,7 @@
 
 A frame index is a 0-based position in presentation order, counted over what the file really
 holds (demuxed packets), never over container metadata: every stage's frame ranges depend on it.
-"""
+Frames and sizes are as displayed: rotation and sample aspect ratio applied (infra/display.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 from av.video.frame import PictureType
 
 from infra import storage
+from infra.display import display_size, quarter_turns, to_display
 
 
 class VideoError(Exception):
@@ -41,6 +42,7 @@ class VideoProbe:
     duration_s: float
     pix_fmt: str | None
     bit_rate: int  # bits/s; 0 when the container does not say
+    rotation: int = 0  # display rotation, degrees counter-clockwise (width/height are already as displayed)
 
 
 def _frame_packets(path: str) -> Iterator[av.Packet]:
@@ -87,17 +89,14 @@ def _probe_local(uri: str, path: str, max_size: tuple[int, int] | None) -> Video
         stream = container.streams.video[0]
         ctx = stream.codec_context
         if ctx.width <= 0 or ctx.height <= 0:
-            raise VideoError(
-                uri, f"no frame size in the stream header ({ctx.width}x{ctx.height}); re-encode it"
-            )
+            raise VideoError(uri, f"no frame size in the stream header ({ctx.width}x{ctx.height}); re-encode it")
         if max_size and (ctx.width > max_size[0] or ctx.height > max_size[1]):
             raise VideoError(
                 uri,
                 f"absurd frame size {ctx.width}x{ctx.height} (limit {max_size[0]}x{max_size[1]}); "
                 "downscale it or raise stages.ingest.max_width/max_height",
             )
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else 0.0
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
         facts = dict(
             container=container.format.name,
             codec=ctx.name,
@@ -111,7 +110,13 @@ def _probe_local(uri: str, path: str, max_size: tuple[int, int] | None) -> Video
         stamps: list[tuple[int | None, int]] = []
         for packet in container.demux(stream):
             if not decoded:  # decode only until the first frame: proves the codec data is usable
-                decoded = bool(packet.decode())
+                frames = packet.decode()
+                decoded = bool(frames)
+                if decoded:  # sizes as displayed: display matrix and sample aspect ratio applied
+                    rotation = quarter_turns(frames[0].rotation) * 90
+                    facts["width"], facts["height"] = display_size(
+                        ctx.width, ctx.height, ctx.sample_aspect_ratio, rotation)
+                    facts["rotation"] = rotation
             demuxed += packet.size > 0
             if packet.size and not packet.is_discard:
                 stamps.append((packet.pts, packet.duration))
@@ -163,6 +168,7 @@ def iter_frames(
         stream = container.streams.video[0]
         if threads:
             stream.thread_type = "AUTO"
+        sar = stream.codec_context.sample_aspect_ratio
         index_of, seek_pts = plan or ({}, None)
         if plan and index_of[seek_pts] > 0:
             container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
@@ -179,16 +185,17 @@ def iter_frames(
             if end is not None and index >= end:
                 return
             if index >= start:
+                frame = to_display(frame, sar)  # upright, square pixels
                 yield index, frame if fmt is None else frame.to_ndarray(format=fmt)
 
 
-def _rate(fps: float | Fraction) -> Fraction:
-    # 1001 covers NTSC rates: float(30000/1001) -> 30000/1001 again.
+def _rate(fps: float | Fraction) -> Fraction:  # 1001 covers NTSC: float(30000/1001) -> 30000/1001 again
     return fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
 
 
 class VideoWriter:
-    """H.264 (libx264, yuv420p) at a constant frame rate: frame k gets pts k in time base 1/fps.
+    """H.264 (libx264, yuv420p) at a constant frame rate: frame k gets pts k in time base 1/fps;
+    single-threaded by default so the bytes are reproducible (``threads=0``: x264 picks, faster).
 
     Frames go to a hidden temp file beside ``path`` that replaces ``path`` only on a clean
     :meth:`close`, so a crash never leaves a half-written video under the real name.
@@ -202,6 +209,7 @@ class VideoWriter:
         height: int,
         crf: int = 18,
         preset: str = "veryfast",
+        threads: int = 1,
     ):
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise ValueError(
@@ -216,7 +224,9 @@ class VideoWriter:
         try:
             self._container = av.open(self._tmp, "w", format="mp4", options={"movflags": "+faststart"})
             self._stream = self._container.add_stream(
-                "libx264", rate=rate, options={"crf": str(crf), "preset": preset}
+                # x264's output depends on its thread count (frame threads limit motion search):
+                # a fixed count makes the same frames give the same bytes on every run and machine.
+                "libx264", rate=rate, options={"crf": str(crf), "preset": preset, "threads": str(threads)}
             )
             self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
             self._stream.codec_context.time_base = 1 / rate

@@ -24,6 +24,8 @@ from infra.contact_sheet import contact_sheet
 from infra.manifest import Manifest
 from infra.raydata import flat_map_items
 from infra.stage import StageContext, StageWork, run_stage
+from infra.errors import TransientError, is_transient, retry, surface_transient
+from infra.image import load_image
 from infra.video import VideoWriter, iter_frames
 
 CLIPS_SCHEMA = pa.schema(
@@ -106,10 +108,14 @@ def cut_clips(
     """Clip-table rows for one source; clips are written to ``write_dir`` and addressed under
     ``final_dir`` (the stage renames the one to the other on publish).
 
-    Never raises: a bad shot or a failed decode becomes rows with ``error`` set. A shot that
-    yields no clip (too short) also becomes one row, with ``error`` saying why and no
-    ``clip_uri``, so a data engineer can see why footage is missing from the pool.
+    A bad shot or a failed decode becomes rows with ``error`` set. A shot that yields no clip
+    (too short) also becomes one row, with ``error`` saying why and no ``clip_uri``, so a data
+    engineer can see why footage is missing from the pool. Faults of the machine (full disk, S3
+    5xx) are retried, then raise :class:`TransientError`: never rows, or a rerun could not redo them.
+    An image source is one 1-frame clip (an image sample for the joint image+video stages).
     """
+    if source.get("media") == "image" and not source.get("error"):
+        return _image_clip(source, cfg, write_dir, final_dir)
     rows, todo = [], []
     for shot in sorted(shots, key=_frame_range):
         start, end = _frame_range(shot)
@@ -131,40 +137,9 @@ def _frame_range(shot: dict) -> tuple[int, int]:
 
 def _write_clips(source: dict, todo: list[dict], cfg: ClipsConfig, write_dir: str) -> None:
     """Decode the source once, feeding one writer per clip; rows of clips that could not be
-    finished get ``error`` set and ``clip_uri`` cleared."""
-    starts: dict[int, list[dict]] = {}
-    for row in todo:
-        starts.setdefault(row["start_frame"], []).append(row)
-    remote = storage.is_remote(write_dir)
-    active: dict[str, tuple[dict, VideoWriter]] = {}  # more than one only where shots overlap
-    written: set[str] = set()
-    error = None
-    with tempfile.TemporaryDirectory(prefix="reelflow-clips-") as scratch:
-        try:
-            with storage.local_copy(source["source_uri"]) as path:
-                first, last = min(starts), max(row["end_frame"] for row in todo)
-                for index, frame in iter_frames(path, first, last, fmt=None):
-                    for row in starts.get(index, ()):
-                        name = f"{row['clip_id']}.mp4"
-                        local = os.path.join(scratch, name) if remote else storage.join(write_dir, name)
-                        writer = VideoWriter(
-                            local, row["fps"], row["width"], row["height"], cfg.crf, cfg.preset
-                        )
-                        active[row["clip_id"]] = (row, writer)
-                    for cid, (row, writer) in list(active.items()):
-                        writer.write(_crop(frame, row["width"], row["height"]))
-                        if index + 1 == row["end_frame"]:
-                            del active[cid]
-                            writer.close()
-                            if remote:
-                                storage.upload(writer.path, storage.join(write_dir, f"{cid}.mp4"))
-                                os.unlink(writer.path)
-                            written.add(cid)
-        except Exception as exc:  # corrupt mid-stream, lost download, full disk: rows, not a dead stage
-            error = f"{source['source_uri']}: decoding or encoding failed ({type(exc).__name__}: {exc})"
-        finally:
-            for _, writer in active.values():
-                writer.abort()
+    finished get ``error`` set and ``clip_uri`` cleared. A transient fault restarts the source."""
+    what = f"clips: writing the clips of {source['source_uri']}"
+    written, error = retry(lambda: _encode_source(source, todo, cfg, write_dir), what)
     for row in todo:
         if row["clip_id"] not in written:
             row["clip_uri"] = None
@@ -172,6 +147,92 @@ def _write_clips(source: dict, todo: list[dict], cfg: ClipsConfig, write_dir: st
                 f"{source['source_uri']}: the video ended before frame {row['end_frame']}; "
                 "the segment table does not match this file, re-run segment"
             )
+
+
+def _encode_source(source: dict, todo: list[dict], cfg: ClipsConfig, write_dir: str) -> tuple[set[str], str | None]:
+    """(clip ids written, the input's error if its decode failed); transient faults propagate."""
+    starts: dict[int, list[dict]] = {}
+    for row in todo:
+        starts.setdefault(row["start_frame"], []).append(row)
+    remote = storage.is_remote(write_dir)
+    active: dict[str, tuple[dict, VideoWriter]] = {}  # more than one only where shots overlap
+    written: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="reelflow-clips-") as scratch:
+        try:
+            with storage.local_copy(source["source_uri"]) as path:
+                first, last = min(starts), max(row["end_frame"] for row in todo)
+                for index, frame in iter_frames(path, first, last, fmt=None):
+                    for row in starts.get(index, ()):
+                        local = os.path.join(scratch, f"{row['clip_id']}.mp4") if remote else _clip_path(write_dir, row)
+                        active[row["clip_id"]] = (row, _writer(local, row, cfg))
+                    for cid, (row, writer) in list(active.items()):
+                        writer.write(_crop(frame, row["width"], row["height"]))
+                        if index + 1 == row["end_frame"]:
+                            del active[cid]
+                            _finish(writer, write_dir, cid, remote)
+                            written.add(cid)
+        except TransientError:
+            raise
+        except Exception as exc:  # corrupt mid-stream: rows, not a dead stage; a full disk is not the input's fault
+            if is_transient(exc):
+                raise
+            return written, f"{source['source_uri']}: decoding or encoding failed ({type(exc).__name__}: {exc})"
+        finally:
+            for _, writer in active.values():
+                writer.abort()
+    return written, None
+
+
+def _clip_path(write_dir: str, row: dict) -> str:
+    return storage.join(write_dir, f"{row['clip_id']}.mp4")
+
+
+def _writer(path: str, row: dict, cfg: ClipsConfig) -> VideoWriter:
+    return VideoWriter(path, row["fps"], row["width"], row["height"], cfg.crf, cfg.preset, cfg.encoder_threads)
+
+
+def _finish(writer: VideoWriter, write_dir: str, cid: str, remote: bool) -> None:
+    writer.close()
+    if remote:
+        storage.upload(writer.path, storage.join(write_dir, f"{cid}.mp4"))
+        os.unlink(writer.path)
+
+
+IMAGE_CLIP_FPS = 24.0  # a still has no rate; the clip table needs one (a 1-frame clip, 1/24 s)
+
+
+def _image_clip(source: dict, cfg: ClipsConfig, write_dir: str, final_dir: str) -> list[dict]:
+    """One 1-frame clip of an image source, upright and cropped to even size."""
+    shot = {"shot_id": None}
+    row = _row({**source, "fps": IMAGE_CLIP_FPS}, shot, 0, 1, final_dir, None)
+
+    def encode() -> None:
+        with storage.local_copy(source["source_uri"]) as path:
+            pixels = load_image(path)
+        with tempfile.TemporaryDirectory(prefix="reelflow-clips-") as scratch:
+            remote = storage.is_remote(write_dir)
+            local = os.path.join(scratch, f"{row['clip_id']}.mp4") if remote else _clip_path(write_dir, row)
+            writer = _writer(local, row, cfg)
+            try:
+                writer.write(pixels[: row["height"], : row["width"]])
+            except BaseException:
+                writer.abort()
+                raise
+            _finish(writer, write_dir, row["clip_id"], remote)
+
+    def attempt() -> str | None:
+        try:
+            encode()
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            return f"{source['source_uri']}: image unreadable ({type(exc).__name__}: {exc})"
+        return None
+
+    error = retry(attempt, f"clips: writing the image clip of {source['source_uri']}")
+    if error:
+        row.update(clip_uri=None, error=error)
+    return [row]
 
 
 def _crop(frame, width: int, height: int):
@@ -205,8 +266,9 @@ def run(ctx: StageContext, cfg: ClipsConfig, sources: Manifest, shots: Manifest)
         items = [{"source": src, "shots": by_source.get((src["source_id"], src["source_uri"]), [])}
                  for src in mf.read_rows(sources)]
         started = time.time()
-        table = flat_map_items(items, ClipsWorker, {"cfg": cfg.model_dump(), "write_dir": work.tmp_uri,
-                                                    "final_dir": work.final_uri}, CLIPS_SCHEMA)
+        with surface_transient():  # a persistent fault fails the stage: nothing is published
+            table = flat_map_items(items, ClipsWorker, {"cfg": cfg.model_dump(), "write_dir": work.tmp_uri,
+                                                        "final_dir": work.final_uri}, CLIPS_SCHEMA)
         seconds = time.time() - started
         good = [r for r in table.to_pylist() if r["error"] is None]
         frames = sum(r["num_frames"] for r in good)

@@ -2,11 +2,15 @@
 
 ``source_id`` comes from the file's bytes, so renaming or moving a video keeps its id and two
 copies of one film share it. Unusable files get a row with ``error`` set; later stages skip them.
+Images are sources too (``media = "image"``): the report pretrains 256p/360p on images and videos
+jointly. Every other entry of the input is a counted, logged skip (``infra/inputs.py``). Faults of
+the machine (full disk, network, S3 5xx) are retried and then fail the stage: they are not rows.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import pyarrow as pa
@@ -14,6 +18,9 @@ import pyarrow as pa
 from infra import storage
 from infra.config import IngestConfig
 from infra.contact_sheet import contact_sheet
+from infra.errors import TransientError, is_transient, retry, surface_transient
+from infra.image import probe_image
+from infra.inputs import Listing, list_inputs, log_skips
 from infra.manifest import Manifest
 from infra.raydata import flat_map_items
 from infra.stage import StageContext, StageWork, run_stage
@@ -23,6 +30,7 @@ SOURCES_SCHEMA = pa.schema(
     [
         ("source_id", pa.string()),
         ("source_uri", pa.string()),
+        ("media", pa.string()),  # "video" or "image"
         ("size_bytes", pa.int64()),
         ("container", pa.string()),
         ("codec", pa.string()),
@@ -31,6 +39,7 @@ SOURCES_SCHEMA = pa.schema(
         ("fps", pa.float64()),
         ("num_frames", pa.int64()),
         ("duration_s", pa.float64()),
+        ("rotation", pa.int32()),  # display rotation applied on decode (degrees counter-clockwise)
         ("error", pa.string()),
     ]
 )
@@ -39,21 +48,10 @@ _CHUNK = 1 << 20
 
 
 def list_sources(input_uri: str, cfg: IngestConfig) -> list[str]:
-    """Video files under a folder or ``s3://`` prefix (or the one file named), sorted.
-
-    Hidden files are skipped: they are partial writes (``VideoWriter`` temp files, rsync, ...).
-    """
-    root = storage.normalize(input_uri)
-    if not storage.exists(root):
-        raise FileNotFoundError(
-            f"input {input_uri!r} does not exist; pass a folder or s3:// prefix of videos"
-        )
-    extensions = tuple(e.lower() for e in cfg.extensions)
-    return sorted(
-        uri
-        for uri in storage.list_files(root)
-        if uri.lower().endswith(extensions) and not os.path.basename(uri).startswith(".")
-    )
+    """Video and image files under a folder or ``s3://`` prefix (or the one file named), sorted;
+    :func:`infra.inputs.list_inputs` has the skipped entries too."""
+    listing = list_inputs(input_uri, cfg.extensions, cfg.image_extensions)
+    return sorted(listing.videos + listing.images)
 
 
 def content_id(path: str, hash_bytes: int = 0) -> str:
@@ -74,11 +72,32 @@ def content_id(path: str, hash_bytes: int = 0) -> str:
     return digest.hexdigest()[:16]
 
 
+def _media(uri: str, cfg: IngestConfig) -> str:
+    return "image" if uri.lower().endswith(tuple(e.lower() for e in cfg.image_extensions)) else "video"
+
+
+def _probe_once(uri: str, cfg: IngestConfig, row: dict) -> None:
+    with storage.local_copy(uri) as path:  # one download serves both the hash and the probe
+        row["size_bytes"] = os.path.getsize(path)
+        row["source_id"] = content_id(path, cfg.hash_bytes)
+        limit = (cfg.max_width, cfg.max_height)
+        if row["media"] == "image":
+            probe = probe_image(uri, path, max_size=limit)
+            row.update(fps=0.0, num_frames=1, duration_s=0.0)
+        else:
+            probe = probe_video(path, max_size=limit)
+            row.update(fps=probe.fps, num_frames=probe.num_frames, duration_s=probe.duration_s)
+    row.update(container=probe.container, codec=probe.codec, width=probe.width, height=probe.height,
+               rotation=probe.rotation)
+
+
 def probe_source(uri: str, cfg: IngestConfig) -> dict:
-    """One sources-table row for ``uri``; never raises (problems go to ``error``)."""
+    """One sources-table row for ``uri``. Problems of the file go to ``error``; faults of the
+    machine (disk, network, object store) are retried and then raise :class:`TransientError`."""
     row = {
         "source_id": None,
         "source_uri": uri,
+        "media": _media(uri, cfg),
         "size_bytes": -1,
         "container": None,
         "codec": None,
@@ -87,27 +106,30 @@ def probe_source(uri: str, cfg: IngestConfig) -> dict:
         "fps": -1.0,
         "num_frames": -1,
         "duration_s": -1.0,
+        "rotation": 0,
         "error": None,
     }
-    try:
-        with storage.local_copy(uri) as path:  # one download serves both the hash and the probe
-            row["size_bytes"] = os.path.getsize(path)
-            row["source_id"] = content_id(path, cfg.hash_bytes)
-            probe = probe_video(path, max_size=(cfg.max_width, cfg.max_height))
-    except VideoError as exc:
-        row["error"] = f"{uri}: {exc.reason}"  # name the source, not a temp download
-    except Exception as exc:  # unreadable file, lost connection: a row, not a dead stage
-        row["error"] = f"{uri}: cannot read ({type(exc).__name__}: {exc})"
-    else:
-        row.update(
-            container=probe.container,
-            codec=probe.codec,
-            width=probe.width,
-            height=probe.height,
-            fps=probe.fps,
-            num_frames=probe.num_frames,
-            duration_s=probe.duration_s,
-        )
+    blank = dict(row)
+
+    def attempt() -> None:
+        row.update(blank)
+        try:
+            _probe_once(uri, cfg, row)
+        except VideoError as exc:
+            if exc.__cause__ is not None and is_transient(exc.__cause__):
+                raise exc.__cause__  # an I/O fault surfaced by the codec: retried, never a row
+            row["error"] = f"{uri}: {exc.reason}"  # name the source, not a temp download
+        except TransientError:
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            row["error"] = f"{uri}: cannot read ({type(exc).__name__}: {exc})"
+
+    retry(attempt, f"ingest: reading {uri}")
+    if row["error"]:  # keep what the size told; the probe facts stay unknown
+        row.update({k: blank[k] for k in ("container", "codec", "width", "height", "fps", "num_frames",
+                                          "duration_s", "rotation")})
     if row["source_id"] is None:  # bytes unreadable: still a stable id so the row can be joined
         row["source_id"] = "uri-" + hashlib.sha256(uri.encode()).hexdigest()[:12]
     return row
@@ -140,22 +162,41 @@ def mark_duplicates(table: pa.Table) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=table.schema)
 
 
+def _listing_key(input_uri: str, listing: Listing) -> str:
+    """What the stage read: every ingested file with its size, and every skip with its reason."""
+    def size(uri: str) -> int:
+        return retry(lambda: storage.size(uri), f"ingest: listing {uri}")
+
+    lines = [f"{u}\t{size(u)}" for u in sorted(listing.videos + listing.images)]
+    lines += [f"{s['uri']}\tskip:{s['reason']}" for s in listing.skipped]
+    return hashlib.sha256(f"{input_uri}\n" + "\n".join(lines).encode()).hexdigest()[:16]
+
+
 def run(ctx: StageContext, cfg: IngestConfig, input_uri: str) -> Manifest:
-    """Stage ``ingest``: list a folder / s3 prefix and probe every video (one file per Ray task)."""
-    uris = list_sources(input_uri, cfg)
-    listing = "\n".join(f"{u}\t{storage.size(u)}" for u in uris)
-    key = hashlib.sha256(f"{input_uri}\n{listing}".encode()).hexdigest()[:16]
+    """Stage ``ingest``: list a folder / s3 prefix and probe every video and image (one file per
+    Ray task); every other entry is a counted skip with its reason."""
+    listing = retry(lambda: list_inputs(input_uri, cfg.extensions, cfg.image_extensions), f"ingest: listing {input_uri}")
+    log_skips(listing)
+    uris = sorted(listing.videos + listing.images)
+    key = _listing_key(input_uri, listing)
 
     def body(work: StageWork) -> pa.Table:
-        table = flat_map_items([{"uri": u} for u in uris], IngestWorker, {"cfg": cfg.model_dump()}, SOURCES_SCHEMA)
+        with surface_transient():
+            table = flat_map_items([{"uri": u} for u in uris], IngestWorker, {"cfg": cfg.model_dump()}, SOURCES_SCHEMA)
         table = mark_duplicates(table)
         ok = [r for r in table.to_pylist() if r["error"] is None]
         frames = sum(r["num_frames"] for r in ok)
         hours = sum(r["duration_s"] for r in ok) / 3600
-        work.metrics.update(sources=table.num_rows, readable=len(ok), frames=frames, hours=hours)
-        work.stats.update(input_uri=input_uri, sources=table.num_rows, readable=len(ok), frames=frames)
+        images = sum(r["media"] == "image" for r in ok)
+        reasons = listing.reasons()
+        storage.write_text(storage.join(work.tmp_uri, "skipped.json"), json.dumps(listing.skipped, indent=1))
+        work.metrics.update(sources=table.num_rows, readable=len(ok), frames=frames, hours=hours, images=images,
+                            entries=listing.entries, skipped=len(listing.skipped))
+        work.stats.update(input_uri=input_uri, entries=listing.entries, sources=table.num_rows, readable=len(ok),
+                          images=images, frames=frames, skipped=len(listing.skipped), skipped_by_reason=reasons)
         sheet = os.path.join(work.scratch_dir, "contact_sheet.png")
-        contact_sheet([(r["source_uri"], None, os.path.basename(r["source_uri"])) for r in ok[:12]], sheet)
+        contact_sheet([(r["source_uri"], None, os.path.basename(r["source_uri"]))
+                       for r in ok if r["media"] == "video"][:12], sheet)
         work.artifacts.append(sheet)
         return table
 
