@@ -77,7 +77,12 @@ class CorpusConfig(_Cfg):
 
 
 class IngestConfig(_Cfg):
-    extensions: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+    extensions: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts",
+                                   ".mts", ".flv", ".3gp", ".wmv", ".ogv")
+    image_extensions: tuple[str, ...] = Field(
+        (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"),
+        description="Still images, ingested as image samples (report 3.3: 256p/360p train on images + videos)",
+    )
     max_width: int = Field(8192, ge=16, description="Larger frames are recorded as errors (absurd size)")
     max_height: int = Field(8192, ge=16)
     hash_bytes: int = Field(
@@ -154,6 +159,10 @@ class ClipsConfig(_Cfg):
     trim_frames: int = Field(2, ge=0, description="Frames dropped at each cut edge (detector jitter)")
     crf: int = Field(18, ge=0, le=51)
     preset: str = "veryfast"
+    encoder_threads: int = Field(
+        1, ge=0, le=64, description="libx264 threads; x264's output depends on its thread count, so a fixed count "
+        "makes clip files byte-identical between runs (0 = x264's automatic count: faster, not reproducible)"
+    )
 
     @model_validator(mode="after")
     def _min_below_max(self) -> ClipsConfig:
