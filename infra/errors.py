@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,10 @@ from typing import TypeVar
 
 log = logging.getLogger("reelflow.errors")
 T = TypeVar("T")
+# Four attempts, 0.5 s doubling: rides out a blip (an S3 503, a moment of full disk) in 3.5 s. The
+# environment variable (inherited by Ray workers) lets fault tests run without the waits.
+ATTEMPTS = int(os.environ.get("REELFLOW_RETRY_ATTEMPTS", "4"))
+BASE_DELAY = float(os.environ.get("REELFLOW_RETRY_BASE_DELAY", "0.5"))
 
 # The machine, not the file: disk full / quota, I/O error, permissions, read-only mount, out of
 # file handles or memory, and every flavour of network trouble.
@@ -105,8 +110,8 @@ def retry(
     fn: Callable[[], T],
     what: str,
     *,
-    attempts: int = 4,
-    base_delay: float = 0.5,
+    attempts: int | None = None,
+    base_delay: float | None = None,
     max_delay: float = 8.0,
     before_retry: Callable[[], None] | None = None,
 ) -> T:
@@ -115,6 +120,8 @@ def retry(
     error on the last attempt becomes :class:`TransientError` naming ``what``.
 
     ``before_retry`` cleans up a failed attempt (partial files) before the next one."""
+    attempts = attempts or ATTEMPTS
+    base_delay = BASE_DELAY if base_delay is None else base_delay
     for attempt in range(1, attempts + 1):
         try:
             return fn()
