@@ -8,10 +8,22 @@ PYTEST_ARGS ?=
 STATE    := $(CURDIR)/.reelflow
 RUNS     := $(CURDIR)/runs
 
-.PHONY: setup run test test-fast bench lint ui ui-stop clean
+.PHONY: setup run test test-fast bench lint ui ui-stop clean chromium
 
 # Idempotent: reinstalls only when pyproject.toml or constraints.txt change.
-setup: $(STAMP)
+setup: $(STAMP) chromium
+
+# Debian's Chromium for the browser tests (Playwright drives it; never `playwright install`), installed
+# the way .ci/run does when missing: apt-get, through sudo unless root. A machine without apt-get or sudo
+# says so here; the browser tests then skip with the same message.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium + chromium-driver (browser tests)"; \
+	    $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver \
+	      || echo "WARNING: could not install chromium (apt-get failed); the browser tests will skip"; \
+	  else echo "WARNING: no apt-get: install Chromium yourself; the browser tests will skip"; fi; }
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

@@ -15,15 +15,18 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.summary import attach_prefect_logs, reported
 from infra.config import STAGE_ORDER, PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
 from tasks import audit, balance, caption, clips, datasets, ingest, score, segment
 
 
-def stage_task(fn, name: str):
-    """A stage as one Prefect task: retries/caching are ours (resume by _SUCCESS.json)."""
-    return task(fn, name=name, cache_policy=NO_CACHE, retries=0)
+def stage_task(fn, name: str, run_name: str | None = None):
+    """A stage as one Prefect task: retries/caching are ours (resume by _SUCCESS.json). ``run_name`` (a format
+    string over the stage function's parameters) names each task run after the stage it runs: ``dpo-1``, not
+    Prefect's ``dpo-e12``."""
+    return task(fn, name=name, task_run_name=run_name or name, cache_policy=NO_CACHE, retries=0)
 
 
 ingest_task = stage_task(ingest.run, "ingest")
@@ -31,9 +34,9 @@ segment_task = stage_task(segment.run, "segment")
 clips_task = stage_task(clips.run, "clips")
 score_task = stage_task(score.run, "score")
 caption_task = stage_task(caption.run, "caption")
-dataset_task = stage_task(datasets.build_dataset, "dataset")
-balance_task = stage_task(balance.run, "concept-balance")
-gate_task = stage_task(audit.audit_gate, "audit-gate")
+dataset_task = stage_task(datasets.build_dataset, "dataset", "{name}")
+balance_task = stage_task(balance.run, "concept-balance", "D_post")
+gate_task = stage_task(audit.audit_gate, "audit-gate", "gate {gate}")
 
 
 class UntilReached(Exception):
@@ -52,6 +55,7 @@ def checkpoint(until: str | None, name: str, manifest: Manifest) -> Manifest:
 @flow(name="curate", flow_run_name="curate-{run_id}")
 def curate(cfg: PipelineConfig, run_id: str, input_uri: str, until: str | None = None) -> dict[str, Manifest]:
     """Every dataset by name, in order; after the ``--until`` stage, what was built up to it (last)."""
+    attach_prefect_logs()
     ctx = open_run(cfg, run_id)
     stages = cfg.stages
     out: dict[str, Manifest] = {}
@@ -61,19 +65,20 @@ def curate(cfg: PipelineConfig, run_id: str, input_uri: str, until: str | None =
         out[name] = checkpoint(until, name, gate_task(ctx, cfg.audit, name, built))
         return out[name]
 
-    try:
-        sources = checkpoint(until, "ingest", ingest_task(ctx, stages.ingest, input_uri))
-        shots = checkpoint(until, "segment", segment_task(ctx, stages.segment, sources))
-        clip_table = checkpoint(until, "clips", clips_task(ctx, stages.clips, sources, shots))
-        scored = checkpoint(until, "score", score_task(ctx, stages.score, clip_table))
-        pool = checkpoint(until, "caption", caption_task(ctx, stages.caption, scored))
-        dataset("D_256p", pool)
-        dataset("D_360p", pool)
-        d_540p = dataset("D_540p", pool)
-        d_post = checkpoint(until, "D_post", balance_task(ctx, stages.balance, d_540p))
-        d_540p_sft = dataset("D_540p_sft", d_post)
-        dataset("D_720p_sft", d_540p_sft)
-    except UntilReached as reached:
-        out.pop(reached.manifest.stage, None)
-        out[reached.manifest.stage] = reached.manifest
-    return out
+    with reported(ctx, "curate"):
+        try:
+            sources = checkpoint(until, "ingest", ingest_task(ctx, stages.ingest, input_uri))
+            shots = checkpoint(until, "segment", segment_task(ctx, stages.segment, sources))
+            clip_table = checkpoint(until, "clips", clips_task(ctx, stages.clips, sources, shots))
+            scored = checkpoint(until, "score", score_task(ctx, stages.score, clip_table))
+            pool = checkpoint(until, "caption", caption_task(ctx, stages.caption, scored))
+            dataset("D_256p", pool)
+            dataset("D_360p", pool)
+            d_540p = dataset("D_540p", pool)
+            d_post = checkpoint(until, "D_post", balance_task(ctx, stages.balance, d_540p))
+            d_540p_sft = dataset("D_540p_sft", d_post)
+            dataset("D_720p_sft", d_540p_sft)
+        except UntilReached as reached:
+            out.pop(reached.manifest.stage, None)
+            out[reached.manifest.stage] = reached.manifest
+        return out

@@ -9,6 +9,7 @@ from prefect import flow
 from flows.curate import curate, stage_task
 from flows.post_train import post_train_flow
 from flows.pretrain import pretrain_flow
+from flows.summary import attach_prefect_logs, reported
 from infra.config import STAGE_ORDER, PipelineConfig
 from infra.config_train import TRAIN_STAGES
 from infra.manifest import Manifest
@@ -20,18 +21,20 @@ corpus_task = stage_task(corpus_stage.run, "corpus")
 
 @flow(name="reelflow-pipeline", flow_run_name="{run_id}")
 def pipeline(cfg: PipelineConfig, run_id: str, until: str | None = None) -> Manifest:
+    attach_prefect_logs()
     ctx = open_run(cfg, run_id)
     ok = False
     try:
-        input_uri = cfg.input or corpus_task(ctx, cfg.corpus).uri
-        datasets = curate(cfg, run_id, input_uri, until)
-        result = datasets[list(datasets)[-1]]
-        if until not in STAGE_ORDER:
-            checkpoints = pretrain_flow(cfg, run_id, datasets, until)
-            result = checkpoints[list(checkpoints)[-1]]
-            if until not in TRAIN_STAGES:
-                result = post_train_flow(cfg, run_id, datasets, checkpoints["sft-540p"], until)
-        ok = True
-        return result
+        with reported(ctx, "pipeline"):
+            input_uri = cfg.input or corpus_task(ctx, cfg.corpus).uri
+            datasets = curate(cfg, run_id, input_uri, until)
+            result = datasets[list(datasets)[-1]]
+            if until not in STAGE_ORDER:
+                checkpoints = pretrain_flow(cfg, run_id, datasets, until)
+                result = checkpoints[list(checkpoints)[-1]]
+                if until not in TRAIN_STAGES:
+                    result = post_train_flow(cfg, run_id, datasets, checkpoints["sft-540p"], until)
+            ok = True
+            return result
     finally:
         close_run(ctx, ok)

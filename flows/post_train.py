@@ -15,6 +15,7 @@ from prefect import flow
 
 from flows.curate import UntilReached, stage_task
 from flows.pretrain import train_phase
+from flows.summary import attach_prefect_logs, reported
 from infra.config import PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
@@ -22,14 +23,20 @@ from tasks import dpo, pairs, reward, video
 
 pairs_task = stage_task(pairs.run, "pairs")
 reward_task = stage_task(reward.run, "reward")
-dpo_task = stage_task(dpo.run, "dpo")
+dpo_task = stage_task(dpo.run, "dpo", "dpo-{round}")
 video_task = stage_task(video.run, "video")
 
 
 @flow(name="post-train", flow_run_name="post-train-{run_id}")
 def post_train_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manifest], sft: Manifest,
                     until: str | None = None) -> Manifest:
+    attach_prefect_logs()
     ctx = open_run(cfg, run_id)
+    with reported(ctx, "post-train"):
+        return _post_train(ctx, cfg, datasets, sft, until)
+
+
+def _post_train(ctx, cfg: PipelineConfig, datasets: dict[str, Manifest], sft: Manifest, until: str | None) -> Manifest:
     post = cfg.post
 
     def done(name: str, manifest: Manifest) -> Manifest:

@@ -12,13 +12,14 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.curate import stage_task
+from flows.summary import attach_prefect_logs, reported
 from infra.config import PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
 from tasks import latents, pretrain
 
-latents_task = stage_task(latents.run, "latents")
-train_task = stage_task(pretrain.run, "train")
+latents_task = stage_task(latents.run, "latents", "latents-{dataset.stage}-{resolution_name}")
+train_task = stage_task(pretrain.run, "train", "{name}")
 
 
 def train_phase(ctx, cfg: PipelineConfig, datasets: dict[str, Manifest], phase: str,
@@ -43,4 +44,7 @@ def train_phase(ctx, cfg: PipelineConfig, datasets: dict[str, Manifest], phase: 
 def pretrain_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manifest],
                   until: str | None = None) -> dict[str, Manifest]:
     """Runs the pretraining stages in order; returns each stage's checkpoint manifest by stage name."""
-    return train_phase(open_run(cfg, run_id), cfg, datasets, "pretrain", {}, until)
+    attach_prefect_logs()
+    ctx = open_run(cfg, run_id)
+    with reported(ctx, "pretrain"):
+        return train_phase(ctx, cfg, datasets, "pretrain", {}, until)

@@ -23,9 +23,18 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.utils.time import get_current_time_millis
 
+from infra.tracking_store import ROOT_TAG, relocate, sqlite_path
+
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _MAX_PARAM = 6000  # mlflow's param value limit
+# MLflow 3 opens an experiment without this tag in its GenAI (traces) view; this one trains models.
+# Values as the MLflow 3 UI's ExperimentKind enum spells them.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+NOTE = "mlflow.note.content"  # the run page's Description
+# MLflow reserves the alias "latest" (``models:/NAME/latest`` already resolves to the highest version), so the
+# newest checkpoint of any stage carries this alias instead, visible beside the stage aliases in the UI.
+LATEST = "newest"
 
 
 def git_sha() -> str:
@@ -62,15 +71,24 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None):
         # Quiet mlflow's alembic migration chatter on a fresh sqlite store.
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        db = sqlite_path(tracking_uri)
+        if db and relocate(db):  # a copied or moved run root: point the recorded locations at where it is now
+            from mlflow.tracking._tracking_service import utils as tracking_utils
+
+            # MLflow keeps each run's artifact repository per process, keyed by run id: forget the old folder's.
+            getattr(tracking_utils, "_artifact_repos_cache", {}).clear()
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = tracking_uri
         mlflow.set_tracking_uri(tracking_uri)
+        tags = {**EXPERIMENT_KIND, **({ROOT_TAG: os.path.dirname(os.path.abspath(db))} if db else {})}
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            exp.experiment_id
-            if exp is not None
-            else self.client.create_experiment(experiment, artifact_location=artifact_root)
-        )
+        if exp is None:
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root, tags=tags)
+        else:
+            self.experiment_id = exp.experiment_id
+            for key, value in tags.items():
+                if exp.tags.get(key) != value:
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
 
     def find_parent(self, run_id: str) -> str | None:
         runs = self.client.search_runs(
@@ -98,20 +116,44 @@ class Tracker:
         status = RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)
         self.client.set_terminated(mlflow_run_id, status=status)
 
+    def describe(self, rid: str, text: str) -> None:
+        """The run page's Description (markdown)."""
+        self.client.set_tag(rid, NOTE, text[:5000])
+
     @contextmanager
     def child(self, parent: str, stage: str, tags: dict[str, str]) -> Iterator[str]:
         run = self.client.create_run(
             self.experiment_id,
-            run_name=stage,
+            run_name=display_name(stage),
             tags={"mlflow.parentRunId": parent, "reelflow.kind": "stage", "reelflow.stage": stage, **tags},
         )
         rid = run.info.run_id
         try:
             yield rid
-        except BaseException:
+        except BaseException as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:1000]
+            self.client.set_tag(rid, "reelflow.error", reason)
+            self.describe(rid, f"**{display_name(stage)} failed**: {reason}")
             self.end(rid, ok=False)
             raise
         self.end(rid, ok=True)
+        self._supersede(parent, stage, rid)
+
+    def _supersede(self, parent: str, stage: str, rid: str) -> None:
+        """Earlier failed attempts of ``stage`` under ``parent`` are marked superseded by the one that succeeded,
+        so the run list shows one live result per stage."""
+        failed = self.client.search_runs(
+            [self.experiment_id], max_results=100,
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and tags.`reelflow.stage` = '{stage}' "
+                          "and attributes.status = 'FAILED'")
+        for old in failed:
+            if old.data.tags.get("reelflow.superseded_by"):
+                continue
+            self.client.set_tag(old.info.run_id, "reelflow.superseded_by", rid)
+            self.client.update_run(old.info.run_id, name=f"{display_name(stage)} (superseded)")
+            reason = old.data.tags.get("reelflow.error", "failed")
+            self.describe(old.info.run_id, f"**Superseded** by run {rid}, which resumed and succeeded.\n\n"
+                                           f"This attempt: {reason}")
 
     def log_params(self, rid: str, params: dict) -> None:
         flat = flatten("", params, {})
@@ -126,7 +168,22 @@ class Tracker:
             self.client.log_batch(rid, metrics=items[i : i + 500])
 
     def log_artifact(self, rid: str, local_path: str, artifact_path: str | None = None) -> None:
+        """Logs ``local_path``; an mp4 also gets an upscaled copy and a frame strip beside it (infra/viewable.py),
+        because a 64x32 training sample is invisible at its own size."""
         self.client.log_artifact(rid, local_path, artifact_path)
+        if local_path.endswith(".mp4") and os.path.isfile(local_path):
+            import tempfile
+
+            from infra.viewable import viewable
+
+            with tempfile.TemporaryDirectory() as out:
+                try:
+                    extras = viewable(local_path, out)
+                except (OSError, ValueError) as exc:  # a sample that cannot be decoded is still logged as is
+                    log.warning("no viewable copy of %s: %s", local_path, exc)
+                    extras = []
+                for extra in extras:
+                    self.client.log_artifact(rid, extra, artifact_path)
 
     def log_input(self, rid: str, sample: pd.DataFrame, source_uri: str, name: str, digest: str) -> None:
         """Record a manifest as an MLflow dataset input (schema from a sample, digest = fingerprint)."""
@@ -149,12 +206,42 @@ class Tracker:
         try:
             current = self.client.get_model_version_by_alias(model_name, alias)
             if current.source == source_uri:
+                self.client.set_registered_model_alias(model_name, LATEST, current.version)
                 return current.version
         except MlflowException:
             pass
-        version = self.client.create_model_version(model_name, source_uri, run_id=rid, tags={**tags, "reelflow.stage": alias})
+        facts = self._version_facts(rid, alias)
+        version = self.client.create_model_version(
+            model_name, source_uri, run_id=rid, tags={**tags, "reelflow.stage": alias, **facts["tags"]},
+            description=facts["description"])
         self.client.set_registered_model_alias(model_name, alias, version.version)
+        self.client.set_registered_model_alias(model_name, LATEST, version.version)
         return version.version
+
+    def _version_facts(self, rid: str | None, alias: str) -> dict:
+        """Description and tags of a model version: the stage, its run, its metrics and the fingerprints of
+        the datasets it was trained on (the run's MLflow dataset inputs)."""
+        if not rid:
+            return {"description": f"{alias} checkpoint", "tags": {}}
+        run = self.client.get_run(rid)
+        metrics = {k: v for k, v in sorted(run.data.metrics.items()) if "/" not in k}
+        inputs = {d.dataset.name: d.dataset.digest for d in (run.inputs.dataset_inputs if run.inputs else [])}
+        tags = {"mlflow_run_id": rid, **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()},
+                **{f"dataset.{k}": v for k, v in inputs.items()}}
+        lines = [f"{alias} checkpoint from MLflow run {rid} (pipeline run "
+                 f"{run.data.tags.get('reelflow.run_id', '?')}, code {run.data.tags.get('reelflow.git_sha', '?')}).",
+                 "", "Trained on: " + (", ".join(f"{k} (fingerprint {v})" for k, v in inputs.items()) or "-"), "",
+                 "Metrics: " + (", ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "-")]
+        return {"description": "\n".join(lines)[:5000], "tags": tags}
+
+
+def display_name(stage: str) -> str:
+    """The run name a person reads: ``gate D_540p`` for the audit of D_540p, the stage name otherwise."""
+    if stage.startswith("audit_"):
+        gate = stage[len("audit_"):]
+        simulated = gate.endswith("_simulated")
+        return f"gate {gate.removesuffix('_simulated')}" + (" (simulated)" if simulated else "")
+    return stage
 
 
 def _is_number(v) -> bool:
