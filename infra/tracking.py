@@ -83,6 +83,8 @@ class Tracker:
         tags = {**EXPERIMENT_KIND, **({ROOT_TAG: os.path.dirname(os.path.abspath(db))} if db else {})}
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
+            if tracking_uri.startswith(("http://", "https://")):
+                artifact_root = None  # a tracking server stores (or proxies) artifacts where it is configured to
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root, tags=tags)
         else:
             self.experiment_id = exp.experiment_id
