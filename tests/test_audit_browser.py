@@ -1,7 +1,6 @@
 """The audit page in a real browser: Playwright drives Debian's Chromium, labels clips with mouse
 and keyboard, and the waiting gate resumes."""
 
-import os
 import socket
 import threading
 import time
@@ -14,7 +13,6 @@ from infra.audit_store import VerdictStore, list_audits
 from tasks.audit import audit_gate
 
 pytestmark = pytest.mark.slow
-CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run", "--disable-gpu"]
 TOKEN = "tok-reviewer-42"
@@ -22,12 +20,11 @@ TOKEN = "tok-reviewer-42"
 
 @pytest.fixture
 def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} missing: apt-get install -y chromium (see .ci/run)")
+    from chromium import chromium_path  # installs Debian's Chromium when missing, fails clearly if it cannot
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=ARGS)
         yield b
         b.close()
 
