@@ -6,10 +6,12 @@ takes Good / Bad + reason by mouse or keyboard; every click is POSTed and stored
 of the ``pairs`` stage's pending human pairs (``/pairs/{id}``) lives in ``infra.pair_audit_app``.
 
 Security: every route but ``/healthz`` and ``/login`` needs a reviewer token (``?token=`` once at
-``/login`` sets an HttpOnly SameSite=Strict cookie; API clients may send ``Authorization: Bearer``).
-Clips are served only by (audit id, clip id), both matched against the stored sample, and only
-when the clip's recorded URI lies inside the run's folder: no path from a request ever reaches the
-file system, so there is nothing to traverse.
+``/login`` sets an HttpOnly SameSite=Strict cookie; API clients may send ``Authorization: Bearer``),
+checked from the headers before any body is read; bodies are bounded per route in size and JSON
+depth, and no error repeats what the client sent (``infra.audit_guard``). Clips are served only by
+(audit id, clip id), both matched against the stored sample, and only when the clip's path (relative
+to the run root, so a copied or moved run still serves) lies inside the run's folder: no path from a
+request ever reaches the file system, so there is nothing to traverse. A simulated audit is read-only.
 """
 
 from __future__ import annotations
@@ -20,27 +22,38 @@ import secrets
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from infra import storage
+from infra.audit_guard import COOKIE, Guard, reviewer_of
 from infra.audit_store import (
     ID_RE,
+    RULE_TEXT,
     Reason,
     Verdict,
     VerdictStore,
+    clip_location,
     evaluate,
-    list_audits,
     load_result,
     load_sample,
+    remove_stale_parts,
 )
+from infra.audit_view import audit_rows, clip_states
 from infra.config_datasets import REASONS
 from infra.pair_audit_app import add_pair_routes, pair_rows
 
 WEB = Path(__file__).resolve().parent / "audit_web"
-COOKIE = "reelflow_audit"
 
 
 def parse_tokens(spec: str | None) -> dict[str, str]:
@@ -77,24 +90,28 @@ def create_app(run_uri: str, tokens: dict[str, str]) -> FastAPI:
     if not tokens:
         raise ValueError("the audit app needs at least one reviewer token")
     run_uri = storage.normalize(run_uri)
+    remove_stale_parts(run_uri)  # what a killed server or flow left half-written
     app = FastAPI(title="reelflow audit", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(Guard, tokens=tokens)
     templates = Jinja2Templates(directory=str(WEB))
     app.mount("/static", StaticFiles(directory=str(WEB / "static")), name="static")
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default reply repeats each offending input: name the field and the rule only.
+        return JSONResponse({"detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "invalid")}
+                                        for e in exc.errors()]}, status_code=422)
+
     def reviewer(request: Request) -> str:
-        given = request.cookies.get(COOKIE) or ""
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        for token, name in tokens.items():
-            if hmac.compare_digest(given.encode(), token.encode()):
-                return name
-        raise HTTPException(401, "reviewer token required: open the link printed by `reelflow audit serve`")
+        name = reviewer_of({k.lower(): v for k, v in request.headers.items()}, tokens)
+        if name is None:
+            raise HTTPException(401, "reviewer token required: open the link printed by `reelflow audit serve`")
+        return name
 
     def sample_of(audit_id: str):
         sample = load_sample(run_uri, audit_id) if ID_RE.match(audit_id) else None
         if sample is None:
-            raise HTTPException(404, f"no audit {audit_id!r} in this run")
+            raise HTTPException(404, "no such audit in this run")
         return sample
 
     @app.get("/healthz")
@@ -111,29 +128,24 @@ def create_app(run_uri: str, tokens: dict[str, str]) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request, who: str = Depends(reviewer)):
-        rows = []
-        for sample in list_audits(run_uri):
-            state = evaluate(sample, VerdictStore(run_uri, sample.audit_id).latest())
-            done = load_result(run_uri, sample.audit_id)
-            status = ("passed" if done.passed else "failed") if done else ("complete" if state.complete else "pending")
-            rows.append({"sample": sample, "state": state, "status": status})
-        return templates.TemplateResponse(request, "index.html", {"rows": rows, "pair_rows": pair_rows(run_uri),
-                                                                  "who": who, "run_uri": run_uri})
+        return templates.TemplateResponse(request, "index.html", {"rows": audit_rows(run_uri), "pair_rows": pair_rows(run_uri),
+                                                                  "who": who, "run_uri": run_uri, "rule": RULE_TEXT})
 
     @app.get("/audit/{audit_id}", response_class=HTMLResponse)
     def audit_page(request: Request, audit_id: str, who: str = Depends(reviewer)):
         sample = sample_of(audit_id)
-        return templates.TemplateResponse(request, "audit.html", {"sample": sample, "who": who, "reasons": REASONS})
+        state = evaluate(sample, VerdictStore(run_uri, audit_id).reviews())
+        return templates.TemplateResponse(request, "audit.html", {
+            "sample": sample, "who": who, "reasons": REASONS, "state": state, "rule": RULE_TEXT,
+            "result": load_result(run_uri, audit_id), "run_id": run_uri.rstrip("/").rsplit("/", 1)[-1]})
 
     @app.get("/api/audit/{audit_id}")
     def audit_state(audit_id: str, who: str = Depends(reviewer)) -> dict:
         sample = sample_of(audit_id)
-        latest = VerdictStore(run_uri, audit_id).latest()
-        clips = [{"clip_id": c.clip_id, "caption": c.caption, "category": c.category,
-                  "verdict": latest[c.clip_id].verdict if c.clip_id in latest else None,
-                  "reason": latest[c.clip_id].reason if c.clip_id in latest else None} for c in sample.clips]
-        return {"audit_id": audit_id, "simulated": sample.simulated, "clips": clips,
-                "state": evaluate(sample, latest).model_dump()}
+        reviews = VerdictStore(run_uri, audit_id).reviews()
+        return {"audit_id": audit_id, "simulated": sample.simulated, "read_only": sample.simulated,
+                "tolerate": sample.tolerate, "clips": clip_states(sample, reviews, who),
+                "state": evaluate(sample, reviews).model_dump()}
 
     @app.post("/api/audit/{audit_id}/verdicts")
     def add_verdict(audit_id: str, body: VerdictIn, who: str = Depends(reviewer)) -> dict:
@@ -141,14 +153,14 @@ def create_app(run_uri: str, tokens: dict[str, str]) -> FastAPI:
         if sample.simulated:
             raise HTTPException(409, "this audit is simulated from the corpus truth; it takes no human verdicts")
         if body.clip_id not in {c.clip_id for c in sample.clips}:
-            raise HTTPException(404, f"clip {body.clip_id} is not in the sample of {audit_id}")
+            raise HTTPException(404, "no such clip in the sample of this audit")
         try:
             verdict = Verdict(**body.model_dump(), reviewer=who, source="human")
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
+        except ValueError:
+            raise HTTPException(422, "a bad verdict needs a reason from the taxonomy") from None
         store = VerdictStore(run_uri, audit_id)
         store.append(verdict)
-        return evaluate(sample, store.latest()).model_dump()
+        return evaluate(sample, store.reviews()).model_dump()
 
     @app.get("/clip/{audit_id}/{clip_id}")
     def clip(audit_id: str, clip_id: str, who: str = Depends(reviewer)) -> Response:
@@ -158,7 +170,8 @@ def create_app(run_uri: str, tokens: dict[str, str]) -> FastAPI:
             raise HTTPException(404, "no such clip in this audit")
         return video(found.clip_uri)
 
-    def video(uri: str) -> Response:
+    def video(stored: str) -> Response:
+        uri = clip_location(run_uri, stored)
         if not _inside(uri, run_uri):
             raise HTTPException(403, "video file lies outside the run's store")
         if not storage.is_remote(uri):

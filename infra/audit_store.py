@@ -4,101 +4,40 @@ Layout: ``{run_uri}/audits/{audit_id}/sample.json`` (written once, when the gate
 ``verdicts/{ns}-{clip_id}-{rand}.json``, one file per verdict. One object per verdict rather than an
 appended JSONL because object stores (s3://) cannot append; locally each file is written to a
 temporary name, fsync'd and renamed, so a killed server or flow loses at most the click in flight,
-and a half-written verdict never exists under its real name. A clip's latest verdict wins (a
-reviewer may change their mind); the full history stays. Imported by the web app (infra) and the
-gate (tasks), so it lives in infra.
+and a half-written verdict never exists under its real name. Each reviewer's latest verdict on a
+clip counts (a reviewer may change their mind; the full history stays); when reviewers disagree,
+every verdict is kept and shown, and the gate counts the clip by ``RULE``. Sample paths are stored
+relative to the run root, so a copied or moved run still finds its clips. Imported by the web app
+(infra) and the gate (tasks), so it lives in infra.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import time
 import uuid
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 
+from infra import manifest as mf
 from infra import storage
-from infra.config_datasets import REASONS
+from infra.audit_models import (  # noqa: F401  (the store's records, re-exported for its callers)
+    ID_RE,
+    RULE,
+    RULE_TEXT,
+    STALE_PART_S,
+    AuditSample,
+    GateResult,
+    Reason,
+    SampledClip,
+    Verdict,
+    clean_text,
+)
 
 AUDITS = "audits"
 SAMPLE = "sample.json"
 RESULT = "result.json"
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-Reason = Literal["black", "static", "text", "mosaic", "effects/stickers", "low quality", "wrong caption", "other"]
-assert set(Reason.__args__) == set(REASONS)
-
-
-class Verdict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    clip_id: str = Field(pattern=ID_RE.pattern)
-    verdict: Literal["good", "bad"]
-    reason: Reason | None = None
-    note: str = Field("", max_length=500)
-    reviewer: str = "unknown"
-    source: Literal["human", "file", "simulated"] = "human"
-    at: float = Field(default_factory=time.time)
-
-    @model_validator(mode="after")
-    def _reason(self) -> Verdict:
-        if self.verdict == "bad" and self.reason is None:
-            raise ValueError(f"a bad verdict needs a reason, one of: {', '.join(REASONS)}")
-        if self.verdict == "good":
-            self.reason = None
-        return self
-
-
-class SampledClip(BaseModel):
-    clip_id: str
-    clip_uri: str | None = None
-    caption: str | None = None
-    category: str | None = None
-    truth: dict | None = None  # simulated mode only: what the corpus truth says about the clip
-
-
-class AuditSample(BaseModel):
-    audit_id: str
-    run_id: str
-    gate: str
-    dataset: str
-    dataset_fingerprint: str
-    kind: str
-    mode: str
-    simulated: bool = False
-    sample_rate: float
-    max_bad_rate: float
-    population: int
-    tolerate: list[str] = Field(default_factory=list)
-    created_at: float = Field(default_factory=time.time)
-    clips: list[SampledClip]
-
-
-class GateResult(BaseModel):
-    audit_id: str
-    gate: str
-    total: int
-    labelled: int
-    bad: int
-    bad_rate: float
-    max_bad_rate: float
-    complete: bool
-    passed: bool
-    simulated: bool
-    by_reason: dict[str, int]
-    tolerated: dict[str, int] = Field(default_factory=dict)
-    bad_clips: list[dict]
-
-    def summary(self) -> str:
-        label = " [SIMULATED from corpus truth]" if self.simulated else ""
-        verdict = "PASSED" if self.passed else ("FAILED" if self.complete else "PENDING")
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.by_reason.items(), key=lambda kv: -kv[1])) or "none"
-        return (f"audit gate {self.gate} {verdict}{label}: {self.bad}/{self.labelled} bad "
-                f"({100 * self.bad_rate:.1f}%, must be below {100 * self.max_bad_rate:g}%), "
-                f"{self.labelled}/{self.total} labelled; bad cases by reason: {reasons}"
-                + (f"; tolerated at this gate: {self.tolerated}" if self.tolerated else ""))
-
 
 def audits_uri(run_uri: str) -> str:
     return storage.join(run_uri, AUDITS)
@@ -121,6 +60,7 @@ def write_durably(uri: str, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; published records are readable
             os.fsync(fh.fileno())
         os.replace(tmp, uri)
     except BaseException:
@@ -132,6 +72,35 @@ def write_durably(uri: str, text: str) -> None:
         os.fsync(dir_fd)  # the rename itself survives a power cut
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_parts(run_uri: str, older_than_s: float = STALE_PART_S) -> list[str]:
+    """Delete the ``.part`` temporaries a killed writer left under the run's audits (never read: their
+    names start with a dot); a write in flight takes milliseconds, so anything older is dead."""
+    if storage.is_remote(run_uri):
+        return []  # object stores have no temporaries (a PUT is atomic)
+    removed, now = [], time.time()
+    for root in (AUDITS, "pair_audits"):
+        for parent, _, files in os.walk(os.path.join(run_uri, root)):
+            for name in files:
+                path = os.path.join(parent, name)
+                if name.startswith(".") and name.endswith(".part") and now - os.path.getmtime(path) > older_than_s:
+                    os.unlink(path)
+                    removed.append(path)
+    return removed
+
+
+def clip_location(run_uri: str, clip_uri: str | None) -> str | None:
+    """Where a sampled clip is now: relative paths join the run root; an absolute path recorded by an
+    older run that was copied or moved since is found by its part below the run's folder name."""
+    if not clip_uri:
+        return None
+    if mf.is_relative(clip_uri):
+        return mf.resolve(clip_uri, run_uri)
+    marker = "/" + run_uri.rstrip("/").rsplit("/", 1)[-1] + "/"
+    if not clip_uri.startswith(run_uri.rstrip("/") + "/") and marker in clip_uri:
+        return storage.join(run_uri, clip_uri.rsplit(marker, 1)[-1])
+    return clip_uri
 
 
 def save_sample(run_uri: str, sample: AuditSample) -> None:
@@ -190,26 +159,61 @@ class VerdictStore:
         return out
 
     def latest(self) -> dict:
-        return {getattr(v, self.key): v for v in self.history()}  # file names sort by time: the last one wins
+        """The last verdict given on each item, by anyone (file names sort by time)."""
+        return {getattr(v, self.key): v for v in self.history()}
+
+    def reviews(self) -> dict[str, list]:
+        """Each reviewer's latest verdict on each item, in the order they were first given."""
+        out: dict[str, dict[str, BaseModel]] = {}
+        for v in self.history():
+            out.setdefault(getattr(v, self.key), {})[v.reviewer] = v
+        return {k: list(by.values()) for k, by in out.items()}
 
 
-def evaluate(sample: AuditSample, latest: dict[str, Verdict]) -> GateResult:
-    """The gate's state: passes when every sampled clip is labelled and bad/total < max_bad_rate;
-    bad verdicts whose reason the gate tolerates are counted apart."""
-    labelled = [latest[c.clip_id] for c in sample.clips if c.clip_id in latest]
-    flagged = [v for v in labelled if v.verdict == "bad"]
-    bad = [v for v in flagged if v.reason not in sample.tolerate]
+def decide(verdicts: list[Verdict], tolerate: list[str]) -> tuple[str, Verdict]:
+    """One clip under ``RULE``: ("bad" | "tolerated" | "good", the verdict that decided it)."""
+    bad = [v for v in verdicts if v.verdict == "bad" and v.reason not in tolerate]
+    if bad:
+        return "bad", bad[0]
+    tolerated = [v for v in verdicts if v.verdict == "bad"]
+    return ("tolerated", tolerated[0]) if tolerated else ("good", verdicts[-1])
+
+
+def _as_lists(latest: dict) -> dict[str, list[Verdict]]:
+    return {k: (v if isinstance(v, list) else [v]) for k, v in latest.items() if v}
+
+
+def evaluate(sample: AuditSample, latest: dict) -> GateResult:
+    """The gate's state: passes when every sampled clip is labelled and bad/total < max_bad_rate.
+    ``latest``: clip -> verdict, or clip -> every reviewer's latest verdict (``VerdictStore.reviews``);
+    a clip is bad by ``RULE``; bad verdicts whose reason the gate tolerates are counted apart."""
+    reviews = _as_lists(latest)
     by_reason: dict[str, int] = {}
     tolerated: dict[str, int] = {}
-    for v in flagged:
-        counts = by_reason if v.reason not in sample.tolerate else tolerated
-        counts[v.reason] = counts.get(v.reason, 0) + 1
-    complete = len(labelled) == len(sample.clips)
-    rate = len(bad) / len(labelled) if labelled else 0.0
+    bad, tolerated_clips, disagreements, labelled = [], [], [], 0
+    for clip in sample.clips:
+        if clip.clip_id not in reviews:
+            continue
+        labelled += 1
+        given = reviews[clip.clip_id]
+        state, decider = decide(given, sample.tolerate)
+        if state != "good":
+            counts = by_reason if state == "bad" else tolerated
+            counts[decider.reason] = counts.get(decider.reason, 0) + 1
+            (bad if state == "bad" else tolerated_clips).append(decider)
+        if len({(v.verdict, v.reason) for v in given}) > 1:
+            disagreements.append({"clip_id": clip.clip_id, "counted": state, "verdicts": [
+                {"reviewer": v.reviewer, "verdict": v.verdict, "reason": v.reason} for v in given]})
+    complete = labelled == len(sample.clips)
+    rate = len(bad) / labelled if labelled else 0.0
+
+    def listed(vs: list[Verdict]) -> list[dict]:
+        return [{"clip_id": v.clip_id, "reason": v.reason, "note": v.note, "reviewer": v.reviewer} for v in vs]
+
     return GateResult(
-        audit_id=sample.audit_id, gate=sample.gate, total=len(sample.clips), labelled=len(labelled), bad=len(bad),
+        audit_id=sample.audit_id, gate=sample.gate, total=len(sample.clips), labelled=labelled, bad=len(bad),
         bad_rate=rate, max_bad_rate=sample.max_bad_rate, complete=complete,
         passed=complete and rate < sample.max_bad_rate, simulated=sample.simulated, by_reason=by_reason,
-        tolerated=tolerated,
-        bad_clips=[{"clip_id": v.clip_id, "reason": v.reason, "note": v.note, "reviewer": v.reviewer} for v in bad],
+        tolerated=tolerated, bad_clips=listed(bad), tolerate=list(sample.tolerate), tolerated_clips=listed(tolerated_clips),
+        disagreements=disagreements,
     )

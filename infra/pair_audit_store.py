@@ -14,14 +14,18 @@ import json
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from infra import manifest as mf
 from infra import storage
-from infra.audit_store import ID_RE, RESULT, SAMPLE, VerdictStore, audit_uri, write_durably
+from infra.audit_store import ID_RE, RESULT, SAMPLE, VerdictStore, audit_uri, clean_text, write_durably
 from infra.config_post import MOTION_FAILURES
 from infra.manifest import Manifest, load_success, read_table
 
 PAIR_AUDITS = "pair_audits"
+# What a reviewer is shown, by the ``kind`` of the pairs table (tasks/pairs.py).
+PAIR_KINDS = {"human": "two text-to-video samples of the same prompt from the same checkpoint, different seeds "
+                       "(neither is real footage; the side of each is random)"}
 PAIRS_STAGE = "pairs"
 MotionFailure = Literal["excess motion", "insufficient motion", "subject distortion", "local detail damage",
                         "physics violation", "unnatural motion"]
@@ -39,6 +43,11 @@ class PairVerdict(BaseModel):
     source: Literal["human", "file"] = "human"
     at: float = Field(default_factory=time.time)
 
+    @field_validator("note", "reviewer")
+    @classmethod
+    def _clean(cls, text: str) -> str:
+        return clean_text(text)
+
     @model_validator(mode="after")
     def _failure(self) -> PairVerdict:
         if self.label != "tie" and self.failure is None:
@@ -50,8 +59,10 @@ class PairVerdict(BaseModel):
 
 class PendingPair(BaseModel):
     pair_id: str
+    kind: str = "human"  # what the two videos are: see PAIR_KINDS
+    generator: str | None = None  # the checkpoint that generated both
     prompt: str | None = None
-    a_uri: str
+    a_uri: str  # relative to the run root (older samples: absolute)
     b_uri: str
     a_desc: str | None = None  # kept for provenance, never shown: the page must not hint at a side
     b_desc: str | None = None
@@ -59,7 +70,7 @@ class PendingPair(BaseModel):
 
 class PairAuditSample(BaseModel):
     audit_id: str
-    stage_uri: str
+    stage_uri: str  # the stage folder, relative to the run root
     fingerprint: str
     created_at: float = Field(default_factory=time.time)
     pairs: list[PendingPair]
@@ -87,7 +98,9 @@ def pending_pairs(manifest: Manifest) -> list[PendingPair]:
     df = read_table(manifest)
     keep = (df["kind"] == "human") & (df["label_source"] == "pending") & df["error"].isna()
     keep &= ~df["discarded"].fillna(False).astype(bool)
-    return [PendingPair.model_validate(r) for r in df[keep][list(PendingPair.model_fields)].to_dict("records")]
+    root = mf.run_root_of(manifest.uri)
+    return [PendingPair.model_validate(r | {"a_uri": mf.relative_to(r["a_uri"], root), "b_uri": mf.relative_to(r["b_uri"], root)})
+            for r in df[keep][list(PendingPair.model_fields)].to_dict("records")]
 
 
 def pair_audit_id(manifest: Manifest) -> str:
@@ -108,7 +121,7 @@ def open_pair_audit(run_uri: str, manifest: Manifest) -> PairAuditSample | None:
     pairs = pending_pairs(manifest)
     if not pairs:
         return None
-    sample = PairAuditSample(audit_id=audit_id, stage_uri=manifest.uri, fingerprint=manifest.fingerprint, pairs=pairs)
+    sample = PairAuditSample(audit_id=audit_id, stage_uri=manifest.stage, fingerprint=manifest.fingerprint, pairs=pairs)
     write_durably(storage.join(audit_uri(run_uri, audit_id, PAIR_AUDITS), SAMPLE), sample.model_dump_json(indent=1))
     return sample
 

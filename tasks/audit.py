@@ -31,33 +31,28 @@ import pandas as pd
 from infra import manifest as mf
 from infra import storage
 from infra.audit_store import (
+    RULE_TEXT,
     AuditSample,
     GateResult,
     SampledClip,
     Verdict,
     VerdictStore,
     audit_uri,
+    decide,
     evaluate,
     load_result,
     load_sample,
+    remove_stale_parts,
     save_result,
     save_sample,
 )
 from infra.config_datasets import AuditConfig
 from infra.manifest import Manifest
 from infra.stage import StageContext
-from tasks.corpus.truth import VideoTruth, truth_path
+from tasks.audit_next import ways_forward
+from tasks.audit_simulated import DEFECT_REASON, NoTruth, clip_truth, simulated_verdict  # noqa: F401
 
 log = logging.getLogger("reelflow.audit")
-
-# Planted defect kind -> the report's bad-case taxonomy. A channel logo is a burned-in mark (text,
-# as OCR reads it). Borders are absent: the strict profile crops them away. Near-duplicates are absent: the kept copy of a group is a good clip.
-DEFECT_REASON = {
-    "black": "black", "frozen": "static", "subtitle": "text", "caption_text": "text", "mosaic": "mosaic",
-    "sticker": "effects/stickers", "logo": "text", "blur": "low quality", "noise": "low quality",
-    "blocking": "low quality",
-}
-
 
 class AuditFailed(RuntimeError):
     """The bad-case rate is at or above the gate's threshold."""
@@ -89,39 +84,6 @@ def draw_sample(df: pd.DataFrame, dataset: str, gate: str, n_rate: float, cfg: A
     return pool.loc[order[:n]], len(pool)
 
 
-def clip_truth(row: dict) -> dict:
-    """What the synthetic corpus truth says a reviewer would see in this clip (simulated mode)."""
-    uri = truth_path(row["source_uri"]) if row.get("source_uri") else None
-    if uri is None or not storage.exists(uri):
-        raise AuditIncomplete(
-            f"--audit simulated needs the synthetic corpus truth, but {uri} does not exist: simulated verdicts "
-            "exist only for the generated corpus; use --audit verdicts.json or a real audit")
-    truth = VideoTruth.model_validate_json(storage.read_text(uri))
-    a, b = int(row["start_frame"]), int(row["end_frame"])
-    defects = sorted({DEFECT_REASON[d.kind] for d in truth.defects if d.kind in DEFECT_REASON
-                      and d.start_frame < b and d.end_frame > a})
-    boundary = any((t.start_frame < b and t.end_frame > a) if t.is_gradual else a < t.start_frame < b
-                   for t in truth.transitions)
-    shots = [s for s in truth.shots if s.start_frame < b and s.end_frame > a]
-    return {"reasons": defects, "boundary_inside": boundary,
-            "category": max(shots, key=lambda s: min(s.end_frame, b) - max(s.start_frame, a)).category if shots else None}
-
-
-def simulated_verdict(clip: SampledClip) -> Verdict:
-    truth = clip.truth or {}
-    reasons = list(truth.get("reasons", []))
-    note = "simulated from corpus truth"
-    if truth.get("boundary_inside"):
-        reasons.append("other")
-        note += "; a shot boundary lies inside the clip"
-    if not reasons and clip.category and truth.get("category") and clip.category.lower() != truth["category"]:
-        reasons.append("wrong caption")
-    if reasons:
-        return Verdict(clip_id=clip.clip_id, verdict="bad", reason=reasons[0], note=f"{note}: {', '.join(reasons)}",
-                       reviewer="simulated", source="simulated")
-    return Verdict(clip_id=clip.clip_id, verdict="good", note=note, reviewer="simulated", source="simulated")
-
-
 def file_verdicts(path: str, gate: str) -> list[Verdict]:
     """``verdicts.json``: a list of verdicts, or ``{gate: [verdicts]}``; each needs clip_id, verdict
     (good/bad) and, when bad, a reason from the taxonomy."""
@@ -130,16 +92,25 @@ def file_verdicts(path: str, gate: str) -> list[Verdict]:
     return [Verdict.model_validate({"reviewer": os.path.basename(path), **v, "source": "file"}) for v in items]
 
 
+def _truth(row: dict) -> dict:
+    try:
+        return clip_truth(row)
+    except NoTruth as exc:
+        raise AuditIncomplete(str(exc)) from None
+
+
 def _new_sample(ctx: StageContext, cfg: AuditConfig, audit_id: str, gate: str, table: Manifest, picked: pd.DataFrame,
-                population: int, **fields) -> AuditSample:
+                population: int, save: bool = True, **fields) -> AuditSample:
     simulated = cfg.mode == "simulated"
     clips = []
     for row in picked.to_dict("records"):
         # Only a caption's category is the caption's claim; a zero-shot guess is not judged as one.
         category = row.get("category") if row.get("category_source") in (None, "caption") else None
-        clips.append(SampledClip(
-            clip_id=row["clip_id"], clip_uri=row.get("clip_uri"), caption=row.get("caption_t2v"),
-            category=category, truth=clip_truth(row) if simulated else None))
+        clips.append(SampledClip(  # the clip's path relative to the run root: the run can move
+            clip_id=row["clip_id"], clip_uri=mf.relative_to(row.get("clip_uri"), ctx.run_uri), caption=row.get("caption_t2v"),
+            category=category, truth=_truth(row) if simulated else None))
+    if not save:
+        return AuditSample.model_construct(clips=clips)
     sample = AuditSample(audit_id=audit_id, run_id=ctx.run_id, gate=gate, dataset_fingerprint=table.fingerprint,
                          mode=cfg.mode, simulated=simulated, population=population, clips=clips, **fields)
     save_sample(ctx.run_uri, sample)
@@ -150,39 +121,74 @@ def _audit_id(cfg: AuditConfig, gate: str, dataset: Manifest) -> str:
     return f"{gate}-{dataset.fingerprint[:8]}" + ("-simulated" if cfg.mode == "simulated" else "")
 
 
+def _follow_config(ctx: StageContext, sample: AuditSample, dataset: Manifest, rate: float, threshold: float,
+                   tolerate: list[str], cfg: AuditConfig) -> AuditSample:
+    """The stored sample under the gate's CURRENT settings: a changed threshold or tolerance applies to
+    the verdicts already given (nothing is relabelled); a changed sample rate or size extends or trims
+    the same seeded draw, so every verdict of a clip still sampled counts. Each change is logged and
+    recorded in the sample."""
+    changes = []
+    if not math.isclose(sample.max_bad_rate, threshold):
+        changes.append(f"max_bad_rate {sample.max_bad_rate:g} -> {threshold:g}")
+    if sorted(sample.tolerate) != sorted(tolerate):
+        changes.append(f"tolerate {sample.tolerate} -> {tolerate}")
+    update: dict = {"max_bad_rate": threshold, "tolerate": list(tolerate)}
+    if sample.kind != "manual":
+        picked, population = draw_sample(mf.read_table(dataset), sample.dataset, sample.gate, rate, cfg)
+        if [c.clip_id for c in sample.clips] != picked["clip_id"].tolist():
+            changes.append(f"sample {len(sample.clips)} -> {len(picked)} clips (sample_rate {rate:g}, min_sample "
+                           f"{cfg.min_sample}, max_sample {cfg.max_sample}; same seeded draw, verdicts kept)")
+            update |= {"clips": _new_sample(ctx, cfg, sample.audit_id, sample.gate, dataset, picked, population,
+                                            save=False).clips, "sample_rate": rate}
+    if not changes:
+        return sample
+    sample = sample.model_copy(update=update | {"changes": [*sample.changes, f"{time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                                                            + "; ".join(changes)]})
+    save_sample(ctx.run_uri, sample)
+    log.warning("audit gate %s: settings changed since the sample was drawn (%s); re-evaluating the stored "
+                "verdicts under them", sample.gate, "; ".join(changes))
+    return sample
+
+
 def open_audit(ctx: StageContext, cfg: AuditConfig, gate: str, dataset: Manifest) -> AuditSample:
-    """The gate's sample, drawn once per (gate, dataset content, mode) and stored before any wait."""
+    """The gate's sample, drawn once per (gate, dataset content, mode) and stored before any wait; a
+    later call applies the gate's current threshold, tolerance and sample size to it."""
     audit_id = _audit_id(cfg, gate, dataset)
+    rate, threshold = cfg.rate_and_threshold(gate)
+    tolerate = cfg.gates[gate].tolerate
     existing = load_sample(ctx.run_uri, audit_id)
     if existing is not None:
-        return existing
-    rate, threshold = cfg.rate_and_threshold(gate)
+        return _follow_config(ctx, existing, dataset, rate, threshold, tolerate, cfg)
     picked, population = draw_sample(mf.read_table(dataset), cfg.gates[gate].dataset, gate, rate, cfg)
     return _new_sample(ctx, cfg, audit_id, gate, dataset, picked, population, dataset=cfg.gates[gate].dataset,
-                       kind=cfg.gates[gate].kind, sample_rate=rate, max_bad_rate=threshold,
-                       tolerate=cfg.gates[gate].tolerate)
+                       kind=cfg.gates[gate].kind, sample_rate=rate, max_bad_rate=threshold, tolerate=tolerate)
 
 
 def manual_review(ctx: StageContext, cfg: AuditConfig, name: str, base: str, source: Manifest) -> tuple[str, dict[str, Verdict]]:
     """ManualFilter (report 3.1: ``D_720p_sft = ManualFilter(D_540p_sft)``): reviewers label EVERY
     clip of ``base`` (an audit named ``{name}_manual`` in the web app; ``{name}_manual`` is also its key
-    in a verdicts.json). Blocks until all are labelled; returns the audit id and the latest verdicts.
-    Simulated mode labels from the corpus truth, as at the gates. Audit mode off: no verdicts."""
+    in a verdicts.json). Blocks until all are labelled; returns the audit id and each clip's verdict
+    under the audit's rule (any reviewer's non-tolerated Bad removes the clip). The review tolerates what
+    the gate of ``name`` tolerates, so its page counts what the dataset keeps. Simulated mode labels from
+    the corpus truth, as at the gates. Audit mode off: no verdicts."""
     if cfg.mode == "off":
         log.warning("manual filter of %s skipped (audit mode off): no clip is marked Good", name)
         return "", {}
     gate = f"{name}_manual"
     audit_id = _audit_id(cfg, gate, source)
+    tolerate = cfg.gates[name].tolerate if name in cfg.gates else []
     sample = load_sample(ctx.run_uri, audit_id)
     if sample is None:
         pool = members(mf.read_table(source), base)
         sample = _new_sample(ctx, cfg, audit_id, gate, source, pool, len(pool), dataset=name, kind="manual",
-                             sample_rate=1.0, max_bad_rate=1.0)
+                             sample_rate=1.0, max_bad_rate=1.0, tolerate=tolerate)
+    else:
+        sample = _follow_config(ctx, sample, source, 1.0, 1.0, tolerate, cfg)
     store = VerdictStore(ctx.run_uri, audit_id)
     supply_verdicts(ctx, cfg, sample, store)
     wait_for_verdicts(ctx, cfg, sample, store)
-    latest = store.latest()
-    return audit_id, {c.clip_id: latest[c.clip_id] for c in sample.clips}
+    reviews = store.reviews()
+    return audit_id, {c.clip_id: decide(reviews[c.clip_id], sample.tolerate)[1] for c in sample.clips}
 
 
 def supply_verdicts(ctx: StageContext, cfg: AuditConfig, sample: AuditSample, store: VerdictStore) -> None:
@@ -210,7 +216,7 @@ def supply_verdicts(ctx: StageContext, cfg: AuditConfig, sample: AuditSample, st
 def wait_for_verdicts(ctx: StageContext, cfg: AuditConfig, sample: AuditSample, store: VerdictStore) -> GateResult:
     started, next_report = time.time(), 0.0
     while True:
-        result = evaluate(sample, store.latest())
+        result = evaluate(sample, store.reviews())
         if result.complete:
             return result
         if time.time() >= next_report:
@@ -231,13 +237,14 @@ def _log(ctx: StageContext, mode: str, sample: AuditSample, result: GateResult, 
     try:
         with ctx.tracker.child(ctx.parent_run, name, tags) as rid:
             ctx.tracker.log_params(rid, {k: getattr(sample, k) for k in
-                                         ("audit_id", "gate", "dataset", "kind", "sample_rate", "max_bad_rate")} | {"mode": mode})
+                                         ("audit_id", "gate", "dataset", "kind", "sample_rate", "max_bad_rate")}
+                                   | {"mode": mode, "tolerate": ", ".join(sample.tolerate) or "none", "rule": RULE_TEXT})
             metrics = {"bad_case_rate": result.bad_rate, "sampled": result.total, "labelled": result.labelled,
                        "bad": result.bad, "population": sample.population, "passed": float(result.passed)}
             ctx.tracker.log_metrics(rid, metrics | {f"bad.{k}": v for k, v in result.by_reason.items()}
                                     | {f"tolerated.{k}": v for k, v in result.tolerated.items()})
             ctx.tracker.log_metrics(ctx.parent_run, {f"bad_case_rate.{sample.gate}": result.bad_rate})
-            rows = [v.model_dump() | {"simulated": sample.simulated} for v in store.latest().values()]
+            rows = [v.model_dump() | {"simulated": sample.simulated} for vs in store.reviews().values() for v in vs]
             ctx.tracker.client.log_table(rid, data=pd.DataFrame(rows), artifact_file="verdicts.json")
             ctx.tracker.client.log_text(rid, result.model_dump_json(indent=1), "gate_result.json")
             if not result.passed:
@@ -247,25 +254,30 @@ def _log(ctx: StageContext, mode: str, sample: AuditSample, result: GateResult, 
 
 
 def audit_gate(ctx: StageContext, cfg: AuditConfig, gate: str, dataset: Manifest) -> Manifest:
-    """Block until ``gate``'s sample of ``dataset`` is labelled; return ``dataset`` if it passes."""
+    """Block until ``gate``'s sample of ``dataset`` is labelled; return ``dataset`` if it passes under the
+    gate's current settings (a rerun with another threshold re-evaluates the stored verdicts)."""
     if cfg.mode == "off":
         log.warning("audit gate %s skipped (audit mode off)", gate)
         return dataset
     if gate not in cfg.gates:
         raise KeyError(f"audit gate {gate!r} is not configured (audit.gates); known: {', '.join(cfg.gates)}")
+    for stale in remove_stale_parts(ctx.run_uri):
+        log.info("removed a half-written audit record of a killed writer: %s", stale)
     sample = open_audit(ctx, cfg, gate, dataset)
-    prior = load_result(ctx.run_uri, sample.audit_id)
-    if prior is not None and prior.passed:
-        log.warning("%s (recorded earlier)", prior.summary())
-        return dataset
     store = VerdictStore(ctx.run_uri, sample.audit_id)
     supply_verdicts(ctx, cfg, sample, store)
     result = wait_for_verdicts(ctx, cfg, sample, store)
-    save_result(ctx.run_uri, result)
-    _log(ctx, cfg.mode, sample, result, store)
+    prior = load_result(ctx.run_uri, sample.audit_id)
+    if prior is not None and prior.model_dump() == result.model_dump():
+        log.warning("%s (recorded earlier)", result.summary())
+    else:
+        save_result(ctx.run_uri, result)
+        _log(ctx, cfg.mode, sample, result, store)
     if not result.passed:
         lines = [f"  {b['clip_id']}: {b['reason']}" + (f" ({b['note']})" if b["note"] else "") for b in result.bad_clips]
         raise AuditFailed("\n".join([result.summary(), "bad cases:", *lines,
-                                     f"verdicts: {audit_uri(ctx.run_uri, sample.audit_id)}"]))
-    log.warning(result.summary())
+                                     f"verdicts: {audit_uri(ctx.run_uri, sample.audit_id)}",
+                                     *ways_forward(ctx.run_id, ctx.profile, gate, result.bad_rate)]))
+    if prior is None or prior.model_dump() != result.model_dump():
+        log.warning(result.summary())
     return dataset

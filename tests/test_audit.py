@@ -210,7 +210,7 @@ def test_simulated_mode_uses_truth_and_says_so(make_cfg, tmp_path):
                            for d in truth.defects)}
     assert expected_bad and {c for c, v in latest.items() if v.verdict == "bad"} == expected_bad
     runs = ctx.tracker.client.search_runs([ctx.tracker.experiment_id], "tags.`reelflow.audit_simulated` = 'true'")
-    assert runs and runs[0].info.run_name == "audit_D_540p_simulated"
+    assert runs and "D_540p" in runs[0].info.run_name and "simulated" in runs[0].info.run_name
     client = TestClient(create_app(ctx.run_uri, TOKENS))
     r = client.post(f"/api/audit/{sample.audit_id}/verdicts", headers={"Authorization": "Bearer tok-alice-123"},
                     json={"clip_id": sample.clips[0].clip_id, "verdict": "good"})

@@ -1,8 +1,9 @@
 // One clip at a time; every verdict is POSTed (and stored durably) the moment it is given.
 const auditId = document.body.dataset.audit;
-const simulated = document.body.dataset.simulated === "true";
+const readOnly = document.body.dataset.simulated === "true";  // a simulated audit takes no human verdict
+const manual = document.body.dataset.kind === "manual";
 let clips = [], current = 0;
-let lastState = { labelled: 0, total: 0, bad: 0 };
+let lastState = { labelled: 0, total: 0, bad: 0, tolerated: {}, complete: false, passed: false };
 
 const $ = (id) => document.getElementById(id);
 
@@ -13,14 +14,23 @@ async function api(path, options = {}) {
 }
 
 function render(state) {
+  const tolerated = Object.values(state.tolerated || {}).reduce((a, b) => a + b, 0);
+  const failed = state.complete && !state.passed && !manual;
   $("bar").style.width = `${(100 * state.labelled) / Math.max(state.total, 1)}%`;
-  $("count").textContent = `${state.labelled} / ${state.total} labelled, ${state.bad} bad`;
-  if (state.complete) $("status").textContent = "Audit complete: the waiting gate resumes now.";
+  $("progress").className = failed ? "failed" : (state.complete ? "complete" : "");
+  $("count").textContent = `${state.labelled} / ${state.total} labelled, ${state.bad} bad` +
+    (tolerated ? `, ${tolerated} tolerated` : "");
+  $("failure").hidden = !failed;
+  if (failed) $("failure-count").textContent =
+    `${state.bad}/${state.labelled} bad (${(100 * state.bad_rate).toFixed(1)}%)`;
+  if (state.complete && !readOnly) $("status").textContent = failed
+    ? "Audit complete: the gate FAILS with these verdicts."
+    : "Audit complete: the waiting gate resumes now.";
   const list = $("list");
   list.replaceChildren(...clips.map((c, i) => {
     const li = document.createElement("li");
     li.textContent = c.clip_id.slice(0, 12);
-    li.className = [c.verdict || "", i === current ? "current" : ""].join(" ");
+    li.className = [c.verdict || "", c.disagree ? "disagree" : "", i === current ? "current" : ""].join(" ");
     li.dataset.reason = c.reason || "";
     li.onclick = () => show(i);
     return li;
@@ -34,20 +44,25 @@ function show(i) {
   $("clip-id").textContent = c.clip_id;
   $("position").textContent = `(${current + 1} of ${clips.length})`;
   $("caption").textContent = [c.category, c.caption].filter(Boolean).join(": ");
+  $("reviews").textContent = c.reviews.length
+    ? (c.disagree ? "Reviewers disagree: " : "Verdicts: ") +
+      c.reviews.map((r) => `${r.reviewer} ${r.verdict}${r.reason ? " (" + r.reason + ")" : ""}`).join("; ")
+    : "";
   render(lastState);
 }
 
 async function judge(verdict, reason = null) {
-  if (simulated || !clips.length) return;
+  if (readOnly || !clips.length) return;
   const c = clips[current];
   try {
     lastState = await api(`/api/audit/${auditId}/verdicts`, {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ clip_id: c.clip_id, verdict, reason }),
     });
-    c.verdict = verdict; c.reason = reason;
+    const fresh = await api(`/api/audit/${auditId}`);  // every reviewer's verdicts, under the rule
+    clips = fresh.clips;
     $("status").textContent = `saved: ${c.clip_id.slice(0, 12)} ${verdict}${reason ? " (" + reason + ")" : ""}`;
-    const next = clips.findIndex((x, i) => i > current && !x.verdict);
+    const next = clips.findIndex((x, i) => i > current && !x.mine);
     show(next >= 0 ? next : current);
   } catch (err) {
     $("status").textContent = `not saved: ${err.message}`;
@@ -69,7 +84,7 @@ document.addEventListener("keydown", (e) => {
 
 api(`/api/audit/${auditId}`).then((data) => {
   clips = data.clips; lastState = data.state;
-  const first = clips.findIndex((c) => !c.verdict);
+  const first = clips.findIndex((c) => !c.mine);
   show(first >= 0 ? first : 0);
-  if (simulated) $("status").textContent = "Simulated audit: verdicts come from the corpus truth.";
+  if (readOnly) $("status").textContent = "Simulated audit (read-only): verdicts come from the corpus truth.";
 }).catch((err) => { $("status").textContent = err.message; });

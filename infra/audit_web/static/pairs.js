@@ -65,6 +65,7 @@ async function show(i) {
   const p = pairs[current], token = ++loading;
   choose(p.label, p.failure);
   $("prompt").textContent = p.prompt || "";
+  $("kind").textContent = p.kind_text || "";
   $("pair-id").textContent = p.pair_id;
   $("position").textContent = `(${current + 1} of ${pairs.length})`;
   videos.forEach((v, k) => { v.pause(); v.src = `/pair-video/${auditId}/${p.pair_id}/${"ab"[k]}`; v.load(); });
