@@ -22,9 +22,15 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SESSIONS: dict[str, StageContext] = {}
 
 
+# Not part of a run's identity: how its gates are audited (a failed gate is continued with another
+# audit mode or threshold on the same run) and where it is stored or tracked (a moved store resumes).
+RUN_ID_EXCLUDES = {"audit", "storage", "state_dir", "tracking", "prefect"}
+
+
 def default_run_id(cfg: PipelineConfig) -> str:
-    """Same command -> same run id, so rerunning it resumes instead of starting over."""
-    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    """Same command -> same run id, so rerunning it resumes instead of starting over; the audit
+    settings and the storage/tracking locations are left out (``RUN_ID_EXCLUDES``)."""
+    blob = json.dumps(cfg.model_dump(mode="json", exclude=RUN_ID_EXCLUDES), sort_keys=True).encode()
     return f"{cfg.profile}-{hashlib.sha256(blob).hexdigest()[:8]}"
 
 
