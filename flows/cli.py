@@ -181,6 +181,22 @@ def audit_serve(run_id: str, host: str, port: int, profile: str, overrides: tupl
         raise click.ClickException(str(exc)) from None
 
 
+@audit_group.command("status")
+@click.argument("run_id")
+@_profile
+@_set
+def audit_status(run_id: str, profile: str, overrides: tuple[str, ...]) -> None:
+    """List a run's gates: verdict counts, thresholds, tolerated reasons and outcomes."""
+    from infra import storage
+    from infra.audit_view import status_lines
+
+    cfg = _load(profile, overrides)
+    run_uri = storage.join(storage.normalize(cfg.storage.run_root), run_id)
+    if not storage.exists(run_uri):
+        raise click.ClickException(f"no run {run_id!r} under {cfg.storage.run_root} (set storage.run_root)")
+    click.echo("\n".join(status_lines(run_uri, cfg.audit)))
+
+
 @main.command("train-expert")
 @click.option("--expert", type=click.Choice(["shot"]), default="shot", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="folder for the trained expert")
