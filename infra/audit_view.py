@@ -19,6 +19,7 @@ from infra.audit_store import (
     list_audits,
     load_result,
 )
+from infra.config_datasets import AuditConfig
 
 
 def status_of(sample: AuditSample, state: GateResult) -> str:
@@ -71,9 +72,21 @@ def clip_states(sample: AuditSample, reviews: dict[str, list], who: str) -> list
     return out
 
 
-def status_lines(run_uri: str) -> list[str]:
+def pending_changes(sample: AuditSample, audit: AuditConfig | None) -> str | None:
+    """What the given config would change at this gate on a rerun (None: nothing)."""
+    gate = sample.gate.removesuffix("_manual") if sample.kind == "manual" else sample.gate
+    if audit is None or gate not in audit.gates:
+        return None
+    tolerate = audit.gates[gate].tolerate
+    threshold = sample.max_bad_rate if sample.kind == "manual" else audit.rate_and_threshold(gate)[1]
+    diffs = ([f"max_bad_rate {sample.max_bad_rate:g} -> {threshold:g}"] if abs(threshold - sample.max_bad_rate) > 1e-12 else []) \
+        + ([f"tolerate {sample.tolerate} -> {tolerate}"] if sorted(tolerate) != sorted(sample.tolerate) else [])
+    return "; ".join(diffs) or None
+
+
+def status_lines(run_uri: str, audit: AuditConfig | None = None) -> list[str]:
     """``reelflow audit status RUN``: one block per audit (gates, manual reviews, verdict counts,
-    thresholds and outcome)."""
+    thresholds and outcome); with ``audit``, also what a rerun under that config would change."""
     rows = audit_rows(run_uri)
     if not rows:
         return ["no audit has opened in this run yet (a gate opens when the flow reaches it)"]
@@ -97,4 +110,6 @@ def status_lines(run_uri: str) -> list[str]:
             lines.append(f"  reviewers disagree on {len(st.disagreements)} clips; a clip counts as bad when any "
                          "reviewer says bad")
         lines.extend(f"  changed: {c}" for c in s.changes)
+        if (todo := pending_changes(s, audit)) is not None:
+            lines.append(f"  this config differs ({todo}): a rerun re-evaluates the stored verdicts under it")
     return lines
