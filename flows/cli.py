@@ -6,6 +6,7 @@ the configuration is validated and the environment prepared before prefect/ray/m
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -24,18 +25,25 @@ log = logging.getLogger("reelflow")
 
 
 def _setup_logging(verbose: bool) -> None:
+    from infra.runtime import quiet_libraries
+
+    quiet_libraries(verbose)  # before Ray, Hugging Face or MLflow are imported: they read it at import
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    logging.getLogger("reelflow").setLevel(logging.INFO)
+    logging.getLogger("reelflow").setLevel(logging.INFO)  # progress lines are INFO; libraries stay at WARNING
 
 
 def _load(profile: str, overrides: tuple[str, ...], **direct: str | None) -> PipelineConfig:
     items = list(overrides) + [f"{k}={v}" for k, v in direct.items() if v is not None]
     try:
-        return load_config(profile, items)
+        cfg = load_config(profile, items)
+        from infra.runs import home_overrides
+
+        home = home_overrides(cfg.storage.run_root, cfg.state_dir, items)  # $REELFLOW_HOME, when set
+        return load_config(profile, home + items) if home else cfg
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -45,7 +53,9 @@ _set = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE
 
 
 @click.group()
-@click.option("-v", "--verbose", is_flag=True, help="info-level logs from every library")
+@click.version_option(package_name="reelflow", prog_name="reelflow")
+@click.option("-v", "--verbose", is_flag=True,
+              help="info-level logs from every library, Ray worker output and Hugging Face progress bars")
 def main(verbose: bool) -> None:
     """reelflow: the SkyReels-V2 training pipeline, from raw footage to long videos."""
     _setup_logging(verbose)
@@ -73,6 +83,12 @@ def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id:
     if cfg.audit.mode == "simulated" and cfg.input:
         raise click.UsageError("--audit simulated draws verdicts from the synthetic corpus truth; it cannot "
                                "audit --input footage (use --audit interactive or --audit VERDICTS.json)")
+    from infra.preflight import PreflightError, preflight
+
+    try:  # input, model paths, endpoints, S3 credentials: bounded checks before any run folder exists
+        preflight(cfg)
+    except PreflightError as exc:
+        raise click.UsageError(str(exc)) from None
     from infra.runtime import prepare_environment
 
     prepare_environment(cfg)
@@ -90,13 +106,35 @@ def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id:
         for name in ("prefect.task_runs", "prefect.flow_runs"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     started = time.time()
+    from infra import storage
+    from infra.runs import lock_held, record_end, record_start
+
+    run_uri = storage.join(storage.normalize(cfg.storage.run_root), run_id)
+    # What `reelflow runs` reads; a run another process holds keeps its own record (the lock refuses us).
+    recording = not lock_held(run_uri)
+    from infra.runlock import RunLockedError, release
+    from infra.session import hold_run
+
+    try:  # one writer per run: a second run with this id stops here, naming the holder
+        hold_run(cfg, run_id)
+    except RunLockedError as exc:
+        raise click.ClickException(str(exc)) from None
+    atexit.register(release, run_uri)
+    if recording:
+        record_start(run_uri, run_id, until, cfg.profile, cfg.audit.mode)
     try:
         result = pipeline(cfg, run_id, until)
-    except Exception as exc:  # the stage already logged its traceback; say what to do next
+    except BaseException as exc:  # the stage already logged its traceback; say what to do next
+        if recording and type(exc).__name__ != "RunLockedError":
+            record_end(run_uri, False, f"{type(exc).__name__}: {exc}")
+        if not isinstance(exc, Exception):
+            raise
         raise click.ClickException(
             f"run {run_id} stopped: {type(exc).__name__}: {exc}\n"
             f"Published stages are kept; fix the cause and rerun the same command to resume."
         ) from None
+    if recording:
+        record_end(run_uri, True)
     _print_where(cfg, run_id, result, time.time() - started)
     if cfg.audit.mode == "simulated":
         click.echo(f"  audits  : SIMULATED from the corpus truth. A real audit: reelflow run --audit interactive "
@@ -136,27 +174,57 @@ def corpus(out: str, videos: int, seed: int, profile: str, overrides: tuple[str,
 @click.argument("run_id")
 @click.argument("stage", required=False)
 @click.option("--rows", default=5, show_default=True, help="sample rows to show")
-@click.option("--why", "why_clip", metavar="CLIP_ID", help="one line: why this clip is (not) in the dataset STAGE")
+@click.option("--why", "why_clip", metavar="CLIP_ID", help="one line: why this clip is (not) in the dataset STAGE "
+              "(exit status 1 when no clip matches)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout, for scripts")
 @_profile
 @_set
-def inspect(run_id: str, stage: str | None, rows: int, why_clip: str | None, profile: str,
+def inspect(run_id: str, stage: str | None, rows: int, why_clip: str | None, as_json: bool, profile: str,
             overrides: tuple[str, ...]) -> None:
     """Show a run's stages, or one stage's summary, error rows and sample rows."""
-    from infra.inspect import describe_run, describe_stage
+    import json
+
+    from infra.inspect import describe_run, describe_stage, run_info, stage_info
 
     cfg = _load(profile, overrides)
+    if why_clip and not stage:
+        raise click.UsageError("--why needs a dataset: reelflow inspect RUN D_540p --why CLIP_ID")
     try:
         if why_clip:
-            if not stage:
-                raise click.UsageError("--why needs a dataset: reelflow inspect RUN D_540p --why CLIP_ID")
-            from tasks.datasets import why_not_in_run
+            from infra.inspect import stage_manifest
+            from tasks.datasets import why_in_run
 
-            text = why_not_in_run(cfg, run_id, stage, why_clip)
-        else:
-            text = describe_stage(cfg, run_id, stage, rows) if stage else describe_run(cfg, run_id)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
+            stage_manifest(cfg, run_id, stage)  # an unknown stage lists the run's stages
+            info = why_in_run(cfg, run_id, stage, why_clip)
+            click.echo(json.dumps(info) if as_json else info["line"])
+            if info["status"] in ("unknown", "ambiguous"):
+                sys.exit(1)
+            return
+        if as_json:
+            info = stage_info(cfg, run_id, stage, rows) if stage else run_info(cfg, run_id)
+            click.echo(json.dumps(info, indent=1, default=str))
+            return
+        text = describe_stage(cfg, run_id, stage, rows) if stage else describe_run(cfg, run_id)
+    except KeyError as exc:
+        raise click.ClickException(exc.args[0]) from None
+    except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(text)
+
+
+@main.command("runs")
+@click.option("--json", "as_json", is_flag=True, help="one JSON document on stdout, for scripts")
+@_profile
+@_set
+def runs_cmd(as_json: bool, profile: str, overrides: tuple[str, ...]) -> None:
+    """List the runs under the run root: status, stages done, time (newest first)."""
+    import json
+
+    from infra.runs import format_runs, list_runs
+
+    cfg = _load(profile, overrides)
+    found = list_runs(cfg.storage.run_root)
+    click.echo(json.dumps(found, indent=1) if as_json else format_runs(found, cfg.storage.run_root))
 
 
 @main.group("audit")

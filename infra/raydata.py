@@ -36,10 +36,12 @@ def flat_map_rows(
     concurrency: int | None = None,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
+    progress: str | None = None,
 ) -> list[Any]:
     """Run ``worker_cls(**worker_kwargs)(item) -> list[row]`` over ``items`` on Ray Data and return
     every row as the worker made it (row order = item order, then worker order). ``num_gpus`` > 0
-    makes the pool's actors GPU actors (Ray sets their CUDA_VISIBLE_DEVICES)."""
+    makes the pool's actors GPU actors (Ray sets their CUDA_VISIBLE_DEVICES). ``progress``: a
+    driver-side bar with that label, one step per item done."""
     import ray
     import ray.data
 
@@ -57,10 +59,14 @@ def flat_map_rows(
         num_cpus=num_cpus,
         num_gpus=num_gpus or None,
     )
+    from tqdm import tqdm
+
     rows: list[Any] = []
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        for payload in batch.column("rows").to_pylist():
-            rows.extend(pickle.loads(payload))
+    with tqdm(total=len(records), desc=progress, unit="item", disable=progress is None, dynamic_ncols=True) as bar:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for payload in batch.column("rows").to_pylist():
+                rows.extend(pickle.loads(payload))
+            bar.update(batch.num_rows)
     return rows
 
 

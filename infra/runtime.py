@@ -18,6 +18,47 @@ log = logging.getLogger(__name__)
 _MAX_RAY_TEMP_LEN = 45
 
 
+VERBOSE_ENV = "REELFLOW_VERBOSE"
+# Quiet by default: Hugging Face's per-load progress bars and advice, tokenizers' fork warning, MLflow's
+# database-migration INFO lines, Ray's C++ component logs. ``reelflow -v`` turns them all back on.
+_QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # also transformers' "Loading weights" / "Writing model shards" bars
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DIFFUSERS_VERBOSITY": "error",
+    "HF_HUB_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "RAY_BACKEND_LOG_LEVEL": "fatal",
+}
+# Python loggers that warn about nothing a pipeline user can act on.
+_QUIET_LOGGERS = ("ray._private.authentication.authentication_token_setup", "DeepSpeed", "alembic",
+                  "mlflow.store.db.utils", "httpx")
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+def quiet_libraries(be_verbose: bool) -> None:
+    """Set library chatter before those libraries are imported (they read these at import); the
+    variables reach local Ray workers, which inherit this environment, and remote ones via
+    :func:`init_ray`'s runtime env."""
+    os.environ[VERBOSE_ENV] = "1" if be_verbose else "0"
+    if be_verbose:
+        return
+    for var, value in _QUIET_ENV.items():
+        os.environ.setdefault(var, value)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _requiet_after_import() -> None:
+    """Some libraries set their logger's level when imported; put ours back."""
+    if not verbose():
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def prepare_environment(cfg: PipelineConfig) -> None:
     state = os.path.abspath(cfg.state_dir)
     os.makedirs(state, exist_ok=True)
@@ -58,12 +99,15 @@ def init_ray(cfg: PipelineConfig):
         return ray
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     env_vars = {k: v for k, v in os.environ.items()
-                if k.startswith(("REELFLOW_", "AWS_")) or k in ("TORCH_EXTENSIONS_DIR", "XDG_CACHE_HOME")}
+                if k.startswith(("REELFLOW_", "AWS_")) or k in ("TORCH_EXTENSIONS_DIR", "XDG_CACHE_HOME", *_QUIET_ENV)}
+    # Worker stdout/stderr (library progress bars, C++ logs) reach the console only with -v; a worker's
+    # exception still reaches the driver as the stage's error, with its traceback.
+    to_driver = verbose() or VERBOSE_ENV not in os.environ
     env_vars["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
     runtime_env = {"env_vars": env_vars}
     if address:
         log.info("connecting to Ray cluster at %s", address)
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=to_driver)
     else:
         temp = ray_temp_dir(cfg)
         os.makedirs(temp, exist_ok=True)
@@ -73,7 +117,7 @@ def init_ray(cfg: PipelineConfig):
             include_dashboard=False,
             _temp_dir=temp,
             runtime_env=runtime_env,
-            log_to_driver=True,
+            log_to_driver=to_driver,
             configure_logging=True,
             logging_level=logging.WARNING,
         )
@@ -82,5 +126,6 @@ def init_ray(cfg: PipelineConfig):
     ctx = DataContext.get_current()
     ctx.execution_options.preserve_order = True  # manifests identical across reruns
     ctx.enable_progress_bars = True
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # keep the bars, drop per-op chatter
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # drop per-op chatter
+    _requiet_after_import()
     return ray

@@ -75,7 +75,7 @@ def run_stage(
     key = mf.resume_key(chash, inputs)
     done = mf.load_success(final_uri)
     if done is not None and done.resume_key == key:
-        log.warning("stage %-8s skipped: already published (%d rows) at %s", name, done.row_count, final_uri)
+        log.info("stage %-8s skipped: already published (%d rows) at %s", name, done.row_count, final_uri)
         return done
     for upstream in inputs:
         if upstream.error_count:
@@ -92,7 +92,7 @@ def run_stage(
         # run that produced the output whether the stage ran now or was skipped as already published.
         work = StageWork(name, tmp_uri, final_uri, scratch, stats={"mlflow_run": rid}, mlflow_run=rid)
         started = time.time()
-        log.warning("stage %-8s running -> %s", name, final_uri)
+        log.info("stage %-8s running -> %s", name, final_uri)
         try:
             table = body(work)
             manifest = mf.publish(
@@ -109,7 +109,7 @@ def run_stage(
              "rows_per_s": manifest.row_count / seconds, **work.metrics},
         )
         _log_outputs(ctx.tracker, rid, manifest, mf.to_pandas(table.slice(0, SAMPLE_ROWS)), scratch, work.artifacts)
-    log.warning(
+    log.info(
         "stage %-8s done: %d rows (%d errors) in %.1fs", name, manifest.row_count, manifest.error_count, seconds
     )
     return manifest

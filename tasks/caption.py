@@ -185,7 +185,7 @@ def caption_rows(rows: list[dict], schema: pa.Schema, cfg: CaptionConfig, concur
     size = cfg.captioner.batch_size
     items = [{"rows": rows[i:i + size], "names": schema.names} for i in range(0, len(rows), size)]
     pairs = flat_map_rows(items, CaptionWorker, {"cfg": cfg.model_dump(), "captioner_path": captioner, "shot_path": shot},
-                          concurrency=concurrency)
+                          concurrency=concurrency, progress=f"caption (batches of {size} clips)")
     return [p["row"] for p in pairs], [p["timing"] for p in pairs]
 
 

@@ -26,6 +26,8 @@ import operator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from infra import manifest as mf
 from infra import storage
@@ -148,23 +150,60 @@ def rule_counts(view: pd.DataFrame, profile: ThresholdProfile) -> dict[str, dict
     return counts
 
 
-def why_not(manifest_df: pd.DataFrame, dataset: str, clip_id: str) -> str:
-    """One line: is ``clip_id`` (or a unique prefix of it) in ``dataset``, and if not, why."""
-    ids = manifest_df["clip_id"].astype(str)
-    match = manifest_df[ids == clip_id]
-    if match.empty and clip_id:
-        match = manifest_df[ids.str.startswith(clip_id)]
-    if match.empty:
-        return f"clip {clip_id} is not in {dataset}: no such clip_id among its {len(manifest_df)} pool rows"
-    if len(match) > 1:
-        return f"clip id prefix {clip_id!r} is ambiguous in {dataset}: {len(match)} clips match, give more characters"
-    row = match.iloc[0]
+def why_record(table: pa.Table, dataset: str, clip_id: str) -> dict:
+    """Is ``clip_id`` (or a unique prefix of it) in ``dataset``, and if not, why: a dict with ``status``
+    (in / out / unknown / ambiguous), ``clip_id``, ``reasons`` and the one ``line`` people read.
+    ``table`` needs ``clip_id``, ``in_<dataset>`` and ``rejected_detail`` or ``rejected_by``; the match is
+    an Arrow kernel over the id column, so only the matching row is ever turned into Python."""
+    ids = pc.cast(table.column("clip_id"), pa.string())
+    hits = table.filter(pc.fill_null(pc.equal(ids, clip_id), False))
+    if hits.num_rows == 0 and clip_id:
+        hits = table.filter(pc.fill_null(pc.starts_with(ids, clip_id), False))
+    out = {"dataset": dataset, "query": clip_id, "clip_id": None, "reasons": []}
+    if hits.num_rows == 0:
+        return {**out, "status": "unknown",
+                "line": f"clip {clip_id} is not in {dataset}: no such clip_id among its {table.num_rows} pool rows"}
+    if hits.num_rows > 1:
+        return {**out, "status": "ambiguous", "line": f"clip id prefix {clip_id!r} is ambiguous in {dataset}: "
+                f"{hits.num_rows} clips match, give more characters"}
+    row = hits.slice(0, 1).to_pylist()[0]
     cid = row["clip_id"]
-    if bool(row.get(flag(dataset), False)):
-        return f"clip {cid} is in {dataset}: it passes every rule of the profile"
+    if bool(row.get(flag(dataset)) or False):
+        return {**out, "clip_id": cid, "status": "in",
+                "line": f"clip {cid} is in {dataset}: it passes every rule of the profile"}
     details = _as_list(row.get("rejected_detail")) or _as_list(row.get("rejected_by"))
     reason = "; ".join(details) if details else "no rule recorded (was the table built by tasks.datasets?)"
-    return f"clip {cid} is not in {dataset}: {reason}"
+    return {**out, "clip_id": cid, "status": "out", "reasons": details,
+            "line": f"clip {cid} is not in {dataset}: {reason}"}
+
+
+def why_not(manifest_df: pd.DataFrame | pa.Table, dataset: str, clip_id: str) -> str:
+    """One line: is ``clip_id`` (or a unique prefix of it) in ``dataset``, and if not, why."""
+    table = manifest_df if isinstance(manifest_df, pa.Table) else pa.Table.from_pandas(
+        manifest_df[[c for c in ("clip_id", flag(dataset), "rejected_detail", "rejected_by") if c in manifest_df]],
+        preserve_index=False)
+    return why_record(table, dataset, clip_id)["line"]
+
+
+def why_in_run(cfg: PipelineConfig, run_id: str, dataset: str, clip_id: str) -> dict:
+    """``reelflow inspect RUN D_540p --why CLIP_ID``: reads four columns of the dataset's Parquet, not the table."""
+    uri = storage.join(storage.normalize(cfg.storage.run_root), run_id, dataset)
+    manifest = mf.load_success(uri)
+    if manifest is None:
+        raise FileNotFoundError(f"dataset {dataset!r} of run {run_id!r} is not published (no {mf.SUCCESS} in {uri})")
+    with storage.open_uri(manifest.data_uri, "rb") as fh:
+        parquet = pq.ParquetFile(fh)
+        names = parquet.schema_arrow.names
+        if "rejected_by" not in names:
+            raise FileNotFoundError(f"stage {dataset!r} is not a dataset (no rejected_by column); --why needs D_256p, "
+                                    "D_540p, ...")
+        wanted = [c for c in ("clip_id", flag(dataset), "rejected_detail", "rejected_by") if c in names]
+        table = parquet.read(columns=wanted)
+    return why_record(table, dataset, clip_id)
+
+
+def why_not_in_run(cfg: PipelineConfig, run_id: str, dataset: str, clip_id: str) -> str:
+    return why_in_run(cfg, run_id, dataset, clip_id)["line"]
 
 
 def _as_list(value) -> list[str]:
@@ -217,15 +256,3 @@ def build_dataset(ctx: StageContext, cfg: DatasetsConfig, name: str, source: Man
     verdicts = tolerate(verdicts, gate.tolerate if gate else [])
     stage_cfg = stage_cfg.model_copy(update={"review": review or None, "review_digest": verdicts_digest(verdicts)})
     return run(ctx, stage_cfg, source, verdicts)
-
-
-def why_not_in_run(cfg: PipelineConfig, run_id: str, dataset: str, clip_id: str) -> str:
-    """``reelflow inspect RUN D_540p --why CLIP_ID``."""
-    uri = storage.join(storage.normalize(cfg.storage.run_root), run_id, dataset)
-    manifest = mf.load_success(uri)
-    if manifest is None:
-        raise FileNotFoundError(f"dataset {dataset!r} of run {run_id!r} is not published (no {mf.SUCCESS} in {uri})")
-    table = mf.read_table(manifest)
-    if "rejected_by" not in table.columns:
-        raise FileNotFoundError(f"stage {dataset!r} is not a dataset (no rejected_by column); --why needs D_256p, D_540p, ...")
-    return why_not(table, dataset, clip_id)

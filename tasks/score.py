@@ -105,7 +105,7 @@ def run(ctx: StageContext, cfg: ScoreConfig, clips: Manifest) -> Manifest:
             run_cfg = cfg
         started = time.time()
         scored = flat_map_rows(mf.read_rows(clips), ScoreWorker, {"cfg": run_cfg.model_dump()},
-                               concurrency=cfg.actors)
+                               concurrency=cfg.actors, progress="score (clips)")
         seconds = max(time.time() - started, 1e-9)
         add_duplicate_groups(scored, cfg)
         ok = [r for r in scored if r["error"] is None]
