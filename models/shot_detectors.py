@@ -37,6 +37,9 @@ SPIKE_CHANGE = 0.3  # frame-to-frame histogram change that makes a cut candidate
 CLEAN_RATIO = 3.0  # a clean cut's frame change is this many times its neighbours' (camera motion)
 CUT_JUMP = 0.4  # least share of the way from one side to the other a cut covers in its one frame
 FROZEN_FRAMES, FROZEN_CHANGE = 3, 0.02  # frames that barely change (codec noise) before a jump: a freeze
+RESUME_PROPORTION = 0.5  # most colour mass unchanged: a freeze resuming, not a cut away from a still shot
+BLACK_RUN_S = 0.25  # unlit runs at least this long, entered and left abruptly, may be a black segment
+ABRUPT = 0.7  # a cut into black keeps the last lit frame's brightness; a fade dims it first
 FADE_REACH_S = 0.5  # unlit frames this close to a sudden change make it part of a fade, seconds
 
 
@@ -120,7 +123,13 @@ def resumes_frozen(hist: np.ndarray, dark: np.ndarray, cut: int, reach: int, thr
     if prop_distance(hist[held][1:], hist[held][:-1]).max() > FROZEN_CHANGE:
         return False
     after = _lit_side(dark, cut, cut + reach, SIDE_FRAMES, last=False)
-    return bool(after) and float(palette_distance(hist[cut - 1], hist[after]).min()) < threshold
+    if not after:
+        return False
+    # The same palette AND much of the same colour proportions: a static camera on a still scene holds
+    # identical frames too, and a cut from it to another scene of similar colours keeps the palette
+    # (real footage: two blue landscapes) while the proportions change wholesale.
+    return (float(palette_distance(hist[cut - 1], hist[after]).min()) < threshold
+            and float(prop_distance(hist[cut - 1], hist[after]).min()) < RESUME_PROPORTION)
 
 
 def fit_ramp(r: np.ndarray) -> tuple[int, int]:
@@ -183,3 +192,21 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """``[start, end)`` of every run of True."""
     edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def black_runs(hist: np.ndarray, dark: np.ndarray, luma: np.ndarray, min_frames: int, reach: int,
+               threshold: float) -> list[tuple[int, int]]:
+    """``[a, b)`` of every black segment between two cuts: an unlit run of at least ``min_frames``
+    frames, entered and left abruptly (the lit frames next to it are as bright as their neighbours:
+    not the dimming of a fade) with different content before and after it (same content: black
+    frames inside one shot). Both edges are cuts, and the run is no shot's."""
+    found = []
+    for a, b in runs(dark):
+        if b - a < min_frames or a < 3 or b + 3 > len(dark) or dark[a - 3 : a].any() or dark[b : b + 3].any():
+            continue
+        if luma[a - 1] < ABRUPT * luma[a - 3 : a].max() or luma[b] < ABRUPT * luma[b : b + 3].max():
+            continue
+        change = cut_change(hist, dark, a, b - a + reach)
+        if change == change and change >= threshold:
+            found.append((a, b))
+    return found

@@ -24,6 +24,7 @@ class Candidate:
     start: int
     end: int  # == start for a cut
     score: float  # the detector's confidence, 0..1
+    black: bool = False  # [start, end) is a black run between two cuts (a cut at each edge)
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,12 @@ class Boundary:
     end: int  # exclusive end of the transition frames; == start for a cut
     score: float
     detectors: tuple[str, ...]
+    black: bool = False  # a black run [start, end) between two cuts: no shot's frames, cuts on both sides
 
     @property
     def kind(self) -> Literal["cut", "gradual"]:
-        return "cut" if self.end == self.start else "gradual"
+        """A black run's shots both meet it at a cut (one shot cuts to black, the next cuts in)."""
+        return "cut" if self.end == self.start or self.black else "gradual"
 
 
 def _cluster(candidates: list[Candidate], tolerance: int) -> list[list[Candidate]]:
@@ -71,9 +74,10 @@ def merge_candidates(
         detectors = {c.detector for c in cluster}
         if not _accepted(detectors, rule, enabled):
             continue
-        lead = min(cluster, key=lambda c: (PRIORITY.index(c.detector), -c.score))
+        # A black run's span is exact (its unlit frames); the detectors' cuts at its edges are its own.
+        lead = min(cluster, key=lambda c: (not c.black, PRIORITY.index(c.detector), -c.score))
         boundaries.append(
-            Boundary(lead.start, lead.end, max(c.score for c in cluster), tuple(sorted(detectors)))
+            Boundary(lead.start, lead.end, max(c.score for c in cluster), tuple(sorted(detectors)), lead.black)
         )
     return boundaries
 
@@ -83,7 +87,7 @@ def enforce_min_shot(boundaries: list[Boundary], min_shot_frames: int) -> list[B
     gradual transition: such a sliver is a transition's middle, not a shot."""
     out: list[Boundary] = []
     for b in sorted(boundaries, key=lambda b: b.start):
-        if out and b.start - out[-1].end < min_shot_frames:
+        if out and b.start - out[-1].end < min_shot_frames and not (b.black or out[-1].black):
             prev = out.pop()
             b = Boundary(
                 min(prev.start, b.start),

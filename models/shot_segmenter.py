@@ -5,6 +5,7 @@ TransNetV2 as full detector or arbiter, then the merge rule of :mod:`models.shot
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -12,10 +13,12 @@ from scenedetect import AdaptiveDetector, FrameTimecode
 
 from infra.config import SegmentConfig
 from models.shot_detectors import (
+    BLACK_RUN_S,
     FADE_REACH_S,
     SIDE_FRAMES,
     SIDE_REACH_S,
     SPIKE_CHANGE,
+    black_runs,
     cut_change,
     frame_change,
     frame_features,
@@ -41,6 +44,7 @@ class ShotDetector:
         self.horizon = 2 * self.window + CONTEXT
         self.fade_reach = max(1, round(FADE_REACH_S * fps))
         self.side_reach = max(SIDE_FRAMES + 2, round(SIDE_REACH_S * fps))
+        self.black_min = max(3, round(BLACK_RUN_S * fps))
         self.transnet = transnet if cfg.use_transnet else None
         self.adaptive = AdaptiveDetector(
             adaptive_threshold=cfg.adaptive_threshold, min_scene_len=cfg.min_shot_frames,
@@ -87,7 +91,7 @@ class ShotDetector:
             probs = self.transnet.predict(thumbs)
             self.transnet_frames += len(thumbs)
         found = self._evidence(thumbs, probs, self.done - start, core_end - start)
-        self.candidates += [Candidate(c.detector, c.start + start, c.end + start, c.score) for c in found]
+        self.candidates += [replace(c, start=c.start + start, end=c.end + start) for c in found]
         self.done = core_end
         keep_from = max(0, core_end - self.horizon)
         self._chunks = [self._thumbs(keep_from, self.frames)]
@@ -126,10 +130,14 @@ class ShotDetector:
         strong = sorted(c for c, v in strength.items() if v >= cfg.cut_threshold)
         clean = [c for c in strong if is_clean_cut(change, dark, c, self.fade_reach)]
 
+        luma = thumbs.reshape(len(thumbs), -1).mean(1)
+        blacks = black_runs(hist, dark, luma, self.black_min, self.side_reach, cfg.cut_threshold)
         regions: list[Candidate] = []
         change_gap = gap_change(hist, dark, self.gap, self.window)
         for cut in clean:  # a clean cut explains every palette change the test sees around it
             change_gap[max(0, cut - self.window + 1) : cut + self.window] = 0.0
+        for a, b in blacks:  # so do the two cuts of a black segment
+            change_gap[max(0, a - self.window + 1) : b + self.window] = 0.0
         low = cfg.change_threshold - cfg.arbiter_margin
         for a, b in runs(change_gap >= low):
             peak = a + int(np.argmax(change_gap[a:b]))
@@ -142,7 +150,8 @@ class ShotDetector:
             if self._decide(float(change_gap[peak]), cfg.change_threshold, (ask_lo, max(ask_lo, min(span[1], peak + self.gap))), thumbs, probs):
                 regions.append(Candidate("content", *span, float(change_gap[peak])))
 
-        found = list(regions)
+        found = list(regions) + [Candidate("content", a, b, float(cut_change(hist, dark, a, b - a + self.side_reach)), True)
+                                 for a, b in blacks if core_lo <= a < core_hi]
         tolerance = cfg.merge_tolerance_frames
         for cut, value in strength.items():
             if cut in clean:
