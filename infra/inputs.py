@@ -114,11 +114,11 @@ def list_inputs(input_uri: str, videos: tuple[str, ...], images: tuple[str, ...]
 
 
 def log_skips(listing: Listing) -> None:
-    """One warning per reason (count + first names), every entry at info level."""
+    """One warning per reason (count + first names); every entry at debug level (and in skipped.json)."""
     for reason, count in sorted(listing.reasons().items()):
         names = [os.path.basename(s["uri"]) for s in listing.skipped if s["reason"] == reason]
         more = f" and {count - 3} more" if count > 3 else ""
         log.warning("ingest: skipped %d entr%s, %s: %s%s", count, "y" if count == 1 else "ies", reason,
                     ", ".join(names[:3]), more)
     for s in listing.skipped:
-        log.info("ingest: skipped %s: %s", s["uri"], s["reason"])
+        log.debug("ingest: skipped %s: %s", s["uri"], s["reason"])

@@ -169,7 +169,7 @@ def _listing_key(input_uri: str, listing: Listing) -> str:
 
     lines = [f"{u}\t{size(u)}" for u in sorted(listing.videos + listing.images)]
     lines += [f"{s['uri']}\tskip:{s['reason']}" for s in listing.skipped]
-    return hashlib.sha256(f"{input_uri}\n" + "\n".join(lines).encode()).hexdigest()[:16]
+    return hashlib.sha256("\n".join([input_uri, *lines]).encode()).hexdigest()[:16]
 
 
 def run(ctx: StageContext, cfg: IngestConfig, input_uri: str) -> Manifest:

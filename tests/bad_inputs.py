@@ -21,16 +21,20 @@ from infra import inputs
 
 @dataclass(frozen=True)
 class Expect:
-    kind: str  # "video" | "image" | "error" | "skip"
+    kind: str  # "video" | "image" | "error" | "skip" | "row" (either a good or an error row)
     detail: str = ""  # error phrase / skip reason / "WxH" as displayed
     clips: bool = False  # long enough that segment + clips must yield at least one clip
 
 
 def _frame(i: int, w: int, h: int) -> np.ndarray:
-    """Moving gradient with a bright top-left marker (tells upright from turned)."""
+    """A calm scene (one shot): static gradient, a small square drifting one pixel per frame, and
+    a bright top-left marker that tells upright from turned."""
     y, x = np.mgrid[0:h, 0:w]
-    img = np.stack([(x * 255 // max(w - 1, 1) + 4 * i) % 256, (y * 255 // max(h - 1, 1)) % 256,
-                    np.full_like(x, (7 * i) % 256)], -1).astype(np.uint8)
+    img = np.stack([x * 200 // max(w - 1, 1) + 20, y * 200 // max(h - 1, 1) + 20, np.full_like(x, 90)], -1)
+    img = img.astype(np.uint8)
+    side = max(min(w, h) // 5, 1)
+    left, top = (i // 2) % max(w - side, 1), h // 2 - side // 2
+    img[top: top + side, left: left + side] = (200, 60, 60)
     img[: max(h // 6, 1), : max(w // 6, 1)] = 255
     return img
 
@@ -85,16 +89,16 @@ def build(root: str) -> dict[str, Expect]:
     os.makedirs(root, exist_ok=True)
     j = lambda *p: os.path.join(root, *p)  # noqa: E731
     out: dict[str, Expect] = {}
-    good = encode(j("good.mp4"), n=72)
+    good = encode(j("good.mp4"), n=96)
     out[good] = Expect("video", "64x36", clips=True)
-    out[encode(j("GOOD_UPPER.MP4"), n=60)] = Expect("video", "64x36", clips=True)
+    out[encode(j("GOOD_UPPER.MP4"), n=84)] = Expect("video", "64x36", clips=True)
     open(j("zero.mp4"), "wb").close()
     out[j("zero.mp4")] = Expect("error", "empty file")
     data = open(good, "rb").read()
     with open(j("truncated_index_first.mp4"), "wb") as fh:  # moov up front, media cut short
         fh.write(data[: len(data) // 2])
     out[j("truncated_index_first.mp4")] = Expect("error", "truncated")
-    tail = encode(j("tail_index.src"), n=72, fmt="mp4", faststart=False)
+    tail = encode(j("tail_index.src"), n=96, fmt="mp4", faststart=False)
     with open(j("truncated_no_index.mp4"), "wb") as fh:  # moov at the end, which is cut off
         fh.write(open(tail, "rb").read()[: os.path.getsize(tail) // 2])
     os.unlink(tail)
@@ -107,17 +111,17 @@ def build(root: str) -> dict[str, Expect]:
     out[j("text.mp4")] = Expect("error", "not a video file (text content)")
     out[_audio_only(j("audio_only.mp4"))] = Expect("error", "an audio file")
     out[encode(j("one_frame.mp4"), n=1)] = Expect("video", "64x36")
-    out[encode(j("odd_17x9.avi"), n=30, w=17, h=9, codec="rawvideo", pix_fmt="bgr24")] = Expect("video", "17x9")
-    out[encode(j("portrait.mp4"), n=48, w=36, h=64)] = Expect("video", "36x64", clips=True)
-    out[encode(j("phone_rotated.mp4"), n=48, rotation=90)] = Expect("video", "36x64", clips=True)
-    out[encode(j("anamorphic.mp4"), n=48, w=48, h=36, sar=Fraction(4, 3))] = Expect("video", "64x36", clips=True)
-    out[encode(j("fps60.mp4"), n=120, fps=60)] = Expect("video", "64x36", clips=True)
-    vfr = [round(1000 * t) for t in np.cumsum([0] + [1 / 24 if i % 3 else 1 / 12 for i in range(47)])]
-    out[encode(j("vfr.mkv"), n=48, pts=vfr)] = Expect("video", "64x36", clips=True)
-    out[encode(j("vp9.webm"), n=48, codec="libvpx-vp9")] = Expect("video", "64x36", clips=True)
-    out[encode(j("mpeg4_in.avi"), n=48, codec="mpeg4")] = Expect("video", "64x36", clips=True)
-    out[encode(j("mpeg2.ts"), n=48, codec="mpeg2video", fmt="mpegts", fps=25)] = Expect("video", "64x36", clips=True)
-    out[encode(j("film_é_日本 ✓.mp4"), n=48, w=64, h=36)] = Expect("video", "64x36", clips=True)
+    out[encode(j("odd_17x9.avi"), n=72, w=17, h=9, codec="rawvideo", pix_fmt="bgr24")] = Expect("video", "17x9", clips=True)
+    out[encode(j("portrait.mp4"), n=72, w=36, h=64)] = Expect("video", "36x64", clips=True)
+    out[encode(j("phone_rotated.mp4"), n=72, rotation=90)] = Expect("video", "36x64", clips=True)
+    out[encode(j("anamorphic.mp4"), n=72, w=48, h=36, sar=Fraction(4, 3))] = Expect("video", "64x36", clips=True)
+    out[encode(j("fps60.mp4"), n=180, fps=60)] = Expect("video", "64x36", clips=True)
+    vfr = [round(1000 * t) for t in np.cumsum([0] + [1 / 24 if i % 3 else 1 / 12 for i in range(71)])]
+    out[encode(j("vfr.mkv"), n=72, pts=vfr)] = Expect("video", "64x36", clips=True)
+    out[encode(j("vp9.webm"), n=72, codec="libvpx-vp9")] = Expect("video", "64x36", clips=True)
+    out[encode(j("mpeg4_in.avi"), n=72, codec="mpeg4")] = Expect("video", "64x36", clips=True)
+    out[encode(j("mpeg2.ts"), n=75, codec="mpeg2video", fmt="mpegts", fps=25)] = Expect("video", "64x36", clips=True)
+    out[encode(j("film_é_日本 ✓.mp4"), n=72, w=64, h=36)] = Expect("video", "64x36", clips=True)
     shutil.copy(good, j("z_copy_of_good.mp4"))
     out[j("z_copy_of_good.mp4")] = Expect("error", "duplicate content")
     garbled = bytearray(open(j("fps60.mp4"), "rb").read())
@@ -125,9 +129,9 @@ def build(root: str) -> dict[str, Expect]:
     garbled[middle: middle + 400] = bytes(400)
     with open(j("garbled_middle.mp4"), "wb") as fh:
         fh.write(garbled)
-    out[j("garbled_middle.mp4")] = Expect("video", "64x36")  # decodes with damage: a row either way
+    out[j("garbled_middle.mp4")] = Expect("row")  # damaged mid-stream: a row, with or without an error
     os.makedirs(j("sub"))
-    out[encode(j("sub", "nested.mov"), n=48)] = Expect("video", "64x36", clips=True)
+    out[encode(j("sub", "nested.mov"), n=72)] = Expect("video", "64x36", clips=True)
     Image.fromarray(_frame(3, 64, 36)).save(j("photo.jpg"), quality=92)
     out[j("photo.jpg")] = Expect("image", "64x36", clips=True)
     Image.fromarray(_frame(5, 50, 30)).save(j("drawing.png"))

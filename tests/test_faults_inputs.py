@@ -45,6 +45,8 @@ def test_every_entry_is_a_row_or_a_counted_skip(corpus):
         entry = got[uri]
         if want.kind == "skip":
             assert entry.get("reason") == want.detail, uri
+        elif want.kind == "row":
+            assert "source_id" in entry, uri
         elif want.kind == "error":
             assert entry["error"] and want.detail in entry["error"], (uri, entry["error"])
         else:
