@@ -16,7 +16,7 @@ import torch
 from infra.config_train import TrainConfig, fps_index
 from models import flow_matching as fm
 from models.flow_dpo import flow_dpo_loss, flow_matching_error, shared_noise_pair
-from tasks.train.data import Batch, pad_text, tokens_per_sample
+from tasks.train.data import Batch, pad_text, shard_rows, tokens_per_sample
 from tasks.train.loop import predict, step_generator
 
 
@@ -43,8 +43,9 @@ class PairBatch:
     tokens: int  # DiT tokens of both videos of every pair
 
     def shard(self, rank: int, world: int) -> PairBatch:
-        part = slice(rank, None, world)
-        return PairBatch(self.chosen[part], self.rejected[part], self.text[part], self.fps[part], self.tokens // world)
+        rows, _ = shard_rows(self.chosen.shape[0], rank, world)
+        return PairBatch(self.chosen[rows], self.rejected[rows], self.text[rows], self.fps[rows],
+                         self.tokens * len(rows) // self.chosen.shape[0])
 
     def stacked(self, chosen: torch.Tensor, rejected: torch.Tensor) -> tuple[torch.Tensor, Batch]:
         """(x, Batch) running chosen then rejected through the DiT in one forward of 2B."""

@@ -133,3 +133,62 @@ def trainer_loop(config: dict) -> list[float]:
         state = train_loop(engine, OverfitSet(), LoopSpec(stage, cfg, cfg.resolutions["256p"], steps_dir, 16))
     engine.close()
     return [row["loss"] for row in state.history]
+
+
+class UnevenSet:
+    """``n`` samples of one shape (one bucket) from the overfit set: batches of 4 over 5 or 7 samples leave a
+    short last batch, shorter than 3 ranks for n = 5 (the data-parallel edge cases)."""
+
+    def __init__(self, n: int):
+        from train_helpers import OverfitSet
+
+        self.items = OverfitSet(2 * n).items[::2]  # the even items: 3 latent frames each
+
+    def buckets(self) -> dict[str, list[int]]:
+        return {"f3": list(range(len(self.items)))}
+
+    def get(self, i: int):
+        return self.items[i]
+
+
+def uneven_loop(config: dict) -> dict:
+    """reelflow's training loop on ``UnevenSet(n)`` for each n in ``config["samples"]`` (batches of 4, so two
+    epochs of short batches in ``steps`` steps), with the engine named in ``config``: per-step losses and final
+    weights per sample count. One process group for all runs (built here when there are several ranks)."""
+    import tempfile
+
+    import torch.distributed as dist
+    from train_helpers import stage_cfg
+
+    from models.checkpoint import build_components
+    from models.dit import without_fps_embedding
+    from tasks.train.loop import LoopSpec
+    from tasks.train.loop import train as train_loop
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("gloo")
+    cfg, stage = stage_cfg(config["steps"])
+    cfg = cfg.model_copy(update={"engine": config["engine"], "zero_stage": config.get("zero_stage", 0)})
+    res = cfg.resolutions["256p"].model_copy(update={"max_batch": 4, "token_budget": 2**62})
+    out = {}
+    for n in config["samples"]:
+        torch.manual_seed(0)
+        model = without_fps_embedding(build_components("tiny")["transformer"])
+        if config["engine"] == "plain":
+            from tasks.train.engine import PlainEngine
+
+            engine = PlainEngine(model, stage)
+        else:
+            from tasks.train.engine_deepspeed import DeepSpeedEngine
+
+            engine = DeepSpeedEngine(model, stage, cfg)
+        with tempfile.TemporaryDirectory() as steps_dir:
+            state = train_loop(engine, UnevenSet(n), LoopSpec(stage, cfg, res, steps_dir, 16))
+        out[n] = {"loss": [row["loss"] for row in state.history], "batch": [row["batch"] for row in state.history],
+                  "weights": engine.full_state_dict()}
+        engine.close()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return out

@@ -7,6 +7,7 @@ hands back once every worker wrote its result and exited cleanly.
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -132,3 +133,35 @@ def test_reelflow_loop_zero2_two_processes_matches_plain():
     single = launch(trainer_loop, {"engine": "plain", "steps": 4}, TrainConfig())
     double = launch(trainer_loop, {"engine": "deepspeed", "zero_stage": 2, "steps": 4}, TrainConfig(num_workers=2))
     assert double == pytest.approx(single, rel=1e-5)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_uneven_batches_match_single_process(world):
+    """Sample counts that divide by neither the batch size (4) nor the world size: 5 samples -> batches of 4
+    and 1 (the 1-sample batch is shorter than the world: padded ranks weigh 0), 7 -> 4 and 3. Every rank
+    trains on a share of every batch, and losses and weights follow one process on the same batches."""
+    from engine_workers import uneven_loop
+
+    config = {"steps": 2, "samples": [5, 7]}  # one epoch: a full batch and the short one, in shuffled order
+    single = launch(uneven_loop, {**config, "engine": "plain"}, TrainConfig())
+    multi = launch(uneven_loop, {**config, "engine": "deepspeed", "zero_stage": 2}, TrainConfig(num_workers=world))
+    for n in (5, 7):
+        assert sorted(single[n]["batch"]) == [n - 4, 4]  # the short batch is trained on
+        assert multi[n]["batch"] == single[n]["batch"]
+        assert all(math.isfinite(loss) for loss in multi[n]["loss"])
+        torch.testing.assert_close(torch.tensor(multi[n]["loss"]), torch.tensor(single[n]["loss"]), rtol=1e-5, atol=0)
+        _assert_weights_close(multi[n]["weights"], single[n]["weights"])
+
+
+def test_shard_rows_cover_each_batch_once():
+    from tasks.train.data import shard_rows
+
+    for n in range(1, 9):
+        for world in range(1, 5):
+            shares = [shard_rows(n, rank, world) for rank in range(world)]
+            assert all(rows for rows, _ in shares)  # no rank is ever handed an empty share
+            real = sorted(r for rows, weight in shares if weight > 0 for r in rows)
+            assert real == list(range(n))  # the weighted shares are disjoint and cover the batch
+            # the engines average over ranks: sum of weight * share size / share size ... = world
+            assert sum(weight for _, weight in shares) == pytest.approx(world)
+    assert shard_rows(4, 0, 1) == ([0, 1, 2, 3], 1.0)

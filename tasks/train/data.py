@@ -25,7 +25,11 @@ def tokens_per_sample(latent_shape: tuple[int, ...], patch=(1, 2, 2)) -> int:
 
 
 def bucket_batch_size(tokens: int, res: ResolutionConfig, world_size: int = 1) -> int:
-    """token_budget // tokens, capped, rounded up to a multiple of the data-parallel world size."""
+    """token_budget // tokens, capped, rounded up to a multiple of ``world_size``.
+
+    The training loop calls it with world_size 1: the batch plan is a function of the data and the config,
+    never of how many ranks run it, so N ranks train on exactly the batches one process would (and a run
+    restarted on fewer workers continues the same stream). Uneven shares are handled by ``shard_rows``."""
     size = max(1, min(res.max_batch, res.token_budget // max(1, tokens)))
     return world_size * math.ceil(size / world_size)
 
@@ -70,9 +74,26 @@ class Batch:
     tokens: int
 
     def shard(self, rank: int, world: int) -> Batch:
-        """This rank's share of a global batch (data parallel)."""
-        part = slice(rank, None, world)
-        return Batch(self.latents[part], self.text[part], self.fps[part], self.tokens // world)
+        """This rank's share of a global batch (data parallel, ``shard_rows``)."""
+        rows, _ = shard_rows(self.latents.shape[0], rank, world)
+        return Batch(self.latents[rows], self.text[rows], self.fps[rows], self.tokens * len(rows) // self.latents.shape[0])
+
+
+def shard_rows(n: int, rank: int, world: int) -> tuple[list[int], float]:
+    """(rows of a global batch of ``n`` samples that ``rank`` of ``world`` trains on, its loss weight).
+
+    Every rank gets a non-empty share, and the shares of the real samples are disjoint: rows rank::world
+    (sizes differ by at most one). A batch shorter than the world (the last one of a bucket) is padded by
+    rule: rank r >= n repeats row r % n with weight 0, so it runs the same forward/backward and collectives
+    as its peers but adds nothing. The weight len(rows) * world / n makes the mean over ranks of
+    ``weight * (mean loss of the share)`` -- what the engines' gradient averaging computes -- equal to the
+    full batch's mean loss, so N ranks follow the single-process run; it is exactly 1.0 for one rank."""
+    if n <= 0:
+        raise ValueError("an empty global batch cannot be sharded")
+    if rank >= n:
+        return [rank % n], 0.0
+    rows = list(range(rank, n, world))
+    return rows, len(rows) * world / n
 
 
 def pad_text(texts: list[torch.Tensor], text_len: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from infra.config_train import ResolutionConfig, TrainConfig, TrainStageConfig
 from models import flow_matching as fm
 from tasks.train import state as ckpt
-from tasks.train.data import Batch, batch_stream, bucket_batch_size, collate, tokens_per_sample
+from tasks.train.data import Batch, batch_stream, bucket_batch_size, collate, shard_rows, tokens_per_sample
 
 log = logging.getLogger("reelflow.train")
 
@@ -107,8 +107,9 @@ def train(engine, cache, spec: LoopSpec, on_step: Callable[[dict], None] | None 
     if state.step:
         log.warning("resuming %s at step %d (data position %s)", spec.steps_dir, state.step, state.position)
     buckets = cache.buckets()
-    sizes = {name: bucket_batch_size(tokens_per_sample(tuple(cache.get(idx[0]).latent.shape)), spec.res,
-                                     engine.data_world_size) for name, idx in buckets.items() if idx}
+    # The batch plan does not depend on the world size (see bucket_batch_size); shard_rows splits it.
+    sizes = {name: bucket_batch_size(tokens_per_sample(tuple(cache.get(idx[0]).latent.shape)), spec.res)
+             for name, idx in buckets.items() if idx}
     stream = batch_stream(buckets, sizes, cfg.seed, state.position)
     autocast = spec.train.mixed_precision == "bf16" and torch.cuda.is_available()
     model.train()
@@ -119,10 +120,13 @@ def train(engine, cache, spec: LoopSpec, on_step: Callable[[dict], None] | None 
         position, indices = next(stream)
         batch = collate_fn([cache.get(i) for i in indices], spec.text_len)
         x0, t = objective.noise(cfg.seed, state.step, batch)
-        # Data parallel: each group of sequence-parallel ranks reads its share of the global batch.
+        # Data parallel: each group of sequence-parallel ranks reads its share of the global batch, weighted
+        # so that the engines' mean over ranks is the full batch's mean (a padded share weighs 0).
         rank, world = engine.data_rank, engine.data_world_size
-        part = slice(rank, None, world)
-        loss, extra = objective.loss(model, batch.shard(rank, world), x0[part], t[part], autocast)
+        rows, weight = shard_rows(len(indices), rank, world)
+        loss, extra = objective.loss(model, batch.shard(rank, world), x0[rows], t[rows], autocast)
+        if weight != 1.0:
+            loss, extra = loss * weight, {k: v * weight for k, v in extra.items()}
         stats = engine.step(loss)
         seconds = time.perf_counter() - started
         state.step, state.position = state.step + 1, position
