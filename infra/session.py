@@ -30,7 +30,16 @@ RUN_ID_EXCLUDES = {"audit", "storage", "state_dir", "tracking", "prefect"}
 def default_run_id(cfg: PipelineConfig) -> str:
     """Same command -> same run id, so rerunning it resumes instead of starting over; the audit
     settings and the storage/tracking locations are left out (``RUN_ID_EXCLUDES``)."""
-    blob = json.dumps(cfg.model_dump(mode="json", exclude=RUN_ID_EXCLUDES), sort_keys=True).encode()
+    state = cfg.state_dir.rstrip("/")
+
+    def placed(value):  # caches default to folders under state_dir: the same place, wherever it is
+        if isinstance(value, dict):
+            return {k: placed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [placed(v) for v in value]
+        return "<state_dir>" + value[len(state):] if isinstance(value, str) and value.startswith(state + "/") else value
+
+    blob = json.dumps(placed(cfg.model_dump(mode="json", exclude=RUN_ID_EXCLUDES)), sort_keys=True).encode()
     return f"{cfg.profile}-{hashlib.sha256(blob).hexdigest()[:8]}"
 
 
