@@ -54,6 +54,8 @@ ui: setup
 	@mkdir -p $(STATE) $(RUNS)
 	@PREFECT_HOME=$(STATE)/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_ENABLED=true \
 	  nohup $(BIN)/prefect server start --host 127.0.0.1 --port 4200 > $(STATE)/prefect-server.log 2>&1 & echo $$! > $(STATE)/prefect-server.pid
+	@# a runs/ folder copied or moved here: its MLflow store's recorded locations follow it first
+	@$(BIN)/python -c "from infra.tracking_store import relocate; relocate('$(RUNS)/mlflow.db')"
 	@nohup $(BIN)/mlflow ui --backend-store-uri sqlite:///$(RUNS)/mlflow.db --host 127.0.0.1 --port 5000 \
 	  > $(STATE)/mlflow-ui.log 2>&1 & echo $$! > $(STATE)/mlflow-ui.pid
 	@echo "MLflow : http://127.0.0.1:5000   (log: $(STATE)/mlflow-ui.log)"
