@@ -17,8 +17,8 @@ each clip has a close frame in the other; robust to a temporal offset) with one 
 ``similarity_min``; groups are the connected components of that relation, and one clip per group is
 kept (the longest, then the smallest clip_id: a stable choice). All pairs are first screened by the
 correlation of the clips' mean signatures (one matrix product); only pairs above ``screen_min`` get
-the full comparison. At production scale the screen is where an approximate nearest-neighbour index
-(FAISS) goes.
+the full comparison; :func:`group_duplicates` finds those pairs through a vector index instead of
+all pairs (:mod:`tasks.filters.dedup_groups`), :func:`group_duplicates_exact` is the all-pairs reference.
 """
 
 from __future__ import annotations
@@ -147,9 +147,8 @@ def similarity_matrix(embeddings: list[np.ndarray], screen_min: float) -> np.nda
     return sim
 
 
-def group_duplicates(clip_ids: list[str], embeddings: list, lengths: list[int], cfg: DedupConfig) -> list[dict]:
-    """Per clip (same order): ``score_dup`` (highest similarity to another clip), ``dup_group`` (the
-    kept clip's id, shared by the group) and ``dup_keep``. Rows without an embedding get nulls."""
+def group_duplicates_exact(clip_ids: list[str], embeddings: list, lengths: list[int], cfg: DedupConfig) -> list[dict]:
+    """The all-pairs reference (N x N screen): what :func:`group_duplicates` must agree with."""
     have = [i for i, e in enumerate(embeddings) if e is not None and len(e)]
     out = [{"score_dup": None, "dup_group": None, "dup_keep": None} for _ in clip_ids]
     if not have:
@@ -173,4 +172,30 @@ def group_duplicates(clip_ids: list[str], embeddings: list, lengths: list[int], 
         for k in members:
             out[have[k]] = {"score_dup": float(max(sim[k].max(), 0.0)) if len(have) > 1 else 0.0,
                             "dup_group": clip_ids[have[keep]], "dup_keep": k == keep}
+    return out
+
+
+def mean_signature(embedding: np.ndarray) -> np.ndarray:
+    """The screen's vector: the mean of the whole-picture frame signatures (NaN where masked)."""
+    return embedding[0].mean(axis=0)
+
+
+def group_duplicates(clip_ids: list[str], embeddings: list, lengths: list[int], cfg: DedupConfig) -> list[dict]:
+    """Per clip (same order): ``score_dup`` (highest similarity to another clip), ``dup_group`` (the
+    kept clip's id, shared by the group) and ``dup_keep``. Rows without an embedding get nulls.
+    Candidates come from a vector index (:mod:`tasks.filters.dedup_groups`), not from all pairs."""
+    from tasks.filters.dedup_groups import group_by_index
+
+    have = [i for i, e in enumerate(embeddings) if e is not None and len(e)]
+    out = [{"score_dup": None, "dup_group": None, "dup_keep": None} for _ in clip_ids]
+    if not have:
+        return out
+    full = [unflatten(embeddings[i], cfg) for i in have]
+    means = np.asarray([mean_signature(e) for e in full])
+    ids = [clip_ids[i] for i in have]
+    found = group_by_index(ids, means, [lengths[i] for i in have], cfg,
+                           lambda a, b: clip_similarity(full[a], full[b]))
+    for k, i in enumerate(have):
+        out[i] = {"score_dup": float(found["score_dup"][k]), "dup_group": ids[found["group"][k]],
+                  "dup_keep": bool(found["keep"][k])}
     return out

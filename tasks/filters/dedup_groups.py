@@ -1,0 +1,140 @@
+"""Near-duplicate groups across clips through a vector index (report section 3.1, deduplication).
+
+The exact screen (``dedup.similarity_matrix``) correlates every pair of clips' mean signatures: N^2
+time and memory. Here each clip's mean signature becomes a unit vector whose inner product with
+another's is their Pearson correlation (masked cells filled with the clip's own mean, so they add
+nothing), and a FAISS index returns each clip's neighbours above ``screen_min - SCREEN_MARGIN``: exact
+(``IndexFlatIP``) up to ``EXACT_MAX`` clips, an inverted-file index beyond (``IndexIVFFlat``, ``nprobe``
+lists searched: near-linear). Candidate pairs are then re-checked with the exact masked correlation
+(the margin covers clips whose masks differ), the survivors get the full ``clip_similarity``, and the
+groups are the connected components of the pairs at ``similarity_min`` (union-find by vectorised label
+propagation). Full embeddings are asked for only for clips in a candidate pair (``load``): they can
+stay in the side store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+EXACT_MAX = 20_000  # up to this many clips the index is exact (a flat inner-product scan)
+SCREEN_MARGIN = 0.15  # index radius below screen_min: masked cells shift a correlation by less than this
+NEIGHBOURS = 16  # first k asked of the index; doubled for clips whose k-th neighbour is still in range
+NPROBE = 16
+
+
+def index_vectors(means: np.ndarray) -> np.ndarray:
+    """(N, D) mean signatures (NaN = masked cell) -> unit vectors: inner product = Pearson correlation
+    when no cell is masked; a flat or fully masked signature -> zeros (no neighbours)."""
+    x = np.asarray(means, np.float32)
+    fill = np.nanmean(np.where(np.isnan(x).all(axis=1, keepdims=True), 0.0, x), axis=1, keepdims=True)
+    x = np.where(np.isnan(x), fill, x)
+    x = x - x.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(np.where(norm > 1e-6, x / np.maximum(norm, 1e-6), 0.0), dtype=np.float32)
+
+
+def _index(vectors: np.ndarray, exact: bool):
+    import faiss
+
+    d = vectors.shape[1]
+    if exact:
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = int(max(64, min(4 * np.sqrt(len(vectors)), 8192)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        train = vectors[rng.choice(len(vectors), min(len(vectors), nlist * 40), replace=False)]
+        index.train(train)
+        index.nprobe = NPROBE
+    index.add(vectors)
+    return index
+
+
+def candidate_pairs(vectors: np.ndarray, radius: float, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs (P, 2) with i < j whose index similarity >= ``radius``, nearest other clip per clip, -1 if
+    none). Each clip asks for k neighbours; those whose k-th is still in range ask again with 4k."""
+    n = len(vectors)
+    exact = n <= EXACT_MAX if exact is None else exact
+    index = _index(vectors, exact)
+    nearest = np.full(n, -1, np.int64)
+    found = []
+    todo, k = np.arange(n), min(NEIGHBOURS, n)
+    while len(todo):
+        sims, ids = index.search(vectors[todo], k)
+        others = (ids != todo[:, None]) & (ids >= 0)
+        first = np.argmax(others, axis=1)
+        has = others[np.arange(len(todo)), first]
+        nearest[todo[has]] = ids[np.arange(len(todo)), first][has]
+        hit = others & (sims >= radius)
+        rows, cols = np.nonzero(hit)
+        found.append(np.stack([todo[rows], ids[rows, cols]], axis=1))
+        saturated = (hit | (ids == todo[:, None])).all(axis=1) if k < n else np.zeros(len(todo), bool)
+        todo, k = todo[saturated], min(4 * k, n)
+    pairs = np.concatenate(found) if found else np.empty((0, 2), np.int64)
+    pairs = np.sort(pairs, axis=1)
+    pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
+    return pairs, nearest
+
+
+def pair_correlations(means: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Pearson correlation of means[a[p]] and means[b[p]] over the cells both have (as ``dedup.correlations``)."""
+    out = np.empty(len(a), np.float64)
+    for s in range(0, len(a), chunk):
+        x, y = means[a[s:s + chunk]].astype(np.float64), means[b[s:s + chunk]].astype(np.float64)
+        both = ~(np.isnan(x) | np.isnan(y))
+        n = np.maximum(both.sum(axis=1), 1)
+        x, y = np.where(both, x, 0.0), np.where(both, y, 0.0)
+        sx, sy = x.sum(axis=1), y.sum(axis=1)
+        cov = (x * y).sum(axis=1) - sx * sy / n
+        var = ((x * x).sum(axis=1) - sx * sx / n) * ((y * y).sum(axis=1) - sy * sy / n)
+        out[s:s + chunk] = cov / np.sqrt(np.maximum(var, 1e-12))
+    return out
+
+
+def components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Union-find over ``pairs``: the smallest member index of each node's connected component."""
+    label = np.arange(n)
+    if not len(pairs):
+        return label
+    a, b = pairs[:, 0], pairs[:, 1]
+    while True:
+        low = np.minimum(label[a], label[b])
+        new = label.copy()
+        np.minimum.at(new, a, low)
+        np.minimum.at(new, b, low)
+        new = new[new]  # pointer jumping: a chain collapses in log steps
+        if np.array_equal(new, label):
+            return label
+        label = new
+
+
+def group_by_index(clip_ids: Sequence[str], means: np.ndarray, lengths: Sequence[int], cfg,
+                   similarity: Callable[[int, int], float], exact: bool | None = None) -> dict:
+    """Groups of the clips whose mean signatures are ``means`` (N, D): arrays ``score_dup``,
+    ``group`` (index of the kept clip), ``keep`` and the counts behind them. ``similarity(i, j)`` is the
+    full clip similarity (it loads the two embeddings)."""
+    n = len(clip_ids)
+    vectors = index_vectors(means)
+    pairs, nearest = candidate_pairs(vectors, cfg.screen_min - SCREEN_MARGIN, exact)
+    with_nearest = np.stack([np.arange(n), nearest], axis=1)[nearest >= 0]
+    probe = np.unique(np.sort(np.concatenate([pairs, with_nearest]), axis=1), axis=0)
+    corr = pair_correlations(means, probe[:, 0], probe[:, 1])
+    screened = corr >= cfg.screen_min
+    sim = corr.copy()
+    sim[screened] = [similarity(int(i), int(j)) for i, j in probe[screened]]
+    score = np.full(n, -1.0)
+    np.maximum.at(score, probe[:, 0], sim)
+    np.maximum.at(score, probe[:, 1], sim)
+    label = components(n, probe[sim >= cfg.similarity_min])
+    # One clip kept per group: the longest, then the smallest clip_id (dedup.group_duplicates' rule).
+    order = np.lexsort((np.asarray(clip_ids, dtype=object).astype(str), -np.asarray(lengths), label))
+    first = np.ones(n, bool)
+    first[1:] = label[order][1:] != label[order][:-1]
+    keeper = np.empty(n, np.int64)
+    keeper[label[order][first]] = order[first]
+    group = keeper[label]
+    return {"score_dup": np.maximum(score, 0.0) if n > 1 else np.zeros(n), "group": group,
+            "keep": group == np.arange(n), "candidates": len(pairs), "compared": int(screened.sum()),
+            "duplicate_pairs": int((sim >= cfg.similarity_min).sum())}

@@ -1,0 +1,99 @@
+"""Near-duplicate groups through the vector index agree with the all-pairs screen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infra.config_filters import DedupConfig
+from tasks.filters.dedup import group_duplicates, group_duplicates_exact
+from tasks.filters.dedup_groups import (
+    candidate_pairs,
+    components,
+    group_by_index,
+    index_vectors,
+    pair_correlations,
+)
+
+CFG = DedupConfig(frames=6)
+
+
+def synthetic_embeddings(n: int, seed: int = 0) -> tuple[list[str], list[list[float]], list[int]]:
+    """Clips of ``n`` takes: a third re-uploaded 1-3 times (gain, offset, noise, a masked overlay), a
+    share of look-alikes that pass the screen but not the full comparison, the rest unrelated."""
+    rng = np.random.default_rng(seed)
+    dim, frames, scales = CFG.grid ** 2, CFG.frames, len(CFG.scales)
+    ids, embs, lengths = [], [], []
+
+    def add(e):
+        ids.append(f"{len(ids):06d}{rng.integers(1 << 30):08x}")
+        embs.append(e.astype(np.float32).ravel().tolist())
+        lengths.append(int(rng.integers(24, 240)))
+
+    takes = n // 2
+    for t in range(takes):
+        base = rng.normal(size=(scales, frames, dim))
+        add(base)
+        if t % 3 == 0:
+            for _ in range(int(rng.integers(1, 4))):
+                copy = 1.3 * base + 0.2 + rng.normal(scale=0.15, size=base.shape)
+                if rng.random() < 0.5:
+                    copy[:, :, rng.choice(dim, 20, replace=False)] = np.nan  # a subtitle left out
+                add(copy)
+        elif t % 3 == 1:  # a look-alike: same mean picture, different frames
+            other = rng.normal(size=base.shape)
+            other += base.mean(axis=1, keepdims=True) * 2.5
+            add(other)
+    return ids, embs, lengths
+
+
+def test_index_groups_equal_the_all_pairs_screen():
+    ids, embs, lengths = synthetic_embeddings(300)
+    exact = group_duplicates_exact(ids, embs, lengths, CFG)
+    indexed = group_duplicates(ids, embs, lengths, CFG)
+    assert [(r["dup_group"], r["dup_keep"]) for r in indexed] == [(r["dup_group"], r["dup_keep"]) for r in exact]
+    # score_dup: the same wherever a pair passes the screen; below it the index's nearest clip (by the
+    # filled vectors) may be a slightly less correlated one than the masked all-pairs maximum.
+    got, want = (np.array([r["score_dup"] for r in rows]) for rows in (indexed, exact))
+    screened = want >= CFG.screen_min
+    assert np.allclose(got[screened], want[screened], atol=1e-6) and screened.sum() > 30
+    assert np.abs(got - want).max() < 0.05 and (got <= want + 1e-6).all()
+    groups = {r["dup_group"] for r in exact}
+    assert len(groups) < len(ids) - 30  # the test has duplicates to find
+
+
+def test_inverted_file_index_finds_the_same_groups():
+    ids, embs, lengths = synthetic_embeddings(600, seed=1)
+    full = [np.asarray(e, np.float32).reshape(len(CFG.scales), CFG.frames, -1) for e in embs]
+    means = np.asarray([e[0].mean(axis=0) for e in full])
+    from tasks.filters.dedup import clip_similarity
+
+    sim = lambda a, b: clip_similarity(full[a], full[b])  # noqa: E731
+    flat = group_by_index(ids, means, lengths, CFG, sim, exact=True)
+    ivf = group_by_index(ids, means, lengths, CFG, sim, exact=False)
+    assert (flat["group"] == ivf["group"]).all() and flat["duplicate_pairs"] == ivf["duplicate_pairs"] > 50
+
+
+def test_index_vectors_give_pearson_correlation():
+    rng = np.random.default_rng(2)
+    means = rng.normal(size=(50, 144)).astype(np.float32)
+    v = index_vectors(means)
+    a, b = np.triu_indices(50, 1)
+    assert np.allclose((v[a] * v[b]).sum(axis=1), pair_correlations(means, a, b), atol=1e-5)
+    means[3] = 7.0  # flat: no neighbours, no NaN
+    assert not index_vectors(means)[3].any()
+
+
+def test_candidates_grow_k_for_large_groups():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=144)
+    group = base + rng.normal(scale=0.05, size=(100, 144))  # 100 copies: more than the first k
+    v = index_vectors(np.concatenate([group, rng.normal(size=(200, 144))]))
+    pairs, nearest = candidate_pairs(v, 0.5, exact=True)
+    assert len(pairs) == 100 * 99 // 2 and (nearest[:100] < 100).all()
+
+
+@pytest.mark.parametrize("edges,expected", [([], [0, 1, 2, 3]), ([(0, 3), (3, 2)], [0, 1, 0, 0]),
+                                            ([(2, 3), (1, 2)], [0, 1, 1, 1])])
+def test_components(edges, expected):
+    assert components(4, np.asarray(edges, np.int64).reshape(-1, 2)).tolist() == expected
