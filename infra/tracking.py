@@ -142,18 +142,20 @@ class Tracker:
         self._supersede(parent, stage, rid)
 
     def _supersede(self, parent: str, stage: str, rid: str) -> None:
-        """Earlier failed attempts of ``stage`` under ``parent`` are marked superseded by the one that succeeded,
-        so the run list shows one live result per stage."""
-        failed = self.client.search_runs(
+        """Earlier failed (or killed, still "RUNNING") attempts of ``stage`` under ``parent`` are marked superseded
+        by the one that succeeded, so the run list shows one live result per stage."""
+        attempts = self.client.search_runs(
             [self.experiment_id], max_results=100,
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and tags.`reelflow.stage` = '{stage}' "
-                          "and attributes.status = 'FAILED'")
-        for old in failed:
-            if old.data.tags.get("reelflow.superseded_by"):
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and tags.`reelflow.stage` = '{stage}'")
+        for old in attempts:
+            if old.info.run_id == rid or old.info.status == "FINISHED" or old.data.tags.get("reelflow.superseded_by"):
                 continue
+            killed = old.info.status == "RUNNING"  # its process was killed: it will never end by itself
+            if killed:
+                self.client.set_terminated(old.info.run_id, status="KILLED")
             self.client.set_tag(old.info.run_id, "reelflow.superseded_by", rid)
             self.client.update_run(old.info.run_id, name=f"{display_name(stage)} (superseded)")
-            reason = old.data.tags.get("reelflow.error", "failed")
+            reason = old.data.tags.get("reelflow.error") or ("interrupted (its process ended)" if killed else "failed")
             self.describe(old.info.run_id, f"**Superseded** by run {rid}, which resumed and succeeded.\n\n"
                                            f"This attempt: {reason}")
 

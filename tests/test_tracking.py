@@ -45,11 +45,15 @@ def test_stage_runs_are_named_for_people_and_failed_attempts_superseded(tmp_path
         raise RuntimeError("3/20 bad")
     with tracker.child(parent, "audit_D_540p", {}) as good:
         pass
+    orphan = tracker.client.create_run(tracker.experiment_id, tags={  # an attempt whose process was killed
+        "mlflow.parentRunId": parent, "reelflow.stage": "dpo-1"}).info.run_id
     with tracker.child(parent, "dpo-1", {}):
         pass
+    assert tracker.client.get_run(orphan).info.status == "KILLED"
+    assert "interrupted" in tracker.client.get_run(orphan).data.tags["mlflow.note.content"]
     runs = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
     by_name = {r.info.run_name: r for r in runs}
-    assert set(by_name) == {"gate D_540p", "gate D_540p (superseded)", "dpo-1"}
+    assert set(by_name) == {"gate D_540p", "gate D_540p (superseded)", "dpo-1", "dpo-1 (superseded)"}
     old = by_name["gate D_540p (superseded)"]
     assert old.info.status == "FAILED" and old.data.tags["reelflow.superseded_by"] == good
     assert "3/20 bad" in old.data.tags["mlflow.note.content"] and "Superseded" in old.data.tags["mlflow.note.content"]
