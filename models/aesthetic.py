@@ -1,7 +1,9 @@
 """Aesthetic scorer: CLIP image embedding + an MLP head (report section 3.1, "aesthetic filter").
 
-The head follows the widely used LAION aesthetic predictor shape (an MLP over the L2-normalised
-CLIP image embedding, regressing a 1-10 rating). Backbone: transformers' CLIPVisionModelWithProjection
+Two heads over the L2-normalised CLIP image embedding, chosen by the file's keys: the public LAION
+improved-aesthetic-predictor (:class:`LaionAestheticHead`, real weights, GPU profiles) and this
+project's tiny GELU MLP (:class:`AestheticHead`), the CPU default, built at random: it exercises the
+interface, not taste. Backbone: transformers' CLIPVisionModelWithProjection
 is the CPU path: open_clip needs torchvision, whose registry build here is a CUDA build that fails to
 import beside the CPU torch; transformers' CLIP classes need neither, and load the same OpenAI CLIP
 weights (e.g. a local copy of openai/clip-vit-large-patch14). Both load from paths; the tiny profile
@@ -53,6 +55,49 @@ def build_tiny(folder: str, seed: int = 0) -> tuple[str, str]:
     return backbone, head
 
 
+class LaionAestheticHead(nn.Module):
+    """The LAION improved-aesthetic-predictor head (``sac+logos+ava1-l14-linearMSE.pth``): five linear
+    layers with dropout between the first four and no activation, over the L2-normalised CLIP ViT-L/14
+    image embedding (768), regressing the 1-10 rating. Its state-dict keys are ``layers.{0,2,4,6,7}.*``
+    (the dropouts hold indices 1, 3 and 5); this module keeps exactly those indices so the public
+    file loads with ``strict=True``."""
+
+    def __init__(self, dim: int = 768, hidden: tuple[int, int, int, int] = (1024, 128, 64, 16)):
+        super().__init__()
+        a, b, c, d = hidden
+        self.layers = nn.Sequential(nn.Linear(dim, a), nn.Dropout(0.2), nn.Linear(a, b), nn.Dropout(0.2),
+                                    nn.Linear(b, c), nn.Dropout(0.1), nn.Linear(c, d), nn.Linear(d, 1))
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.layers(embedding).squeeze(-1)
+
+
+LAION_KEYS = tuple(f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias"))
+
+
+def load_head(head_path: str, dim: int) -> nn.Module:
+    """The head at ``head_path``: the LAION format (keys ``layers.*``) or this project's tiny CPU
+    default (``mlp.*``, GELU MLP). ``dim``: the backbone's embedding size, which the head must take."""
+    state = torch.load(head_path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:  # a Lightning checkpoint of the same module
+        state = state["state_dict"]
+    if set(state) == set(LAION_KEYS):
+        hidden = tuple(int(state[f"layers.{i}.weight"].shape[0]) for i in (0, 2, 4, 6))
+        head: nn.Module = LaionAestheticHead(int(state["layers.0.weight"].shape[1]), hidden)  # type: ignore[arg-type]
+    elif state and all(k.startswith("mlp.") for k in state):
+        hidden = tuple(state[k].shape[0] for k in sorted(state, key=_layer_index) if k.endswith("weight"))[:-1]
+        head = AestheticHead(int(state["mlp.0.weight"].shape[1]), hidden)
+    else:
+        raise ValueError(f"{head_path}: neither the LAION aesthetic head (keys {LAION_KEYS[:2]}...) nor the tiny "
+                         f"head (keys mlp.*); got {sorted(state)[:4]}")
+    first = next(v for k, v in state.items() if k.endswith("0.weight"))
+    if first.shape[1] != dim:
+        raise ValueError(f"{head_path} takes {first.shape[1]}-d embeddings but the CLIP backbone gives {dim}: the "
+                         "LAION head needs CLIP ViT-L/14 (openai/clip-vit-large-patch14, projection_dim 768)")
+    head.load_state_dict(state)
+    return head.eval()
+
+
 class AestheticScorer:
     """Loads once; ``__call__(rgb_frames) -> mean rating`` over (N, H, W, 3) uint8 frames."""
 
@@ -60,17 +105,24 @@ class AestheticScorer:
         from transformers import CLIPVisionModelWithProjection
 
         self.backbone = CLIPVisionModelWithProjection.from_pretrained(backbone_path).eval()
-        state = torch.load(head_path, map_location="cpu", weights_only=True)
-        hidden = tuple(state[k].shape[0] for k in sorted(state, key=_layer_index) if k.endswith("weight"))[:-1]
-        self.head = AestheticHead(self.backbone.config.projection_dim, hidden)
-        self.head.load_state_dict(state)
-        self.head.eval()
+        self.head = load_head(head_path, self.backbone.config.projection_dim)
         self.size = self.backbone.config.image_size
+        # The LAION head was fit on CLIP's own preprocessing (shorter side to 224, centre crop).
+        self.centre_crop = isinstance(self.head, LaionAestheticHead)
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        """Squash to the tower's square input (whole frame kept), CLIP-normalise."""
+        """To the tower's square input (the tiny head: whole frame squashed; the LAION head: CLIP's
+        shorter-side resize and centre crop), CLIP-normalise."""
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
-        x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
+        if self.centre_crop:
+            h, w = x.shape[-2:]
+            scale = self.size / min(h, w)
+            x = nn.functional.interpolate(x, size=(max(self.size, round(h * scale)), max(self.size, round(w * scale))),
+                                          mode="bicubic", antialias=True, align_corners=False)
+            top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
+            x = x[..., top : top + self.size, left : left + self.size]
+        else:
+            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
         mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
         return (x - mean) / std
 

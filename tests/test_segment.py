@@ -137,6 +137,41 @@ def test_no_boundary_inside_black_frozen_or_flash_runs(merge, mode):
         assert 0 in matched and 2 not in matched
 
 
+def _detect(film: np.ndarray, cfg: SegmentConfig) -> list[Boundary]:
+    detector = ShotDetector(cfg, fps=24.0)
+    for k in range(0, len(film), 64):
+        detector.push(film[k : k + 64], list(np.ascontiguousarray(film[k : k + 64, ..., ::-1])))
+    return detector.finish()
+
+
+@pytest.mark.parametrize("black", [24, 37, 48])
+def test_a_black_segment_between_two_cuts_gives_both_cuts_and_is_no_shot(black):
+    """Real edits cut to black for a second or more, then cut in to the next scene: both cuts are
+    boundaries at their frames, and the black run belongs to no shot (its frames are no clip)."""
+    a, b, c = _shot(5, 20, 60), _shot(6, 100, 60), _shot(7, 150, 60)
+    film = np.concatenate([a, np.zeros((black, 27, 48, 3), np.uint8), b, c])
+    cuts = [60, 60 + black, 120 + black]
+    found = _detect(film, SegmentConfig(use_transnet=False))
+    edges = sorted({b.start for b in found} | {b.end for b in found})
+    assert len(edges) == 3 and all(abs(e - t) <= 2 for e, t in zip(edges, cuts, strict=True)), (found, cuts)
+    shots = boundaries_to_shots(found, len(film))
+    assert [(s.start, s.end) for s in shots] == [(0, edges[0]), (edges[1], edges[2]), (edges[2], len(film))]
+    assert all(b.kind == "cut" for b in found)
+    rows = [{"start_frame": s.start, "end_frame": s.end, "boundary_out_kind": s.boundary_out.kind if s.boundary_out else "end"}
+            for s in shots]
+    assert [x[0] for x in rows_to_boundaries(rows)] == edges  # the benchmark reads both cuts back
+
+
+def test_a_cut_away_from_a_still_shot_to_similar_colours_is_not_a_freeze_resuming():
+    """A static camera holds identical frames like a freeze; a cut from it to another scene of the same
+    colour family keeps the palette but moves most of the colour mass: still a cut."""
+    still = np.repeat(_shot(8, 100, 1), 60, axis=0)
+    other = _shot(9, 104, 60)[:, ::-1].copy()
+    other[:, :14] = (other[:, :14] * 0.55).astype(np.uint8)  # a darker region: same hues, other proportions
+    found = _detect(np.concatenate([still, other]), SegmentConfig(use_transnet=False))
+    assert [(b.start, b.kind) for b in found] == [(60, "cut")], found
+
+
 # -- accuracy on a generated corpus, and the rows ----------------------------------------------------
 
 @pytest.fixture(scope="module")
