@@ -69,13 +69,16 @@ def truth_shots(truth: VideoTruth, source: dict) -> list[dict]:
     return rows
 
 
-def build_clips(corpus_dir: str, clips_dir: str, videos: int, seed: int, truth_cuts: bool = False) -> list[dict]:
+def build_clips(corpus_dir: str, clips_dir: str, videos: int, seed: int, truth_cuts: bool = False,
+                paths: list[str] | None = None) -> list[dict]:
     """Generate (or reuse) the corpus, segment it (or take the truth's shots) and cut its clips;
-    returns clip rows with ``truth_kinds``."""
-    cfg = CorpusConfig(videos=videos, seed=seed, defect_rate=0.6, workers=1)
-    paths = [os.path.join(corpus_dir, f"film_{i:04d}.mp4") for i in range(videos)]
-    if not all(os.path.exists(p.replace(".mp4", ".truth.json")) for p in paths):
-        generate_corpus(corpus_dir, cfg, progress=False)
+    returns clip rows with ``truth_kinds``. ``paths``: videos with truth sidecars already built
+    (the real-content set) instead of the synthetic corpus."""
+    if paths is None:
+        cfg = CorpusConfig(videos=videos, seed=seed, defect_rate=0.6, workers=1)
+        paths = [os.path.join(corpus_dir, f"film_{i:04d}.mp4") for i in range(videos)]
+        if not all(os.path.exists(p.replace(".mp4", ".truth.json")) for p in paths):
+            generate_corpus(corpus_dir, cfg, progress=False)
     os.makedirs(clips_dir, exist_ok=True)
     segmenter = None if truth_cuts else SegmentWorker(SegmentConfig())
     clips = []
@@ -221,6 +224,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--throughput-clips", type=int, default=40, help="clips timed filter by filter")
     parser.add_argument("--truth-shots", action="store_true", help="cut clips at the truth's shots, not segment's")
+    parser.add_argument("--world", choices=("synthetic", "real"), default="synthetic",
+                        help="real: the real-content set (benchmarks.realset; --videos films of seed --seed)")
     parser.add_argument("--work", default="/tmp/reelflow-bench-filters")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "filters.json"))
     args = parser.parse_args()
@@ -231,8 +236,15 @@ def main() -> None:
     torch.set_num_threads(1)  # the machine is shared
     cfg = ScoreConfig(aesthetic={"cache_dir": os.path.join(args.work, "models")})
     shots_from = "truth" if args.truth_shots else "segment"
+    paths = None
+    if args.world == "real":
+        from benchmarks.realset.build import DEFAULT_CACHE, build_realset
+
+        paths = build_realset(os.path.join(DEFAULT_CACHE, f"films_seed{args.seed}_640x360"), args.videos, args.seed,
+                              progress=False)
+        shots_from += "-real"
     clips = build_clips(os.path.join(args.work, "corpus"), os.path.join(args.work, f"clips-{shots_from}"), args.videos,
-                        args.seed, truth_cuts=args.truth_shots)
+                        args.seed, truth_cuts=args.truth_shots, paths=paths)
     started = time.perf_counter()
     rows = score_all(clips, cfg)
     seconds = time.perf_counter() - started
@@ -240,7 +252,8 @@ def main() -> None:
     with open(os.path.join(args.work, f"rows-{shots_from}.pkl"), "wb") as fh:
         pickle.dump(rows, fh)
     result = {
-        "corpus": {"videos": args.videos, "seed": args.seed, "defect_rate": 0.6, "clips": len(clips),
+        "corpus": {"world": args.world, "videos": args.videos, "seed": args.seed, "clips": len(clips),
+                   **({"defect_rate": 0.6} if args.world == "synthetic" else {}),
                    "shots_from": "truth shot ranges" if args.truth_shots else "tasks.segment.segment_video (default config)"},
         "clip_has_defect": f"a truth defect kind covers >= {MIN_OVERLAP} of the clip's frames (union of its "
                            "defects), >= 2 frames for black/frozen; near_duplicate: the clip is mostly a copied shot or "
