@@ -9,8 +9,8 @@ import pytest
 from audit_helpers import audit_cfg, audit_run
 
 from infra.audit_app import create_app
-from infra.audit_store import VerdictStore, list_audits
-from tasks.audit import audit_gate
+from infra.audit_store import VerdictStore, list_audits, save_sample
+from tasks.audit import AuditFailed, audit_gate, open_audit
 
 pytestmark = pytest.mark.slow
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -97,3 +97,63 @@ def test_reviewer_labels_clips_and_the_gate_resumes(make_cfg, tmp_path, browser,
     assert {v.reviewer for v in latest.values()} == {"rita"}
     page.goto(f"{base}/")
     assert "passed" in page.inner_text("#audits")
+
+
+def _color(page, selector: str, prop: str = "backgroundColor") -> str:
+    return page.eval_on_selector(selector, f"e => getComputedStyle(e).{prop}")
+
+
+def test_failed_gate_shows_a_banner_and_tolerated_reasons_look_different(make_cfg, tmp_path, browser, server):
+    ctx, ds = audit_run(make_cfg(), tmp_path, n_clips=4)
+    cfg = audit_cfg(gates={"D_540p": {"dataset": "D_540p", "max_bad_rate": 0.3, "tolerate": ["text"]}})
+    sample = open_audit(ctx, cfg, "D_540p", ds)
+    base = server(ctx.run_uri)
+    page = browser.new_page()
+    page.goto(f"{base}/login?token={TOKEN}")
+    page.goto(f"{base}/audit/{sample.audit_id}")
+    page.wait_for_selector("#list li")
+    assert page.is_hidden("#failure")
+    tolerated, bad = "button[data-reason='text']", "button[data-reason='black']"
+    assert "Tolerated: text" in page.inner_text(tolerated) and "Bad: black" in page.inner_text(bad)
+    assert _color(page, tolerated) != _color(page, bad)  # amber, not the red of a counted reason
+
+    def labelled(action, *args):
+        before = page.inner_text("#count")
+        action(*args)
+        page.wait_for_function(f"document.getElementById('count').textContent !== {before!r}")
+
+    labelled(page.click, tolerated)  # clip 1: text, tolerated at this gate
+    assert "1 tolerated" in page.inner_text("#count") and page.locator("#list li.tolerated").count() == 1
+    labelled(page.click, bad)  # clip 2: black
+    labelled(page.click, bad)  # clip 3: black
+    assert page.is_hidden("#failure")  # 3 of 4 labelled: not decided yet
+    labelled(page.click, "#good")  # clip 4: 2/4 bad = 50%, not below 30%
+    page.wait_for_selector("#failure", state="visible")
+    assert "Gate FAILED" in page.inner_text("#failure") and "2/4 bad (50.0%)" in page.inner_text("#failure")
+    assert _color(page, "#bar") == "rgb(229, 57, 53)"  # the progress bar turns red, not green
+    with pytest.raises(AuditFailed):
+        audit_gate(ctx, cfg, "D_540p", ds)  # the flow records the failure: the page says the run stopped
+    page.goto(f"{base}/audit/{sample.audit_id}")
+    assert "The run stopped at this gate" in page.inner_text("#failure") and page.is_visible("#failure")
+    page.goto(f"{base}/")
+    assert "failed: the run stopped here" in page.inner_text("#audits")
+
+
+def test_simulated_audit_is_read_only(make_cfg, tmp_path, browser, server):
+    ctx, ds = audit_run(make_cfg(), tmp_path, n_clips=4)
+    sample = open_audit(ctx, audit_cfg(), "D_540p", ds)
+    sample = sample.model_copy(update={"simulated": True, "audit_id": sample.audit_id + "-simulated"})
+    save_sample(ctx.run_uri, sample)
+    base = server(ctx.run_uri)
+    page = browser.new_page()
+    page.goto(f"{base}/login?token={TOKEN}")
+    page.goto(f"{base}/audit/{sample.audit_id}")
+    page.wait_for_selector("text=Simulated audit (read-only)")
+    assert page.is_visible("#readonly") and "read-only" in page.inner_text("#readonly").lower()
+    buttons = page.locator("#buttons button")
+    assert buttons.count() == 9 and all(buttons.nth(i).is_disabled() for i in range(buttons.count()))
+    page.keyboard.press("g")
+    page.keyboard.press("1")
+    page.wait_for_timeout(500)
+    assert "not saved" not in page.inner_text("#status")  # no request was made, so no 409 to show
+    assert VerdictStore(ctx.run_uri, sample.audit_id).history() == []
