@@ -23,7 +23,6 @@ import hashlib
 import math
 import operator
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,36 +36,19 @@ from infra.config_datasets import (
     AuditConfig,
     DatasetsConfig,
     DatasetStageConfig,
-    Rule,
     ThresholdProfile,
     dataset_stage_config,
 )
 from infra.manifest import Manifest
 from infra.stage import StageContext, StageWork, run_stage
 from tasks.audit import manual_review
+from tasks.dataset_view import VIEW_COLUMNS, add_verdicts, failures, flag, rejection_lists, view_table  # noqa: F401
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-VIEW_COLUMNS = ("rejected_by", "rejected_detail", "crop_box")
 
 
-def flag(dataset: str) -> str:
-    return f"in_{dataset}"
-
-
-def resolve_column(rule: Rule, columns: dict[str, str], df: pd.DataFrame) -> str:
-    actual = columns.get(rule.column, rule.column)
-    if actual not in df.columns:
-        scores = sorted(c for c in df.columns if c.startswith("score_"))
-        raise ConfigError(
-            f"rule {rule.name!r} needs {rule.column!r} (column {actual!r}), which the pool does not have; "
-            f"score columns present: {', '.join(scores) or 'none'}. Map the name in configs/filters/columns.yaml "
-            "or fix the profile."
-        )
-    return actual
-
-
-def _fmt(value: float) -> str:
-    return "missing" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+def _arrow(df: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
 
 
 def apply_profile(
@@ -77,51 +59,15 @@ def apply_profile(
     base: str | None = None,
 ) -> tuple[list[list[str]], list[list[str]]]:
     """(rejected_by, rejected_detail) per row of ``df``; pure, no I/O."""
-    n = len(df)
-    names: list[list[str]] = [[] for _ in range(n)]
-    details: list[list[str]] = [[] for _ in range(n)]
-    if "error" in df.columns:
-        for i in np.flatnonzero(df["error"].notna().to_numpy()):
-            names[i].append("error")
-            details[i].append(f"error row: {df['error'].iloc[i]}")
-    if base is not None:
-        held = df[flag(base)].fillna(False).astype(bool).to_numpy() if flag(base) in df.columns else np.zeros(n, bool)
-        for i in np.flatnonzero(~held):
-            names[i].append(f"not_in_{base}")
-            details[i].append(f"not in {base}")
-    for rule in (r for r in profile.rules if pipeline_profile not in r.off_in):
-        column = resolve_column(rule, columns, df)
-        values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
-        threshold = rule.threshold(pipeline_profile)
-        with np.errstate(invalid="ignore"):
-            keep = OPS[rule.op](values, threshold) | (np.isnan(values) & (profile.missing == "pass"))
-        for i in np.flatnonzero(~keep):
-            names[i].append(rule.name)
-            details[i].append(f"{rule.name} ({column}={_fmt(values[i])}, needs {rule.op} {threshold:g})")
-    return names, details
+    names, matrix, details = failures(_arrow(df), profile, columns, pipeline_profile, base, OPS)
+    by, detail = rejection_lists(names, matrix, details)
+    return by.to_pylist(), detail.to_pylist()
 
 
 def build_view(df: pd.DataFrame, cfg: DatasetStageConfig) -> pd.DataFrame:
-    """The dataset table: ``df`` (earlier view columns dropped) + rejected_by/detail + in_ flag."""
-    out = df.drop(columns=[c for c in VIEW_COLUMNS if c in df.columns]).reset_index(drop=True)
-    names, details = apply_profile(out, cfg.profile, cfg.columns, cfg.pipeline_profile, cfg.base)
-    out["rejected_by"] = names
-    out["rejected_detail"] = details
-    out[flag(cfg.dataset)] = [not r for r in names]
-    if cfg.profile.crop_borders:
-        # Border crop (report 3.1, strict profile): clips are re-cut inside the picture box.
-        crop = cfg.columns.get("border_crop", "border_crop")
-        out["crop_box"] = out[crop] if crop in out.columns else None
-    return out
-
-
-def add_verdicts(df: pd.DataFrame, verdicts: dict[str, Verdict]) -> pd.DataFrame:
-    """``manual_good`` / ``manual_reason`` from the manual review (null where a clip has no verdict)."""
-    found = df["clip_id"].map(verdicts)
-    df = df.assign(manual_good=found.map(lambda v: None if not isinstance(v, Verdict) else float(v.verdict == "good")),
-                   manual_reason=found.map(lambda v: v.reason if isinstance(v, Verdict) else None))
-    df["manual_good"] = df["manual_good"].astype(float)
-    return df
+    """The dataset table: ``df`` (earlier view columns dropped) + rejected_by/detail + in_ flag
+    (computed over Arrow by :func:`tasks.dataset_view.view_table`, what the stage runs)."""
+    return mf.to_pandas(view_table(_arrow(df), cfg, OPS)[0])
 
 
 def tolerate(verdicts: dict[str, Verdict], reasons: list[str]) -> dict[str, Verdict]:
@@ -138,16 +84,6 @@ def tolerate(verdicts: dict[str, Verdict], reasons: list[str]) -> dict[str, Verd
 def verdicts_digest(verdicts: dict[str, Verdict]) -> str:
     text = "\n".join(f"{c}:{v.verdict}:{v.reason}" for c, v in sorted(verdicts.items()))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def rule_counts(view: pd.DataFrame, profile: ThresholdProfile) -> dict[str, dict[str, int]]:
-    """Per rule: clips it rejects, and clips ONLY it rejects (what loosening it alone would add)."""
-    counts = {}
-    for rule in profile.rules:
-        hits = view["rejected_by"].map(lambda r, n=rule.name: n in r)
-        alone = view["rejected_by"].map(lambda r, n=rule.name: list(r) == [n])
-        counts[rule.name] = {"rejected": int(hits.sum()), "only": int(alone.sum())}
-    return counts
 
 
 def why_record(table: pa.Table, dataset: str, clip_id: str) -> dict:
@@ -216,25 +152,21 @@ def run(ctx: StageContext, cfg: DatasetStageConfig, pool: Manifest,
     ``verdicts``: a manual review's (``cfg.review``), joined as ``manual_good`` before the rules."""
 
     def body(work: StageWork) -> pa.Table:
-        df = mf.read_table(pool)
-        if cfg.base is not None and flag(cfg.base) not in df.columns:
+        table = mf.read_arrow(pool)  # Arrow all the way: no pandas copy of the pool
+        if cfg.base is not None and flag(cfg.base) not in table.column_names:
             raise ConfigError(f"{cfg.dataset} filters {cfg.base}, but input {pool.stage!r} has no {flag(cfg.base)}")
         if verdicts is not None:
-            df = add_verdicts(df, verdicts)
+            table = add_verdicts(table, verdicts)
             work.stats.update(review=cfg.review, reviewed=len(verdicts),
                               marked_good=sum(v.verdict == "good" for v in verdicts.values()))
-        view = build_view(df, cfg)
-        if verdicts is not None:  # the reviewer's reason beside the rule that read the verdict
-            view["rejected_detail"] = [[f"{d}, reviewer: {r}" if r and "manual_good=" in d else d for d in ds]
-                                       for ds, r in zip(view["rejected_detail"], view["manual_reason"], strict=True)]
-        kept = int(view[flag(cfg.dataset)].sum())
-        counts = rule_counts(view, cfg.profile)
-        work.metrics.update(kept=kept, rejected=len(view) - kept, kept_share=kept / max(len(view), 1))
+        view, counts = view_table(table, cfg, OPS)
+        kept = int(pc.sum(view.column(flag(cfg.dataset))).as_py() or 0)
+        work.metrics.update(kept=kept, rejected=view.num_rows - kept, kept_share=kept / max(view.num_rows, 1))
         for name, c in counts.items():
             work.metrics[f"rejected.{name}"] = c["rejected"]
             work.metrics[f"rejected_only.{name}"] = c["only"]
         work.stats.update(dataset=cfg.dataset, profile=cfg.profile.name, kept=kept, rules=counts)
-        return pa.Table.from_pandas(view, preserve_index=False)
+        return view
 
     return run_stage(ctx, cfg.dataset, cfg, [pool], body)
 

@@ -23,11 +23,13 @@ from infra.stage import StageContext, StageWork, run_stage
 from models.aesthetic import build_tiny
 from tasks.clips import CLIPS_SCHEMA
 from tasks.filters import BasicFilter, build_filters, score_columns
-from tasks.filters.dedup import group_duplicates
+from tasks.filters.dedup import WIDE_COLUMNS, group_duplicates, write_side_store
 from tasks.filters.frames import decode_clip
 from tasks.filters.quality import VTSSFilter
 
-SCORED_SCHEMA = pa.schema(list(CLIPS_SCHEMA) + [pa.field(k, t) for k, t in score_columns().items()]
+# The clip table without the wide per-clip arrays (WIDE_COLUMNS): those go to the stage's side store.
+SCORED_SCHEMA = pa.schema(list(CLIPS_SCHEMA) + [pa.field(k, t) for k, t in score_columns().items()
+                                                if k not in WIDE_COLUMNS]
                           + [pa.field("score_timing", pa.string())])
 DECODE = "decode"
 
@@ -108,6 +110,7 @@ def run(ctx: StageContext, cfg: ScoreConfig, clips: Manifest) -> Manifest:
                                concurrency=cfg.actors, progress="score (clips)")
         seconds = max(time.time() - started, 1e-9)
         add_duplicate_groups(scored, cfg)
+        work.stats.update(side_store_rows=write_side_store(scored, work.tmp_uri, cfg.dedup))
         ok = [r for r in scored if r["error"] is None]
         per_filter = timing_summary(ok)
         work.metrics.update(scored=len(ok), clips_per_s=len(ok) / seconds,

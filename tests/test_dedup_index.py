@@ -97,3 +97,19 @@ def test_candidates_grow_k_for_large_groups():
                                             ([(2, 3), (1, 2)], [0, 1, 1, 1])])
 def test_components(edges, expected):
     assert components(4, np.asarray(edges, np.int64).reshape(-1, 2)).tolist() == expected
+
+
+def test_side_store_keeps_embeddings_out_of_the_clip_table(tmp_path):
+    from tasks.filters.dedup import SIDE_STORE, read_side_store, unflatten, write_side_store
+    from tasks.score import SCORED_SCHEMA
+
+    assert "dedup_embedding" not in SCORED_SCHEMA.names and "dup_group" in SCORED_SCHEMA.names
+    ids, embs, _ = synthetic_embeddings(40)
+    rows = [{"clip_id": c, "dedup_embedding": e} for c, e in zip(ids, embs, strict=True)]
+    rows[5]["dedup_embedding"] = None  # an error row has none
+    assert write_side_store(rows, str(tmp_path), CFG, chunk=8) == len(rows) - 1
+    assert (tmp_path / SIDE_STORE).exists()
+    got = read_side_store(str(tmp_path), ["dedup_mean", "dedup_embedding"], [ids[7], ids[30], ids[5]])
+    assert got.column("clip_id").to_pylist() == [ids[7], ids[30]]
+    want = unflatten(embs[30], CFG)[0].mean(axis=0)
+    assert np.allclose(got.column("dedup_mean")[1].as_py(), want, equal_nan=True)

@@ -134,6 +134,45 @@ class DedupFilter:
 
 
 GROUP_COLUMNS = {"score_dup": pa.float64(), "dup_group": pa.string(), "dup_keep": pa.bool_()}
+# Wide per-clip arrays live beside the clip table, not in it: thousands of floats per row would dominate
+# every table stage's reads, though only near-duplicate grouping needs them.
+WIDE_COLUMNS = ("dedup_embedding",)
+SIDE_STORE = "dedup_embeddings.parquet"
+SIDE_SCHEMA = pa.schema([("clip_id", pa.string()), ("dedup_mean", pa.list_(pa.float32())),
+                         ("dedup_embedding", pa.list_(pa.float32()))])
+
+
+def write_side_store(rows: list[dict], folder_uri: str, cfg: DedupConfig, chunk: int = 1024) -> int:
+    """``clip_id``, ``dedup_mean`` (the index's vector) and ``dedup_embedding`` of every row that has
+    one, as ``{folder}/dedup_embeddings.parquet`` in row groups of ``chunk`` clips. Returns the count."""
+    import pyarrow.parquet as pq
+
+    from infra import storage
+
+    count = 0
+    with storage.open_uri(storage.join(folder_uri, SIDE_STORE), "wb") as fh, pq.ParquetWriter(fh, SIDE_SCHEMA) as out:
+        for start in range(0, len(rows), chunk):
+            part = [r for r in rows[start:start + chunk] if r.get("dedup_embedding")]
+            if part:
+                out.write_table(pa.Table.from_pylist([
+                    {"clip_id": r["clip_id"], "dedup_embedding": r["dedup_embedding"],
+                     "dedup_mean": mean_signature(unflatten(r["dedup_embedding"], cfg)).tolist()} for r in part],
+                    schema=SIDE_SCHEMA))
+                count += len(part)
+    return count
+
+
+def read_side_store(stage_uri: str, columns: list[str], clip_ids: list[str] | None = None) -> pa.Table:
+    """Columns of a score stage's side store, optionally only the rows of ``clip_ids`` (a filter pushed
+    down to the Parquet reader: the other row groups' embeddings are not decoded)."""
+    import pyarrow.dataset as ds
+
+    from infra import storage
+
+    dataset = ds.dataset(storage.join(stage_uri, SIDE_STORE), format="parquet",
+                         filesystem=storage.filesystem(stage_uri) if storage.is_remote(stage_uri) else None)
+    where = ds.field("clip_id").isin(clip_ids) if clip_ids is not None else None
+    return dataset.to_table(columns=["clip_id", *[c for c in columns if c != "clip_id"]], filter=where)
 
 
 def similarity_matrix(embeddings: list[np.ndarray], screen_min: float) -> np.ndarray:
