@@ -60,6 +60,13 @@ def test_web_api_auth_validation_and_no_traversal(run, tmp_path):
     assert client.get(f"/pairs/{aid}").status_code == 401 and client.get(f"/pair-video/{aid}/{pending[0]}/a").status_code == 401
     page = client.get(f"/pairs/{aid}", headers=BEARER).text
     assert "Better A (1)" in page and "physics violation (P)" in page
+    assert "human pairs</b>: two text-to-video samples of the same prompt" in page  # what kind of pair this is
+    state = client.get(f"/api/pairs/{aid}", headers=BEARER).json()
+    assert all(p["kind"] == "human" and p["kind_text"].startswith("human pair: two text-to-video samples")
+               for p in state["pairs"])
+    sample = load_pair_sample(ctx.run_uri, aid)
+    assert not any(p.a_uri.startswith("/") or p.b_uri.startswith("/") for p in sample.pairs)  # relative to the run
+    assert sample.stage_uri == "pairs"
     video = client.get(f"/pair-video/{aid}/{pending[0]}/b", headers={**BEARER, "Range": "bytes=0-49"})
     assert video.status_code == 206 and video.headers["content-type"] == "video/mp4" and len(video.content) == 50
 
