@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -113,30 +112,36 @@ def plan_counts(
     return _round(dict(zip(classes, k.tolist(), strict=True)))
 
 
-def _rank(seed: int, clip_id: str) -> str:
-    return hashlib.sha256(f"{seed}:{clip_id}".encode()).hexdigest()
+def _rank(seed: int, clip_id: str) -> bytes:
+    return hashlib.sha256(f"{seed}:{clip_id}".encode()).digest()  # bytes order = hex-digest order
 
 
 def assign_repeats(clip_ids: Sequence[str], categories: Sequence[str], plan: dict[str, int], seed: int = 0) -> np.ndarray:
     """How many times each clip is sampled (0 = dropped). Within a class every clip gets
     ``k // n`` and the ``k % n`` first by a seeded hash of its id get one more: deterministic,
-    independent of row order, and a larger budget keeps a superset."""
+    independent of row order, and a larger budget keeps a superset. One hash per clip and one sort:
+    linear-logarithmic in the pool, no per-class Python lists."""
     repeats = np.zeros(len(clip_ids), dtype=np.int64)
-    members: dict[str, list[int]] = {}
-    for i, c in enumerate(categories):
-        members.setdefault(c, []).append(i)
-    for c, idx in members.items():
+    if not len(clip_ids):
+        return repeats
+    classes, which = np.unique(np.asarray(categories, dtype=object).astype(str), return_inverse=True)
+    ranks = np.fromiter((_rank(seed, c) for c in clip_ids), dtype="S32", count=len(clip_ids))
+    order = np.lexsort((ranks, which))  # by class, then by rank within it
+    bounds = np.searchsorted(which[order], np.arange(len(classes) + 1))
+    for k, c in enumerate(classes):
+        idx = order[bounds[k]:bounds[k + 1]]
         q, r = divmod(plan.get(c, len(idx)), len(idx))
-        order = sorted(idx, key=lambda i: _rank(seed, clip_ids[i]))
         repeats[idx] = q
-        repeats[order[:r]] += 1
+        repeats[idx[:r]] += 1
     return repeats
 
 
 def shares(categories: Sequence[str], weights: Sequence[int] | None = None) -> dict[str, float]:
     """Share of each category, optionally weighting each item (e.g. by its repeat count)."""
-    tally: Counter = Counter()
-    for i, c in enumerate(categories):
-        tally[c] += 1 if weights is None else int(weights[i])
-    total = sum(tally.values())
-    return {c: v / total for c, v in sorted(tally.items())} if total else {}
+    if not len(categories):
+        return {}
+    classes, which = np.unique(np.asarray(categories, dtype=object).astype(str), return_inverse=True)
+    tally = np.bincount(which, weights=None if weights is None else np.asarray(weights, np.int64),
+                        minlength=len(classes)).astype(np.int64)
+    total = int(tally.sum())
+    return {str(c): int(v) / total for c, v in zip(classes, tally, strict=True)} if total else {}

@@ -13,8 +13,8 @@ import os
 from collections import Counter
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from infra import manifest as mf
 from infra import storage
@@ -53,44 +53,52 @@ class ZeroShotWorker:
         return [{"clip_id": item["clip_id"], "category": label, "category_prob": float(probs.max())}]
 
 
-def categorize(df: pd.DataFrame, cfg: BalanceConfig) -> tuple[pd.Series, pd.Series]:
-    """(category, category_source) for the rows of ``df``: caption first, zero-shot for the rest."""
-    column = df[cfg.category_column] if cfg.category_column in df.columns else pd.Series(None, index=df.index)
-    category = column.astype("string").str.strip().str.lower().replace("", pd.NA)
-    source = pd.Series(np.where(category.notna(), "caption", None), index=df.index, dtype=object)
-    todo = df[category.isna()]
-    if len(todo):
-        items = todo[["clip_id", "clip_uri", "num_frames"]].to_dict("records")
-        table = flat_map_items(items, ZeroShotWorker, {"cfg": cfg.classifier.model_dump(), "labels": list(cfg.target)},
-                               ZERO_SHOT_SCHEMA).to_pandas()
-        found = dict(zip(table.clip_id, table.category, strict=True))
-        category.loc[todo.index] = todo.clip_id.map(found)
-        source.loc[todo.index] = "zero_shot"
-    return category.astype(object), source
+def categorize(table: pa.Table, eligible: np.ndarray, cfg: BalanceConfig) -> tuple[pa.Array, pa.Array]:
+    """(category, category_source) for every row: the caption's category (trimmed, lower case) for the
+    eligible rows that have one, zero-shot for the eligible rest (only those rows go to the classifier),
+    the caption's as it is for the others (source null)."""
+    n = table.num_rows
+    carried = pc.cast(table.column(cfg.category_column), pa.string()) if cfg.category_column in table.column_names \
+        else pa.nulls(n, pa.string())
+    carried = carried.combine_chunks() if isinstance(carried, pa.ChunkedArray) else carried
+    norm = pc.utf8_lower(pc.utf8_trim_whitespace(carried))
+    norm = pc.if_else(pc.fill_null(pc.equal(norm, ""), False), pa.nulls(n, pa.string()), norm)
+    missing = eligible & pc.is_null(norm).to_numpy(zero_copy_only=False)
+    category = np.asarray(pc.if_else(pa.array(eligible), norm, carried).to_pylist(), dtype=object)
+    source = np.where(eligible & ~missing, "caption", None).astype(object)
+    if missing.any():
+        todo = table.filter(pa.array(missing)).select(["clip_id", "clip_uri", "num_frames"]).to_pylist()
+        found = flat_map_items(todo, ZeroShotWorker, {"cfg": cfg.classifier.model_dump(), "labels": list(cfg.target)},
+                               ZERO_SHOT_SCHEMA)
+        by_id = dict(zip(found.column("clip_id").to_pylist(), found.column("category").to_pylist(), strict=True))
+        category[missing] = [by_id.get(r["clip_id"]) for r in todo]
+        source[missing] = "zero_shot"
+    return pa.array(category, pa.string()), pa.array(source, pa.string())
 
 
-def balance(df: pd.DataFrame, cfg: BalanceConfig, eligible: pd.Series) -> tuple[pd.DataFrame, dict]:
-    """Pure part of the stage: ``df`` with balance_repeat / in_D_post, and the before/after summary."""
-    out = df.copy()
-    pool = out[eligible]
-    cats = pool["category"].tolist()
-    plan = plan_counts(Counter(cats), cfg.target, cfg.keep_fraction, cfg.max_repeat)
-    repeats = assign_repeats(pool["clip_id"].tolist(), cats, plan, cfg.seed)
-    out["balance_repeat"] = 0
-    out.loc[pool.index, "balance_repeat"] = repeats
-    out[f"in_{NAME}"] = out["balance_repeat"] > 0
-    n = max(len(pool), 1)
+def balance(clip_ids: list[str], categories: list[str], cfg: BalanceConfig) -> tuple[np.ndarray, dict]:
+    """Pure part of the stage: repeats of the eligible clips and the before/after summary."""
+    plan = plan_counts(Counter(categories), cfg.target, cfg.keep_fraction, cfg.max_repeat)
+    repeats = assign_repeats(clip_ids, categories, plan, cfg.seed)
+    n = max(len(clip_ids), 1)
     summary = {
-        "clips_before": len(pool),
+        "clips_before": len(clip_ids),
         "samples_after": int(repeats.sum()),
         "unique_after": int((repeats > 0).sum()),
         "kept_samples_fraction": float(repeats.sum()) / n,
         "kept_unique_fraction": float((repeats > 0).sum()) / n,
-        "before": shares(cats),
-        "after": shares(cats, repeats),
+        "before": shares(categories),
+        "after": shares(categories, repeats),
         "plan": plan,
     }
-    return out, summary
+    return repeats, summary
+
+
+def _put(table: pa.Table, name: str, column) -> pa.Table:
+    """Replace ``name`` in place (same position) or append it."""
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, column)
+    return table.append_column(name, column)
 
 
 def plot_balance(before: dict[str, float], after: dict[str, float], path: str, title: str = "") -> str:
@@ -120,26 +128,29 @@ def run(ctx: StageContext, cfg: BalanceConfig, source: Manifest) -> Manifest:
     """Stage ``D_post``: the source dataset's table + category, balance_repeat, in_D_post."""
 
     def body(work: StageWork) -> pa.Table:
-        df = mf.read_table(source).reset_index(drop=True)
+        table = mf.read_arrow(source)  # Arrow all the way: no pandas copy of the dataset
         flag = f"in_{cfg.source}"
-        if flag not in df.columns:
+        if flag not in table.column_names:
             raise ValueError(f"{NAME} balances {cfg.source}, but input {source.stage!r} has no column {flag}")
-        eligible = df[flag].fillna(False).astype(bool)
-        cats, where = categorize(df[eligible], cfg)
-        carried = df[cfg.category_column] if cfg.category_column in df.columns else None
-        df["category"] = cats.reindex(df.index).where(eligible, carried)  # others keep their caption's
-        df["category_source"] = where.reindex(df.index)
-        out, summary = balance(df, cfg, eligible)
+        eligible = pc.fill_null(pc.cast(table.column(flag), pa.bool_()), False).to_numpy(zero_copy_only=False)
+        category, where = categorize(table, eligible, cfg)
+        mask = pa.array(eligible)
+        repeats, summary = balance(pc.cast(table.column("clip_id"), pa.string()).filter(mask).to_pylist(),
+                                   category.filter(mask).to_pylist(), cfg)
+        balance_repeat = np.zeros(table.num_rows, np.int64)
+        balance_repeat[eligible] = repeats
+        out = _put(_put(table, "category", category), "category_source", where)
+        out = _put(_put(out, "balance_repeat", pa.array(balance_repeat)), f"in_{NAME}", pa.array(balance_repeat > 0))
         for key in ("clips_before", "samples_after", "unique_after", "kept_samples_fraction", "kept_unique_fraction"):
             work.metrics[key] = summary[key]
         for when in ("before", "after"):
             for cat, share in summary[when].items():
                 work.metrics[f"share_{when}.{cat}"] = share
-        work.metrics["zero_shot_clips"] = int((out["category_source"] == "zero_shot").sum())
+        work.metrics["zero_shot_clips"] = int(pc.sum(pc.equal(where, "zero_shot")).as_py() or 0)
         work.stats.update({k: summary[k] for k in ("clips_before", "samples_after", "unique_after", "plan")})
         chart = plot_balance(summary["before"], summary["after"], os.path.join(work.scratch_dir, "balance.png"),
                              f"{cfg.source} -> {NAME}: {summary['clips_before']} clips -> {summary['samples_after']} samples")
         work.artifacts.append(chart)
-        return pa.Table.from_pandas(out, preserve_index=False)
+        return out
 
     return run_stage(ctx, NAME, cfg, [source], body)
