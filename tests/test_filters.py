@@ -165,6 +165,20 @@ def test_sticker_survives_a_flash_and_ignores_still_scenes_lines_and_corners():
     assert flt(frames_from_arrays(corner, FPS, CFG.decode))["score_sticker"] == 0
 
 
+def test_sticker_next_to_letterbox_bars_is_found():
+    """A sticker pasted near the bottom of a letterboxed picture, partly under the bar: the bar's inner
+    edge never moves and must neither join the sticker's blob nor count as still scene in its ring."""
+    flt = StickerFilter(CFG.sticker)
+    frames = moving_scene()
+    frames[:, 62:88, 70:96] = (255, 200, 0)
+    frames[:, :12], frames[:, 78:] = 0, 0  # 2.39:1 bars; the sticker's lower part is hidden under one
+    out = flt(frames_from_arrays(frames, FPS, CFG.decode))["score_sticker"]
+    assert out == pytest.approx(26 * 16 / (90 * 160), rel=0.35)
+    clean = moving_scene()
+    clean[:, :12], clean[:, 78:] = 0, 0
+    assert flt(frames_from_arrays(clean, FPS, CFG.decode))["score_sticker"] == 0
+
+
 def test_luma_view_matches_the_samples_and_is_exact_on_flat_colour():
     frames = moving_scene(8)
     frames[:, :, 80:] = frames[:, :, 80:] // 2 + 60  # a coloured step the 4:2:0 chroma straddles
