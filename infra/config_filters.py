@@ -133,6 +133,9 @@ class QualityConfig(_Cfg):
     enabled: bool = True
     frames: int = Field(4, ge=1, le=32, description="Samples the IQA is averaged over")
     vtss_weights_path: str | None = Field(None, description="JSON from fit_vtss; None = the hand-set prior weights")
+    niqe_model_path: str | None = Field(
+        None, description="NIQE modelparameters.mat (mu_prisparam, cov_prisparam): score_iqa from NIQE; "
+        "None = the CPU default, the hand-weighted sharpness/noise/blockiness logistic")
 
 
 class ScoreConfig(_Cfg):

@@ -67,3 +67,52 @@ def test_a_head_of_the_wrong_width_or_layout_is_refused_with_the_fix(tmp_path):
     torch.save({"fc.weight": torch.zeros(1, 768)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="neither the LAION"):
         load_head(str(tmp_path / "other.pth"), 768)
+
+
+# -- NIQE (no-reference IQA) from its public model file -------------------------------------------
+
+
+def test_niqe_distribution_fits_match_their_closed_forms():
+    from models.niqe import aggd_fit, ggd_fit
+
+    rng = np.random.default_rng(0)
+    shape, var = ggd_fit(rng.normal(0, 1.5, 400_000))
+    assert shape == pytest.approx(2.0, abs=0.03) and var == pytest.approx(2.25, rel=0.01)
+    assert ggd_fit(rng.laplace(0, 1, 400_000))[0] == pytest.approx(1.0, abs=0.03)
+    halves = np.abs(rng.normal(0, 1, 400_000))
+    x = np.where(rng.random(400_000) < 1 / 3, -halves, 2 * halves)  # left sigma 1, right sigma 2, AGGD masses
+    shape, mean, left, right = aggd_fit(x)
+    assert shape == pytest.approx(2.0, abs=0.05) and left == pytest.approx(1.0, rel=0.02)
+    assert right == pytest.approx(4.0, rel=0.02)
+    assert mean == pytest.approx((2 - 1) * np.sqrt(2 / np.pi), rel=0.03)  # (r-l) G(2/a)/G(1/a) sqrt(G(1/a)/G(3/a))
+
+
+def test_niqe_loads_the_public_mat_layout_and_scores_by_hand(tmp_path):
+    from scipy.io import savemat
+
+    from infra.config_filters import QualityConfig
+    from models.niqe import NIQE, niqe_features
+    from tasks.filters.quality import QualityFilter, niqe_to_score
+
+    grey = np.random.default_rng(3).integers(0, 256, (96, 96)).astype(np.uint8)  # one block per scale
+    feats = niqe_features(grey)
+    assert feats.shape == (1, 36)
+    offset = np.zeros(36)
+    offset[[0, 20]] = (3.0, 4.0)
+    # One block: the image's covariance is zero, so the distance is |offset| under pinv(cov_p / 2) = I.
+    savemat(tmp_path / "modelparameters.mat", {"mu_prisparam": (feats[0] + offset)[None], "cov_prisparam": 2 * np.eye(36)})
+    assert NIQE(str(tmp_path / "modelparameters.mat"))([grey]) == pytest.approx(5.0, abs=1e-9)
+
+    class Clip:  # the two fields QualityFilter reads
+        grey_samples = grey[None]
+        thumbs = np.zeros((3, 27, 48, 3), np.uint8)
+        num_frames = 3
+
+        def pick(self, count):
+            return np.arange(1)
+
+    row = QualityFilter(QualityConfig(niqe_model_path=str(tmp_path / "modelparameters.mat")))(Clip())
+    assert row["score_iqa"] == pytest.approx(niqe_to_score(5.0)) == pytest.approx(1 / (1 + np.exp(-1.0)))
+    savemat(tmp_path / "other.mat", {"mu": np.zeros((1, 36))})
+    with pytest.raises(ValueError, match="not a NIQE model"):
+        NIQE(str(tmp_path / "other.mat"))

@@ -5,7 +5,10 @@ IQA (no-reference, classic measures, averaged over ``frames`` samples):
 - noise: Immerkaer's fast noise sigma estimate (1996), from the Laplacian-difference kernel;
 - blockiness: mean |horizontal + vertical difference| on the 8-pixel codec grid over the mean off it
   (Wang, Sheikh & Bovik 2002's idea), minus 1.
-``score_iqa`` in (0, 1): a logistic of those three with fixed, documented weights (IQA_WEIGHTS).
+``score_iqa`` in (0, 1): a logistic of those three with fixed, documented weights (IQA_WEIGHTS): the
+CPU default, hand-weighted, no learnt model. With ``niqe_model_path`` (the GPU profiles) ``score_iqa``
+comes from NIQE (:mod:`models.niqe`, the public ``modelparameters.mat``) instead, mapped to (0, 1) by
+``niqe_to_score`` (NIQE ~3 on pristine photographs, 8+ on badly degraded ones).
 VQA: ``score_vqa`` = IQA x temporal consistency, where flicker is the std of frame-to-frame mean luma
 changes (thumbnails, every frame). VTSS: :mod:`models.vtss` over the row's scores (filled in last by
 the stage worker, once every other filter has run).
@@ -51,6 +54,14 @@ def blockiness(grey: np.ndarray) -> float:
     return float(max((on / off + on_y / off_y) / 2 - 1.0, 0.0))
 
 
+NIQE_MID, NIQE_SPREAD = 6.0, 1.0  # NIQE at which score_iqa is 0.5, and per unit of NIQE the logit falls by 1
+
+
+def niqe_to_score(value: float) -> float:
+    """Lower NIQE is better: a logistic into (0, 1), higher better, like the CPU formula."""
+    return float(1.0 / (1.0 + np.exp((value - NIQE_MID) / NIQE_SPREAD)))
+
+
 def iqa(s: float, n: float, b: float) -> float:
     w = IQA_WEIGHTS
     z = w["sharpness"] * s - w["noise"] * n - w["blockiness"] * b + w["bias"]
@@ -64,6 +75,11 @@ class QualityFilter:
 
     def __init__(self, cfg: QualityConfig):
         self.cfg = cfg
+        self.niqe = None
+        if cfg.niqe_model_path:
+            from models.niqe import NIQE
+
+            self.niqe = NIQE(cfg.niqe_model_path)
 
     def __call__(self, clip: ClipFrames) -> dict:
         grey = clip.grey_samples[clip.pick(self.cfg.frames)]
@@ -72,7 +88,7 @@ class QualityFilter:
         b = float(np.mean([blockiness(g) for g in grey]))
         means = clip.thumbs.reshape(clip.num_frames, -1).mean(axis=1)
         flicker = float(np.diff(means).std()) if clip.num_frames > 2 else 0.0
-        q = iqa(s, n, b)
+        q = niqe_to_score(self.niqe(grey)) if self.niqe is not None else iqa(s, n, b)
         return {"score_sharpness": s, "score_noise": n, "score_blockiness": b, "score_iqa": q,
                 "score_flicker": flicker, "score_vqa": q * float(np.exp(-flicker / FLICKER_SCALE))}
 
