@@ -8,6 +8,11 @@ length with ar_step 5 and causal_block_size 5, and `sync`, the same length with 
 wall time follows other tenants' load, so reference and reelflow runs are interleaved (alternating which
 goes first), repeated, and reported as medians of wall and CPU time; the JSON keeps every run.
 
+FLOP account: one more untimed run per side counts the DiT's FLOPs per video (FlopCounterMode,
+`models/df_flops.py`); each timed run also gives `dit_cpu_seconds`, the process time inside DiT calls.
+Upstream's long-video defaults (ar_step 5, blocks of 5, overlap 17, addnoise 20, 257 frames):
+`--scenarios async --num-frames 257 --repeats 5 --out benchmarks/results/generate_upstream_defaults.json`.
+
 TeaCache (arXiv 2411.19108, lossy, issue 6 item 4 "reported separately with its quality delta"):
 `--teacache async --teacache-thresholds 0.1,0.2` runs reelflow with and without it on that scenario
 (interleaved, no reference) and reports, under the JSON's separate "teacache" key, the wall/CPU time ratio
@@ -66,10 +71,12 @@ class RssPeak:
         self.peak = max(self.peak, self.rss())
 
 
-def _run(side: str, ckpt: str, settings: dict, device: str, threads: int, out_npy: str, queue) -> None:
+def _run(side: str, ckpt: str, settings: dict, device: str, threads: int, out_npy: str, queue,
+         count_flops: bool = False) -> None:
     import torch
 
     from models.checkpoint import load_pipeline_components
+    from models.df_flops import count_dit_flops, time_dit_calls
     from models.generate_config import GenerateConfig
 
     torch.set_num_threads(threads)
@@ -82,7 +89,8 @@ def _run(side: str, ckpt: str, settings: dict, device: str, threads: int, out_np
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated() if device == "cuda" else 0
-    with RssPeak() as rss:
+    account = count_dit_flops if count_flops else time_dit_calls  # counting FLOPs is slow: no DiT time then
+    with RssPeak() as rss, account(comps["transformer"]) as dit:
         start, cpu_start = time.perf_counter(), time.process_time()
         frames, facts = _generate(side, comps, cfg)
         if device == "cuda":
@@ -94,8 +102,10 @@ def _run(side: str, ckpt: str, settings: dict, device: str, threads: int, out_np
     else:
         peak, working = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss.peak - rss.baseline
     # peak: the whole process (imports and weights included); working: what generating added on top.
-    queue.put({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_memory_bytes": int(peak),
-               "working_memory_bytes": int(working), **facts})
+    facts = {**facts, **(dit.as_dict() if count_flops else {"dit_cpu_seconds": dit[0]})}
+    queue.put({"seconds": seconds, "cpu_seconds": cpu_seconds,
+               "peak_memory_bytes": int(peak), "working_memory_bytes": int(working),
+               "load_average_1min": os.getloadavg()[0], **facts})
 
 
 def _generate(side: str, comps: dict, cfg) -> np.ndarray:
@@ -119,10 +129,11 @@ def _generate(side: str, comps: dict, cfg) -> np.ndarray:
     return sampler.generate(cfg).frames, sampler.stats
 
 
-def run_side(side, ckpt, settings, device, threads, workdir, tag: str = "") -> tuple[dict, np.ndarray]:
+def run_side(side, ckpt, settings, device, threads, workdir, tag: str = "",
+             count_flops: bool = False) -> tuple[dict, np.ndarray]:
     ctx = mp.get_context("spawn")
     queue, out_npy = ctx.Queue(), str(Path(workdir) / f"{side}{tag}.npy")
-    proc = ctx.Process(target=_run, args=(side, ckpt, settings, device, threads, out_npy, queue))
+    proc = ctx.Process(target=_run, args=(side, ckpt, settings, device, threads, out_npy, queue, count_flops))
     proc.start()
     while True:  # a child that dies (an exception, the OOM killer) must not leave us waiting forever
         try:
@@ -139,7 +150,7 @@ SCENARIOS = {"async": dict(ar_step=5, causal_block_size=5), "sync": dict(ar_step
 
 
 def summarize(runs: list[dict]) -> dict:
-    keys = ("seconds", "cpu_seconds", "peak_memory_bytes", "working_memory_bytes")
+    keys = ("seconds", "cpu_seconds", "dit_cpu_seconds", "peak_memory_bytes", "working_memory_bytes")
     return {**{f"median_{k}": statistics.median(r[k] for r in runs) for k in keys}, "runs": runs}
 
 
@@ -156,10 +167,17 @@ def bench_scenario(name, ckpt, settings, args, workdir) -> dict:
         ref, ours = frames["reference"], frames["reelflow"]
         errors.append(float(np.linalg.norm(ours - ref) / np.linalg.norm(ref)))
     ref, ours = summarize(sides["reference"]), summarize(sides["reelflow"])
+    flops = {}
+    for side in ("reference", "reelflow"):  # untimed: the counter itself is slow
+        counted, frames = run_side(side, ckpt, settings, args.device, args.threads, workdir, "_flops", True)
+        flops[side] = {k: counted[k] for k in ("dit_flops", "dit_calls", "dit_flops_by_op")}
+        print(f"{name} flops {side}: {json.dumps(flops[side])}", flush=True)
     return {
-        "settings": settings, "reference": ref, "reelflow": ours,
+        "settings": settings, "reference": ref, "reelflow": ours, "dit_flops": flops,
+        "dit_flops_ratio": flops["reelflow"]["dit_flops"] / flops["reference"]["dit_flops"],
         "speedup": ref["median_seconds"] / ours["median_seconds"],
         "cpu_speedup": ref["median_cpu_seconds"] / ours["median_cpu_seconds"],
+        "dit_cpu_speedup": ref["median_dit_cpu_seconds"] / ours["median_dit_cpu_seconds"],
         "peak_memory_ratio": ours["median_peak_memory_bytes"] / ref["median_peak_memory_bytes"],
         "working_memory_ratio": ours["median_working_memory_bytes"] / ref["median_working_memory_bytes"],
         "relative_error": max(errors),
@@ -237,7 +255,8 @@ def main(argv=None) -> dict:
                   base_num_frames=args.base_num_frames, num_frames=args.num_frames, overlap_history=17,
                   addnoise_condition=args.addnoise_condition)
     report = {"profile": args.profile, "device": args.device, "threads": args.threads, "repeats": args.repeats,
-              "host": platform.node(), "cpus": len(os.sched_getaffinity(0)), "scenarios": {}}
+              "host": platform.node(), "cpus": len(os.sched_getaffinity(0)),
+              "load_average_at_start": list(os.getloadavg()), "scenarios": {}}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint
         if ckpt is None:
@@ -253,6 +272,7 @@ def main(argv=None) -> dict:
             result = bench_teacache(args.teacache, ckpt, {**common, **SCENARIOS[args.teacache]}, thresholds,
                                     args.teacache_retention, args, tmp)
             report["teacache"] = {**meta, "scenarios": {args.teacache: result}}
+    report["load_average_at_end"] = list(os.getloadavg())
     out = Path(args.out)
     if args.merge and out.exists():
         old = json.loads(out.read_text())
@@ -265,7 +285,8 @@ def main(argv=None) -> dict:
             report["teacache"] = teacache
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    keys = ("speedup", "cpu_speedup", "peak_memory_ratio", "working_memory_ratio", "relative_error")
+    keys = ("speedup", "cpu_speedup", "dit_cpu_speedup", "dit_flops_ratio", "peak_memory_ratio",
+            "working_memory_ratio", "relative_error")
     print(json.dumps({n: {k: s[k] for k in keys} for n, s in report["scenarios"].items()}, indent=2))
     tea_keys = ("time_ratio", "speedup", "relative_error_vs_off", "psnr_db_vs_off", "skip_fraction")
     for name, tea in report.get("teacache", {}).get("scenarios", {}).items():

@@ -159,3 +159,20 @@ def plan_windows(num_latent_frames: int, base_latent_frames: int, overlap_latent
         windows.append(Window(done - overlap_latent_frames, size, prefix, overlap_latent_frames))
         done += stride
     return windows
+
+
+def solver_groups(schedule: ADSchedule) -> list[tuple[int, int]]:
+    """Runs of consecutive generated frames that take every step together (whole blocks; the whole window
+    when synchronous). The multistep solver is elementwise in the sample, so one solver state steps each run
+    at once, exactly as one state per frame (the reference) would."""
+    lo, hi = schedule.num_clean_prefix, schedule.num_frames - schedule.num_clean_suffix
+    groups: list[tuple[int, int]] = []
+    for s, e in schedule.blocks:
+        s, e = max(s, lo), min(e, hi)
+        if s >= e:
+            continue
+        if groups and groups[-1][1] == s and (schedule.step_index[:, s] == schedule.step_index[:, s - 1]).all():
+            groups[-1] = (groups[-1][0], e)
+        else:
+            groups.append((s, e))
+    return groups

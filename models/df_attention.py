@@ -37,7 +37,7 @@ class FrameLayout:
     store_until: int = 0
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     # RoPE on interleaved (even, odd) channel pairs, as Wan2.1 applies it; cos/sin repeat each frequency.
     even, odd = x.unflatten(-1, (-1, 2)).unbind(-1)
     cos, sin = cos[..., 0::2], sin[..., 1::2]
@@ -57,7 +57,7 @@ class BlockCausalAttnProcessor:
         query, key = attn.norm_q(query), attn.norm_k(key)
         query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
         if rotary_emb is not None:
-            query, key = _rotate(query, *rotary_emb), _rotate(key, *rotary_emb)
+            query, key = rotate(query, *rotary_emb), rotate(key, *rotary_emb)
         query, key, value = (x.transpose(1, 2) for x in (query, key, value))  # (B, heads, L, D)
 
         lay = self.layout

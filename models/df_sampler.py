@@ -10,21 +10,22 @@ guidance. Noise is drawn in the same order and shapes as the reference pipeline,
 
 from __future__ import annotations
 
-import html
-import re
 from collections.abc import Iterator
 from contextlib import nullcontext
 from copy import deepcopy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.ad_schedule import ADSchedule, Window, plan_ad_schedule, plan_windows
+from models import df_dit
+from models.ad_schedule import ADSchedule, plan_ad_schedule, solver_groups
 from models.df_attention import FrameLayout, block_causal_attention
+from models.df_plan import Plan, make_plan
+from models.df_text import clean_prompt, encode_prompts  # noqa: F401 (public here too)
 from models.df_vae import StreamingDecoder, encode_frames
-from models.generate_config import VAE_TEMPORAL_STRIDE, GenerateConfig, latent_frames
+from models.generate_config import GenerateConfig
 from models.teacache import TeaCache, teacache_blocks
 
 
@@ -35,58 +36,10 @@ class DFResult:
     stats: dict | None = None  # TeaCache counters (`DFSampler.stats`) when it was on
 
 
-def clean_prompt(text: str) -> str:
-    """Repair mojibake and HTML entities and collapse whitespace, as Wan2.1's prompt preprocessing does."""
-    import ftfy
-
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
-    return re.sub(r"\s+", " ", text).strip()
-
-
-@torch.no_grad()
-def encode_prompts(tokenizer, text_encoder, prompts: list[str], max_length: int) -> torch.Tensor:
-    """umT5 hidden states padded to `max_length`, zero past each prompt's end (Wan2.1 text conditioning)."""
-    tokens = tokenizer([clean_prompt(p) for p in prompts], padding="max_length", max_length=max_length,
-                       truncation=True, add_special_tokens=True, return_attention_mask=True,
-                       return_tensors="pt")
-    device = text_encoder.device
-    hidden = text_encoder(tokens.input_ids.to(device), tokens.attention_mask.to(device)).last_hidden_state
-    return hidden.masked_fill(~tokens.attention_mask.to(device).bool()[..., None], 0.0)
-
-
-def _solver_groups(schedule: ADSchedule) -> list[tuple[int, int]]:
-    """Runs of consecutive generated frames that take every step together (whole blocks; the whole window
-    when synchronous). The multistep solver is elementwise in the sample, so one solver state steps each run
-    at once, exactly as one state per frame (the reference) would."""
-    lo, hi = schedule.num_clean_prefix, schedule.num_frames - schedule.num_clean_suffix
-    groups: list[tuple[int, int]] = []
-    for s, e in schedule.blocks:
-        s, e = max(s, lo), min(e, hi)
-        if s >= e:
-            continue
-        if groups and groups[-1][1] == s and (schedule.step_index[:, s] == schedule.step_index[:, s - 1]).all():
-            groups[-1] = (groups[-1][0], e)
-        else:
-            groups.append((s, e))
-    return groups
-
-
-@dataclass
-class _Plan:
-    """What one generation is conditioned on, in latents, and how its decoded frames become the output."""
-
-    windows: list[Window]
-    prompts: list[str]  # one per window (story mode) or the same throughout
-    history: torch.Tensor | None  # clean latents of window 0's prefix: the first frame, or the video's tail
-    end: torch.Tensor | None  # clean latent appended to the last window (end-frame control)
-    lead: np.ndarray | None  # frames output before the generated ones (the video being continued)
-    skip: int  # decoded frames dropped: the re-decoded tail of that video
-
-
 class DFSampler:
     """Diffusion-forcing generation with the components of one checkpoint folder."""
 
-    def __init__(self, components: dict):
+    def __init__(self, components: dict, guidance_group=None):
         self.tokenizer = components["tokenizer"]
         self.text_encoder = components["text_encoder"]
         self.transformer = components["transformer"]
@@ -94,6 +47,10 @@ class DFSampler:
         self.scheduler = components["scheduler"]
         self.layout = FrameLayout()  # shared with the attention processors during `generate`
         self.teacache: TeaCache | None = None  # the last generation's, when cfg.teacache
+        # CFG-parallel: a torch.distributed group of two processes, rank 0 the conditional branch, rank 1 the
+        # unconditional one (models/df_parallel.py); None runs both here.
+        self.guidance_group = guidance_group
+        self._fast = False  # this generation runs the row-pruned pass (models/df_dit.py)
 
     @property
     def stats(self) -> dict:
@@ -135,9 +92,14 @@ class DFSampler:
         Only the history a window needs is kept between windows, so memory stays flat at any length.
         Settings and inputs are checked here, before the first window runs.
         """
-        return self._stream(cfg, self._plan(cfg, image, end_image, video), progress)
+        return self._stream(cfg, make_plan(cfg, self.transformer, self.vae, image, end_image, video), progress)
 
-    def _stream(self, cfg: GenerateConfig, plan: _Plan, progress: bool
+    def latent_stream(self, cfg: GenerateConfig, image: np.ndarray | None = None,
+                      end_image: np.ndarray | None = None, video: np.ndarray | None = None) -> Iterator[torch.Tensor]:
+        """`stream` without decoding: the final latents each window adds (a CFG-parallel peer's share)."""
+        return self._stream_latents(cfg, make_plan(cfg, self.transformer, self.vae, image, end_image, video), False)
+
+    def _stream(self, cfg: GenerateConfig, plan: Plan, progress: bool
                 ) -> Iterator[tuple[torch.Tensor | None, np.ndarray]]:
         if plan.lead is not None:
             yield None, plan.lead
@@ -148,58 +110,8 @@ class DFSampler:
             skip -= drop
             yield chunk, pixels[drop:]
 
-    def _plan(self, cfg: GenerateConfig, image, end_image, video) -> _Plan:
-        block = cfg.causal_block_size or self.transformer.config.num_frame_per_block
-        frame_shape = (cfg.height, cfg.width, 3)
-        for name, frame in (("image", image), ("end_image", end_image)):
-            if frame is not None and np.asarray(frame).shape != frame_shape:
-                raise ValueError(f"{name} must be {frame_shape} to match height and width; got "
-                                 f"{np.asarray(frame).shape}: resize it first")
-        if image is not None and video is not None:
-            raise ValueError("give either image (first frame) or video (to extend), not both")
-        if end_image is not None and block > 1:
-            raise ValueError("end-frame control needs causal_block_size 1: under block-causal attention no "
-                             "earlier frame can see a frame placed after them")
-        total = latent_frames(cfg.num_frames)
-        overlap = latent_frames(cfg.overlap_history) if cfg.overlap_history else 0
-        if cfg.is_long_video:
-            windows = plan_windows(total, latent_frames(cfg.base_num_frames), overlap, block)
-        else:
-            windows = [Window(0, total, 0, 0)]
-        prompts = cfg.window_prompts(len(windows))
-        history = lead = None
-        skip = 0
-        if image is not None:
-            history = self.encode_image(image)
-        if video is not None:
-            video = np.asarray(video)
-            if cfg.overlap_history is None:
-                raise ValueError("video extension needs overlap_history: the frames re-read from the video "
-                                 "(17 or 37 recommended)")
-            if video.ndim != 4 or video.shape[1:] != frame_shape:
-                raise ValueError(f"video must be (frames, {cfg.height}, {cfg.width}, 3) to match height and "
-                                 f"width; got {video.shape}: resize it first")
-            if len(video) < cfg.overlap_history or cfg.num_frames <= cfg.overlap_history:
-                raise ValueError(f"video extension re-reads overlap_history={cfg.overlap_history} frames: the "
-                                 f"video ({len(video)} frames) must be at least that long and num_frames "
-                                 f"({cfg.num_frames}) longer")
-            history = encode_frames(self.vae, video[-cfg.overlap_history:])
-            if history.shape[2] < block:
-                raise ValueError(f"overlap_history={cfg.overlap_history} gives {history.shape[2]} latent frames, "
-                                 f"fewer than causal_block_size={block}: raise overlap_history")
-            lead = video.astype(np.float32) / 255.0 if video.dtype == np.uint8 else video.astype(np.float32)
-            skip = 1 + VAE_TEMPORAL_STRIDE * (history.shape[2] - 1)  # the tail, decoded again
-        if history is not None:
-            # The reference keeps whole causal blocks of history only (one frame for an image, block 1).
-            prefix = history.shape[2] if image is not None else history.shape[2] - history.shape[2] % block
-            windows[0] = replace(windows[0], num_clean_prefix=prefix)
-        end = self.encode_image(end_image) if end_image is not None else None
-        if end is not None and windows[-1].num_frames <= windows[-1].num_clean_prefix:
-            raise ValueError("the last window has no frame to generate before the end frame: raise num_frames")
-        return _Plan(windows, prompts, history, end, lead, skip)
-
     @torch.no_grad()
-    def _stream_latents(self, cfg: GenerateConfig, plan: _Plan, progress: bool) -> Iterator[torch.Tensor]:
+    def _stream_latents(self, cfg: GenerateConfig, plan: Plan, progress: bool) -> Iterator[torch.Tensor]:
         dit = self.transformer
         device, dtype = dit.device, dit.dtype
         guided = cfg.guidance_scale > 1.0
@@ -207,6 +119,12 @@ class DFSampler:
         embeds = encode_prompts(self.tokenizer, self.text_encoder, unique + ([cfg.negative_prompt] if guided else []),
                                 cfg.max_sequence_length).to(dtype)
         texts = {p: torch.cat([embeds[i:i + 1]] + ([embeds[-1:]] if guided else [])) for i, p in enumerate(unique)}
+        # The row-pruned DiT pass (models/df_dit.py); TeaCache wraps the diffusers block loop instead.
+        fast = cfg.prune_rows and not cfg.teacache and df_dit.supports(dit)
+        if self.guidance_group is not None and not (fast and guided):
+            raise ValueError("CFG-parallel generation needs guidance_scale > 1 (two branches) and teacache off")
+        if fast:  # cross-attention keys/values of each prompt: once per generation, not per row and pass
+            texts = {p: df_dit.text_state(dit, text) for p, text in texts.items()}
 
         scheduler = self.scheduler
         if cfg.flow_shift is not None:
@@ -215,6 +133,7 @@ class DFSampler:
         block = cfg.causal_block_size or dit.config.num_frame_per_block
         # The SkyReels-V2 1.3B DiT conditions on frame rate: class 0 for 16 fps, 1 otherwise.
         fps_ids = [0 if cfg.fps == 16 else 1]
+        self._fast = fast
 
         p_t, p_h, p_w = dit.config.patch_size
         h, w = cfg.height // 8, cfg.width // 8
@@ -227,7 +146,8 @@ class DFSampler:
         windows = plan.windows
         self.teacache = TeaCache(cfg.teacache_threshold, cfg.teacache_retention_steps) if cfg.teacache else None
         tea = teacache_blocks(dit, self.teacache, layout) if self.teacache is not None else nullcontext()
-        with block_causal_attention(dit, layout), tea, \
+        attention = nullcontext() if fast else block_causal_attention(dit, layout)
+        with attention, tea, \
                 tqdm(total=len(windows), desc="windows", disable=not progress) as bar:
             for index, (win, prompt) in enumerate(zip(windows, plan.prompts, strict=True)):
                 shape = (1, dit.config.in_channels, win.num_frames, h, w)
@@ -252,7 +172,7 @@ class DFSampler:
         dit = self.transformer
         template = scheduler.timesteps
         timesteps = torch.from_numpy(schedule.timesteps(template.cpu().numpy())).to(latents.device)
-        groups = _solver_groups(schedule)
+        groups = solver_groups(schedule)
         solvers = []
         for _ in groups:
             solver = deepcopy(scheduler)
@@ -290,12 +210,17 @@ class DFSampler:
                 # A pass that stores newly finished blocks' keys/values must run (a skipped one stores none).
                 tea.begin_row(start, end, schedule.update_mask[row, start:end], schedule.step_index[row, start:end],
                               cfg.num_inference_steps, force=use_cache and layout.store_until > layout.cached_frames)
-            pred = self._guided_velocity(model_input, t, text, cfg, fps_ids)
+            if self._fast:  # predictions of the frames this row updates only
+                pred_first = active_start
+                pred = self._guided_fast(model_input, t, text, cfg, fps_ids[0], (active_start, active_end))
+            else:
+                pred_first = start
+                pred = self._guided_velocity(model_input, t, text, cfg, fps_ids)
             layout.cached_frames = max(layout.cached_frames, layout.store_until)
             for (lo, hi), solver in zip(groups, solvers, strict=True):
                 if schedule.update_mask[row, lo]:
                     k = int(schedule.step_index[row, lo])
-                    latents[:, :, lo:hi] = solver.step(pred[:, :, lo - start:hi - start], template[k - 1],
+                    latents[:, :, lo:hi] = solver.step(pred[:, :, lo - pred_first:hi - pred_first], template[k - 1],
                                                        latents[:, :, lo:hi], return_dict=False)[0]
         layout.block_ends, layout.kv, layout.cached_frames = block_ends, None, 0
         return latents
@@ -316,6 +241,32 @@ class DFSampler:
             cond = self._velocity(x, t, text[:1], fps_ids)
             layout.pass_name = "uncond"
             uncond = self._velocity(x, t, text[1:], fps_ids)
+        return uncond + cfg.guidance_scale * (cond - uncond)
+
+    def _guided_fast(self, x, t, state, cfg: GenerateConfig, fps_id: int, out: tuple[int, int]):
+        """`_guided_velocity` through the row-pruned pass: `state` is the prompt's (and negative's) text state."""
+        layout, dit = self.layout, self.transformer
+        if len(state[0][0]) == 1:
+            layout.pass_name = "cond"
+            return df_dit.velocity(dit, x, t, state, fps_id, layout, out)
+        if self.guidance_group is not None:  # this process's branch; the other comes from its peer
+            import torch.distributed as dist
+
+            rank = dist.get_rank(self.guidance_group)
+            layout.pass_name = ("cond", "uncond")[rank]
+            mine = df_dit.velocity(dit, x, t, [(k[rank:rank + 1], v[rank:rank + 1]) for k, v in state], fps_id,
+                                   layout, out).contiguous()
+            both = [torch.empty_like(mine) for _ in range(2)]
+            dist.all_gather(both, mine, group=self.guidance_group)
+            cond, uncond = both
+        elif cfg.batch_guidance:
+            layout.pass_name = "batched"
+            cond, uncond = df_dit.velocity(dit, x, t, state, fps_id, layout, out).chunk(2)
+        else:
+            layout.pass_name = "cond"
+            cond = df_dit.velocity(dit, x, t, [(k[:1], v[:1]) for k, v in state], fps_id, layout, out)
+            layout.pass_name = "uncond"
+            uncond = df_dit.velocity(dit, x, t, [(k[1:], v[1:]) for k, v in state], fps_id, layout, out)
         return uncond + cfg.guidance_scale * (cond - uncond)
 
     def _velocity(self, x, t, text, fps_ids):

@@ -43,6 +43,10 @@ class GenerateConfig(BaseModel):
     kv_cache: bool = Field(True, description="under block-causal attention, compute finished blocks' keys/"
                            "values once; exact only while history is not re-noised each row, so it is off "
                            "for windows with history when addnoise_condition > 0")
+    prune_rows: bool = Field(True, description="run each DiT pass through models/df_dit.py: prompt keys/values "
+                             "once per generation, the guidance branches' shared first layers once, the last "
+                             "layer on the frames a row updates only; exact. Off, or with TeaCache, every pass "
+                             "is the diffusers forward")
     # TeaCache (Liu et al. 2024, arXiv 2411.19108): lossy, reported separately; off by default.
     teacache: bool = Field(False, description="skip the DiT's transformer blocks on steps whose timestep-"
                            "modulated input changed little since the last computed step, reusing that step's "
