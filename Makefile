@@ -67,3 +67,18 @@ ui-stop:
 
 clean:
 	rm -rf runs .reelflow
+
+# The production topology on this machine (infra/cluster.py): moto S3, MLflow server (artifacts on S3),
+# Prefect server, a Ray head and a separately started Ray worker node advertising GPUs; pids and logs in
+# $(CLUSTER_STATE). Ports default to the cluster-local profile's; 0 picks free ones.
+CLUSTER_STATE ?= $(STATE)/cluster
+CLUSTER_PORTS ?= --s3-port 19000 --mlflow-port 15000 --prefect-port 14200 --ray-port 16379
+
+cluster-up: setup
+	$(BIN)/python -m infra.cluster up --state $(CLUSTER_STATE) $(CLUSTER_PORTS)
+
+cluster-run: setup
+	$(BIN)/python -m infra.cluster run --state $(CLUSTER_STATE) -- run $(ARGS)
+
+cluster-down:
+	$(BIN)/python -m infra.cluster down --state $(CLUSTER_STATE)

@@ -18,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from infra.config_caption import CaptionConfig
 from infra.config_datasets import AuditConfig, BalanceConfig, DatasetsConfig
 from infra.config_filters import ScoreConfig
+from infra.raydata import StageResources
 from infra.config_post import PostTrainConfig
 from infra.config_train import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-PROFILES = ("tiny", "wan-1.3b", "wan-14b")
+PROFILES = ("tiny", "wan-1.3b", "wan-14b", "cluster-local")
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,8 @@ class RayConfig(_Cfg):
     address: str | None = Field(None, description="Ray cluster address; None starts a local Ray")
     num_cpus: int | None = Field(2, ge=1, description="CPUs for a local Ray (None = all)")
     object_store_mb: int = Field(1024, ge=128)
+    stages: dict[str, StageResources] = Field(
+        default_factory=dict, description="Per-stage actor pool size, CPUs, GPUs, memory (infra.raydata)")
 
 
 class PrefectConfig(_Cfg):
@@ -187,7 +190,7 @@ STAGE_ORDER = ("ingest", "segment", "clips", "score", "caption", "D_256p", "D_36
 
 
 class PipelineConfig(_Cfg):
-    profile: Literal["tiny", "wan-1.3b", "wan-14b"] = "tiny"
+    profile: Literal["tiny", "wan-1.3b", "wan-14b", "cluster-local"] = "tiny"
     input: str | None = Field(None, description="Folder or s3:// prefix of raw videos; None = generate corpus")
     state_dir: str = Field(".reelflow", description="Local state: Prefect home, MLflow db, Ray temp")
     storage: StorageConfig = StorageConfig()
@@ -290,7 +293,10 @@ def load_config(
     if profile not in PROFILES:
         raise ConfigError(f"profile {profile!r} is unknown; allowed: {', '.join(PROFILES)}")
     tree = load_yaml(config_dir / "pipeline.yaml")
-    tree = _deep_merge(tree, load_yaml(config_dir / "profiles" / f"{profile}.yaml"))
+    chosen = load_yaml(config_dir / "profiles" / f"{profile}.yaml")
+    if "extends" in chosen:  # a profile on top of another one (cluster-local = tiny models on a cluster)
+        tree = _deep_merge(tree, load_yaml(config_dir / "profiles" / f"{chosen.pop('extends')}.yaml"))
+    tree = _deep_merge(tree, chosen)
     tree["profile"] = profile
     for item in overrides:
         tree = _deep_merge(tree, parse_override(item))

@@ -140,6 +140,14 @@ class TrainConfig(_Cfg):
     zero_stage: Literal[0, 1, 2, 3] = 2
     num_workers: int = Field(1, ge=1, description="Training processes (Ray Train workers)")
     ray_train: bool = Field(False, description="Launch the workers through Ray Train (cluster); else in-process")
+    use_gpu: bool | None = Field(None, description="Ray Train workers ask for one GPU each; None = when the "
+                                 "cluster advertises GPUs (decided from the cluster, never the driver's hardware)")
+    dist_backend: Literal["auto", "nccl", "gloo"] = Field(
+        "auto", description="torch.distributed backend of Ray Train workers; auto = nccl with GPUs, else gloo "
+        "(gloo when a cluster's GPU resource is only scheduled, as on cluster-local)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each Ray Train worker reserves")
+    max_failures: int = Field(0, ge=-1, description="Ray Train worker-group restarts after a worker or node dies "
+                              "(-1 = unlimited); each restart resumes from the last step checkpoint")
     sequence_parallel: int = Field(1, ge=1, description="Ulysses sequence-parallel degree (deepspeed.sequence)")
     gradient_checkpointing: bool = False
     mixed_precision: Literal["no", "bf16"] = "no"

@@ -12,6 +12,40 @@ import pickle
 from typing import Any
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StageResources(BaseModel):
+    """What one actor of a stage's pool reserves on the cluster (``ray.stages.<stage>`` in a profile).
+    Unset fields keep the stage's own default; GPU profiles give model stages ``num_gpus`` so Ray places
+    their actors on GPU nodes (and sets CUDA_VISIBLE_DEVICES)."""
+
+    model_config = ConfigDict(extra="forbid")
+    actors: int | None = Field(None, ge=1, description="Actor pool size; None = the stage's default")
+    num_cpus: float | None = Field(None, gt=0)
+    num_gpus: float | None = Field(None, ge=0)
+    memory_gb: float | None = Field(None, gt=0, description="Heap memory reserved per actor (Ray schedules on it)")
+    custom: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per actor")
+
+
+# The stage each pool's worker class serves (the keys of ``ray.stages``).
+STAGE_OF_WORKER = {"CorpusWorker": "corpus", "IngestWorker": "ingest", "SegmentWorker": "segment",
+                   "ClipsWorker": "clips", "ScoreWorker": "score", "CaptionWorker": "caption",
+                   "ZeroShotWorker": "balance", "PairsWorker": "pairs", "LatentWorker": "latents"}
+_RESOURCES: dict[str, StageResources] = {}
+
+
+def configure_resources(stages: dict[str, StageResources]) -> None:
+    """Per-stage actor resources for this driver process (called where Ray is initialised)."""
+    unknown = sorted(set(stages) - set(STAGE_OF_WORKER.values()))
+    if unknown:
+        raise ValueError(f"ray.stages: unknown stage(s) {unknown}; allowed: {sorted(set(STAGE_OF_WORKER.values()))}")
+    _RESOURCES.clear()
+    _RESOURCES.update(stages)
+
+
+def _resources_for(worker_cls: type) -> StageResources:
+    return _RESOURCES.get(STAGE_OF_WORKER.get(worker_cls.__name__, ""), StageResources())
 
 
 class _FlatMapAdapter:
@@ -47,6 +81,11 @@ def flat_map_rows(
 
     if not items:
         return []
+    res = _resources_for(worker_cls)  # the profile's ray.stages.<stage> overrides the caller's defaults
+    num_cpus = res.num_cpus if res.num_cpus is not None else num_cpus
+    num_gpus = res.num_gpus if res.num_gpus is not None else num_gpus
+    if res.actors is not None:
+        concurrency = min(res.actors, len(items))
     if concurrency is None:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         concurrency = max(1, min(len(items), int(cpus // max(num_cpus, 1e-3))))
@@ -58,6 +97,10 @@ def flat_map_rows(
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,
         num_gpus=num_gpus or None,
+        # Ray Data restarts a dead actor and retries its tasks (max_restarts / max_task_retries -1 by default
+        # for actor pools): a lost node costs the items in flight, not the stage.
+        **({"memory": int(res.memory_gb * 2**30)} if res.memory_gb else {}),
+        **({"resources": dict(res.custom)} if res.custom else {}),
     )
     from tqdm import tqdm
 

@@ -6,6 +6,7 @@ so s3fs picks up the configured endpoint (MinIO, moto) without every call passin
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import shutil
@@ -144,3 +145,73 @@ def upload(local_path: str, uri: str) -> None:
     else:
         os.makedirs(os.path.dirname(_strip_file(uri)), exist_ok=True)
         shutil.copyfile(local_path, _strip_file(uri))
+
+
+# --- folders for libraries that need local paths (diffusers, DeepSpeed, safetensors) ----------------
+# Under an S3 run root no node may assume a disk the driver has: a worker fetches what it reads into a
+# node-local cache keyed by the URI (completed with a marker, so a half-downloaded folder is never used)
+# and writes locally before uploading. For local URIs fetch_folder is the identity.
+COMPLETE = ".reelflow-complete"
+
+
+def node_cache_root() -> str:
+    """Node-local scratch for downloaded folders: ``REELFLOW_NODE_CACHE`` or the temp dir."""
+    return os.environ.get("REELFLOW_NODE_CACHE") or os.path.join(tempfile.gettempdir(), "reelflow-node-cache")
+
+
+def fetch_folder(uri: str) -> str:
+    """A local path holding the folder ``uri``: the path itself when local, else a cached download.
+
+    The cache key is the URI: run-root folders are immutable once published (stages publish with one
+    rename, step checkpoints are written once under their step number)."""
+    if not is_remote(uri):
+        return normalize(uri)
+    key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:20]
+    local = os.path.join(node_cache_root(), f"{os.path.basename(uri.rstrip('/'))}-{key}")
+    if os.path.exists(os.path.join(local, COMPLETE)):
+        return local
+    os.makedirs(node_cache_root(), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".fetch-", dir=node_cache_root())
+    try:
+        download_folder(uri, tmp)
+        open(os.path.join(tmp, COMPLETE), "w").close()
+        try:
+            os.replace(tmp, local)
+        except OSError:  # another process on this node finished the same download first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return local
+
+
+def download_folder(uri: str, local: str) -> None:
+    """Every file below ``uri`` into ``local`` (same relative layout)."""
+    base = uri.rstrip("/")
+    files = list_files(base)
+    fs = filesystem(base)
+    for file_uri in files:
+        target = os.path.join(local, file_uri[len(base):].lstrip("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fs.get(file_uri, target)
+
+
+def upload_folder(local: str, uri: str) -> None:
+    """Every file below the local folder ``local`` to ``uri`` (copied when ``uri`` is local)."""
+    for root, _, files in os.walk(local):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            upload(path, join(uri, os.path.relpath(path, local).replace(os.sep, "/")))
+
+
+def list_folders(uri: str) -> list[str]:
+    """Names of the sub-folders directly below ``uri`` (an object store lists them as common prefixes)."""
+    if not is_remote(uri):
+        path = normalize(uri)
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    fs = filesystem(uri)
+    try:
+        entries = fs.ls(uri.rstrip("/"), detail=True, refresh=True)
+    except FileNotFoundError:
+        return []
+    return sorted(os.path.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory")

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import random
+import tempfile
 import time
 
 import numpy as np
@@ -119,17 +120,25 @@ def generate_and_score(generator: Generator, transformer, reward_model, prompts:
 
 
 def _save_atomic(obj, path: str) -> None:
+    """Locally: write and rename. On an object store one PUT is atomic: the object appears whole or not at all."""
+    if storage.is_remote(path):
+        with tempfile.TemporaryDirectory(prefix="reelflow-pairs-") as tmp:
+            torch.save(obj, os.path.join(tmp, "obj.pt"))
+            storage.upload(os.path.join(tmp, "obj.pt"), path)
+        return
     torch.save(obj, path + ".tmp")
     os.replace(path + ".tmp", path)
 
 
 def build_pairs(ctx: StageContext, cfg: DPOConfig, round: int, prompts: list[str], generator: Generator, policy,
                 reward_model, folder: str) -> dict:
-    """Steps 1-3 of a round: sample, score, best vs worst; saved under ``folder`` (reloaded on resume)."""
-    path = os.path.join(folder, "pairs.pt")
-    if os.path.exists(path):
+    """Steps 1-3 of a round: sample, score, best vs worst; saved under ``folder`` (reloaded on resume;
+    a local folder or an S3 prefix under the run)."""
+    path = storage.join(folder, "pairs.pt")
+    if storage.exists(path):
         log.warning("dpo-%d: reusing the round's pairs from %s", round, path)
-        return torch.load(path, weights_only=False)
+        with storage.local_copy(path) as local:
+            return torch.load(local, weights_only=False)
     seeds = [[sample_seed(cfg.seed, round, p, k) for k in range(cfg.samples_per_prompt)] for p in range(len(prompts))]
     latents, frames, scores = generate_and_score(generator, policy, reward_model(), prompts, seeds,
                                                  ctx.cfg.post.reward.frames)
@@ -140,11 +149,11 @@ def build_pairs(ctx: StageContext, cfg: DPOConfig, round: int, prompts: list[str
     round_pairs = {"prompts": prompts, "seeds": seeds, "scores": scores, "best": best, "worst": worst,
                    "pairs": [Pair(lat[b], lat[w], emb, FPS)
                              for lat, b, w, emb in zip(latents, best, worst, text, strict=True)]}
-    videos = os.path.join(folder, "videos")
-    os.makedirs(videos, exist_ok=True)
-    for p, (video, b, w) in enumerate(zip(frames, best, worst, strict=True)):
-        write_video(video[b], os.path.join(videos, f"prompt{p}-chosen.mp4"), fps=FPS)
-        write_video(video[w], os.path.join(videos, f"prompt{p}-rejected.mp4"), fps=FPS)
+    with tempfile.TemporaryDirectory(prefix="reelflow-dpo-videos-") as videos:
+        for p, (video, b, w) in enumerate(zip(frames, best, worst, strict=True)):
+            write_video(video[b], os.path.join(videos, f"prompt{p}-chosen.mp4"), fps=FPS)
+            write_video(video[w], os.path.join(videos, f"prompt{p}-rejected.mp4"), fps=FPS)
+        storage.upload_folder(videos, storage.join(folder, "videos"))
     _save_atomic(round_pairs, path)
     return round_pairs
 
@@ -171,9 +180,8 @@ def summarise(pairs: dict, after: torch.Tensor, start: dict, end: dict, history:
 def run(ctx: StageContext, cfg: DPOConfig, round: int, init: Manifest, reward: Manifest, dataset: Manifest) -> Manifest:
     """Round ``round`` of Flow-DPO from ``init``'s checkpoint, with ``reward``'s model, on ``dataset``'s captions."""
     name, train_cfg = f"dpo-{round}", ctx.cfg.train
-    init_dir = checkpoint_dir(init)
-    if storage.is_remote(init_dir):
-        raise NotImplementedError("Flow-DPO reads its init checkpoint from a local or mounted path")
+    init_uri = checkpoint_dir(init)
+    init_dir = storage.fetch_folder(init_uri)  # under an S3 run root: a node-local copy
     check_checkpoint(init_dir)
     if cfg.resolution not in train_cfg.resolutions:
         raise ValueError(f"post.dpo.resolution={cfg.resolution!r}: allowed values are {sorted(train_cfg.resolutions)}")
@@ -186,9 +194,9 @@ def run(ctx: StageContext, cfg: DPOConfig, round: int, init: Manifest, reward: M
     key_extra = hashlib.sha256(repr(sorted(extra.items())).encode()).hexdigest()[:16]
 
     def body(work: StageWork) -> pa.Table:
-        ctx.tracker.log_params(work.mlflow_run, {"round": extra, "init_checkpoint": init_dir})
+        ctx.tracker.log_params(work.mlflow_run, {"round": extra, "init_checkpoint": init_uri})
         folder = steps_dir(ctx, name, mf.resume_key(key_extra, [init, reward, dataset]))
-        os.makedirs(folder, exist_ok=True)
+        storage.makedirs(folder)
         policy = load_transformer(init_dir).to(DEVICE)
         reward_model = functools.cache(lambda: load_reward_model(reward).to(DEVICE))  # loaded once, when needed
         generator = Generator(init_dir, cfg, height, width)
@@ -217,7 +225,12 @@ def run(ctx: StageContext, cfg: DPOConfig, round: int, init: Manifest, reward: M
         clock.append(time.perf_counter())
         final = type(policy).from_config(policy.config)
         final.load_state_dict({k: v.float().cpu() for k, v in engine.full_state_dict().items()})
-        write_checkpoint(init_dir, final, storage.join(work.tmp_uri, CHECKPOINT), pipeline_class_name(init_dir))
+        out_dir = storage.join(work.tmp_uri, CHECKPOINT)
+        if storage.is_remote(out_dir):
+            local = write_checkpoint(init_dir, final, os.path.join(work.scratch_dir, CHECKPOINT), pipeline_class_name(init_dir))
+            storage.upload_folder(local, out_dir)
+        else:
+            write_checkpoint(init_dir, final, out_dir, pipeline_class_name(init_dir))
         summary = summarise(pairs, after, start, end, history, clock)
         log.warning("dpo-%d: margin %.4f -> %.4f, reward-model score %.4f -> %.4f", round, summary["margin_start"],
                     summary["margin_end"], summary["rm_score_before"], summary["rm_score_after"])
@@ -225,8 +238,8 @@ def run(ctx: StageContext, cfg: DPOConfig, round: int, init: Manifest, reward: M
         work.stats.update({**summary, "checkpoint": storage.join(work.final_uri, CHECKPOINT), "prompts": prompts,
                            "margin_at_start": start, "margin_at_end": end, "scores_before": pairs["scores"].tolist(),
                            "scores_after": after.tolist(), "chosen": pairs["best"], "rejected": pairs["worst"]})
-        videos = os.path.join(folder, "videos")
-        work.artifacts += [os.path.join(videos, f) for f in sorted(os.listdir(videos))]
+        videos = storage.fetch_folder(storage.join(folder, "videos"))
+        work.artifacts += [os.path.join(videos, f) for f in sorted(os.listdir(videos)) if f != storage.COMPLETE]
         return pa.Table.from_pylist(history)
 
     published = run_stage(ctx, name, cfg, [init, reward, dataset], body, key_extra)

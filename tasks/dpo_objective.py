@@ -45,7 +45,7 @@ class PairBatch:
     def shard(self, rank: int, world: int) -> PairBatch:
         rows, _ = shard_rows(self.chosen.shape[0], rank, world)
         return PairBatch(self.chosen[rows], self.rejected[rows], self.text[rows], self.fps[rows],
-                         self.tokens * len(rows) // self.chosen.shape[0])
+                         self.tokens // world)
 
     def stacked(self, chosen: torch.Tensor, rejected: torch.Tensor) -> tuple[torch.Tensor, Batch]:
         """(x, Batch) running chosen then rejected through the DiT in one forward of 2B."""

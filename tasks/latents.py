@@ -133,6 +133,7 @@ class LatentWorker:
 
         self.cfg = cfg = LatentsConfig.model_validate(cfg)
         torch.set_num_threads(cfg.torch_threads)
+        checkpoint_dir = storage.fetch_folder(checkpoint_dir)  # this actor's node may not see the driver's disk
         device = "cuda" if cfg.num_gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
         self.folder = folder
         self.tokenizer = AutoTokenizer.from_pretrained(os.path.join(checkpoint_dir, "tokenizer"))
@@ -187,8 +188,6 @@ def _check_args(cfg: LatentsConfig, checkpoint_dir: str, media: str, fps_only: i
         raise ConfigError(f"media must be one of {list(MEDIA)}, got {media!r}")
     if fps_only is not None and fps_only not in FPS_RATES:
         raise ConfigError(f"fps_only must be one of {list(FPS_RATES)} or null, got {fps_only!r}")
-    if storage.is_remote(checkpoint_dir):
-        raise ConfigError(f"checkpoint_dir must be a local diffusers folder, got {checkpoint_dir!r}")
     if media == "images+videos" and cfg.images_per_video == 0:
         log.warning("latents: media images+videos with images_per_video=0 encodes videos only")
 
@@ -197,7 +196,7 @@ def run(ctx: StageContext, cfg: LatentsConfig, dataset: Manifest, checkpoint_dir
         res: ResolutionConfig, media: str = "videos", fps_only: int | None = None) -> Manifest:
     """Stage ``latents-<dataset>-<resolution>``: the dataset's training samples, encoded or reused."""
     _check_args(cfg, checkpoint_dir, media, fps_only)
-    fingerprint = encoder_fingerprint(checkpoint_dir)
+    fingerprint = encoder_fingerprint(storage.fetch_folder(checkpoint_dir))  # S3: a node-local copy
     folder = cache_folder(cache_root(cfg, ctx.cfg.storage.run_root), fingerprint, res)
     key_parts = {"encoder": fingerprint, "text_len": cfg.text_len, "text_dtype": cfg.text_dtype}
     extra = value_hash({"res": res.model_dump(), "media": media, "fps_only": fps_only, "folder": folder, **key_parts})

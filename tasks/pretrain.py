@@ -36,19 +36,35 @@ def checkpoint_dir(manifest: Manifest) -> str:
 
 
 def base_checkpoint(cfg: PipelineConfig) -> str:
-    """train.base_checkpoint, validated; else a random checkpoint of train.init_profile built once."""
+    """train.base_checkpoint, validated; else a random checkpoint of train.init_profile built once.
+
+    Under a remote run root the built folder is uploaded to ``<run root>/models/`` (once, marker last):
+    training workers on other nodes read it from there, never from the driver's state dir."""
     if cfg.train.base_checkpoint:
-        check_checkpoint(cfg.train.base_checkpoint)
+        check_checkpoint(storage.fetch_folder(cfg.train.base_checkpoint))
         return cfg.train.base_checkpoint
-    path = Path(cfg.state_dir) / "models" / f"base-{cfg.train.init_profile}-seed0"
+    name = f"base-{cfg.train.init_profile}-seed0"
+    path = Path(cfg.state_dir) / "models" / name
     if not path.is_dir():
         log.warning("building a random %s checkpoint at %s (train.base_checkpoint is null)", cfg.train.init_profile, path)
         init_checkpoint(cfg.train.init_profile, str(path), seed=0, diffusion_forcing=True)
-    return str(path)
+    root = storage.normalize(cfg.storage.run_root)
+    if not storage.is_remote(root):
+        return str(path)
+    uri = storage.join(root, "models", name)
+    if not storage.exists(storage.join(uri, storage.COMPLETE)):
+        storage.upload_folder(str(path), uri)
+        storage.write_text(storage.join(uri, storage.COMPLETE), name)
+    return uri
 
 
 def _weights_fingerprint(path: str) -> str:
     """Identifies a base checkpoint folder in the resume key (path, size and mtime of the DiT weights)."""
+    if storage.is_remote(path):
+        fs = storage.filesystem(path)
+        found = fs.find(storage.join(path, "transformer"), detail=True)
+        return value_hash([path] + sorted((os.path.basename(k), int(v["size"])) for k, v in found.items()
+                                          if k.endswith(".safetensors")))
     files = sorted(Path(path, "transformer").glob("*.safetensors"))
     return value_hash([str(path)] + [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files])
 
@@ -67,10 +83,7 @@ def run(ctx: StageContext, cfg: TrainConfig, name: str, latents: Manifest, init:
         raise ValueError(f"train stage {name}: init_from={stage.init_from!r} but got init manifest "
                          f"{init.stage if init else None!r}")
     init_dir = checkpoint_dir(init) if init is not None else base_checkpoint(ctx.cfg)
-    if storage.is_remote(init_dir):
-        raise NotImplementedError("training reads its init checkpoint from a local or mounted path (s3 run roots: "
-                                  "mount the bucket, e.g. with mountpoint-s3)")
-    check_checkpoint(init_dir)
+    check_checkpoint(storage.fetch_folder(init_dir))  # on an S3 run root: a node-local copy
     if latents.row_count - latents.error_count <= 0:
         raise ValueError(f"train stage {name}: {stage.dataset} has no usable sample at {stage.resolution} "
                          f"(latent cache {latents.stage} is empty); check `reelflow inspect {ctx.run_id} "
@@ -90,8 +103,12 @@ def run(ctx: StageContext, cfg: TrainConfig, name: str, latents: Manifest, init:
                "steps_dir": steps_dir(ctx, name, config_hash(stage) + key_extra),
                "tracking_uri": ctx.tracker.tracking_uri, "experiment": ctx.cfg.tracking.experiment,
                "mlflow_run": work.mlflow_run}
-        history = launch_job(job, cfg)
+        history = launch_job(job, cfg, storage.join(ctx.run_uri, ".ray-train", name))
         height, width = sample_size(stage, cfg.resolutions)
+        if storage.is_remote(out_dir):  # the workers uploaded it; sample it from a fresh local copy
+            local_out = os.path.join(work.scratch_dir, CHECKPOINT)
+            storage.download_folder(out_dir, local_out)
+            out_dir = local_out
         work.artifacts += sample_checkpoint(out_dir, cfg.sample, height, width, os.path.join(work.scratch_dir, "samples"))
         first, last = history[0]["loss"], history[-1]["loss"]
         work.metrics.update({"first_loss": first, "final_loss": last, "steps": len(history),
@@ -111,14 +128,15 @@ def checkpoint_dir_of(stage_uri: str) -> str:
 
 
 def steps_dir(ctx: StageContext, name: str, key: str) -> str:
-    """Local folder of a stage's step checkpoints (under the run when the run root is local)."""
-    root = ctx.run_uri if not storage.is_remote(ctx.run_uri) else os.path.join(ctx.cfg.state_dir, "steps", ctx.run_id)
-    return os.path.join(root.removeprefix("file://"), ".steps", f"{name}-{value_hash(key)}")
+    """The stage's step checkpoints, under the run (local folder or S3 prefix: a restarted worker on any
+    node resumes from them)."""
+    return storage.join(ctx.run_uri, ".steps", f"{name}-{value_hash(key)}")
 
 
-def launch_job(job: dict, cfg: TrainConfig) -> list[dict]:
+def launch_job(job: dict, cfg: TrainConfig, storage_path: str | None = None) -> list[dict]:
+    """``storage_path``: Ray Train's run folder (under the run root, so a cluster's nodes share it)."""
     if cfg.num_workers == 1 and not cfg.ray_train:
         return train_worker(job)
     from tasks.train.launch import launch
 
-    return launch(train_worker, job, cfg)
+    return launch(train_worker, job, cfg, storage_path)

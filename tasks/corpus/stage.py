@@ -7,9 +7,11 @@ temporary folder and are published with it, so a crash never leaves half a corpu
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pyarrow as pa
 
+from infra import storage
 from infra.config import CorpusConfig
 from infra.manifest import Manifest
 from infra.raydata import flat_map_items
@@ -38,13 +40,20 @@ class CorpusWorker:
 
     def __call__(self, item: dict) -> list[dict]:
         vid = video_id_for(item["index"])
-        truth = generate_video(vid, video_seed_for(self.cfg.seed, item["index"]), self.cfg, self.write_dir)
+        seed = video_seed_for(self.cfg.seed, item["index"])
+        if storage.is_remote(self.write_dir):  # an S3 run root: render locally, upload the film and its truth
+            with tempfile.TemporaryDirectory(prefix="reelflow-corpus-") as local:
+                truth = generate_video(vid, seed, self.cfg, local)
+                for name in (f"{vid}.mp4", f"{vid}.truth.json"):
+                    storage.upload(os.path.join(local, name), storage.join(self.write_dir, name))
+        else:
+            truth = generate_video(vid, seed, self.cfg, self.write_dir)
         cuts = sum(t.kind == "cut" for t in truth.transitions)
         return [
             {
                 "video_id": vid,
-                "uri": os.path.join(self.final_dir, f"{vid}.mp4"),
-                "truth_uri": os.path.join(self.final_dir, f"{vid}.truth.json"),
+                "uri": storage.join(self.final_dir, f"{vid}.mp4"),
+                "truth_uri": storage.join(self.final_dir, f"{vid}.truth.json"),
                 "num_frames": truth.num_frames,
                 "num_shots": len(truth.shots),
                 "num_cuts": cuts,
@@ -56,9 +65,6 @@ class CorpusWorker:
 
 
 def run(ctx: StageContext, cfg: CorpusConfig) -> Manifest:
-    if "://" in ctx.run_uri:
-        raise ValueError("the synthetic corpus is written locally; set storage.run_root to a local folder or pass --input")
-
     def body(work: StageWork) -> pa.Table:
         items = [{"index": i} for i in range(cfg.videos)]
         table = flat_map_items(items, CorpusWorker, {"cfg": cfg.model_dump(), "write_dir": work.tmp_uri,

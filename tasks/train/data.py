@@ -76,7 +76,7 @@ class Batch:
     def shard(self, rank: int, world: int) -> Batch:
         """This rank's share of a global batch (data parallel, ``shard_rows``)."""
         rows, _ = shard_rows(self.latents.shape[0], rank, world)
-        return Batch(self.latents[rows], self.text[rows], self.fps[rows], self.tokens * len(rows) // self.latents.shape[0])
+        return Batch(self.latents[rows], self.text[rows], self.fps[rows], self.tokens // world)
 
 
 def shard_rows(n: int, rank: int, world: int) -> tuple[list[int], float]:

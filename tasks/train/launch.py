@@ -24,13 +24,38 @@ log = logging.getLogger(__name__)
 
 
 def launch(train_fn: TrainFn, config: dict, train_cfg: TrainConfig, storage_path: str | None = None) -> Any:
-    """``storage_path``: where Ray Train keeps its run folder (shared storage on a multi-node cluster);
-    None = a fresh temporary folder, never Ray's default ``~/ray_results``."""
+    """``storage_path``: where Ray Train keeps its run folder (shared storage on a multi-node cluster: a local
+    folder or an ``s3://`` prefix); None = a fresh temporary folder, never Ray's default ``~/ray_results``."""
     if train_cfg.ray_train:
-        return _launch_ray(train_fn, config, train_cfg.num_workers, storage_path)
+        return _launch_ray(train_fn, config, train_cfg, storage_path)
     if train_cfg.num_workers > 1:
         return _launch_processes(train_fn, config, train_cfg.num_workers)
     return train_fn(config)
+
+
+def use_gpu(train_cfg: TrainConfig) -> bool:
+    """train.use_gpu, or whether the cluster has GPUs: the driver may be a CPU-only head node."""
+    if train_cfg.use_gpu is not None:
+        return train_cfg.use_gpu
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) >= 1
+
+
+def storage_args(storage_path: str | None) -> dict:
+    """RunConfig's storage: an S3 prefix through pyarrow's S3 filesystem (with the configured endpoint:
+    MinIO, moto), a local folder as it is."""
+    path = storage_path or tempfile.mkdtemp(prefix="reelflow-ray-train-")
+    if not path.startswith("s3://"):
+        return {"storage_path": path.removeprefix("file://")}
+    import pyarrow.fs
+
+    endpoint = os.environ.get("REELFLOW_S3_ENDPOINT_URL")
+    options = {"region": os.environ.get("REELFLOW_S3_REGION") or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    if endpoint:
+        scheme, host = endpoint.split("://", 1)
+        options.update(endpoint_override=host, scheme=scheme)
+    return {"storage_path": path.removeprefix("s3://"), "storage_filesystem": pyarrow.fs.S3FileSystem(**options)}
 
 
 def _ray_worker(payload: dict) -> None:
@@ -48,17 +73,21 @@ def _ray_worker(payload: dict) -> None:
         ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def _launch_ray(train_fn: TrainFn, config: dict, num_workers: int, storage_path: str | None) -> Any:
-    from ray.train import RunConfig, ScalingConfig
+def _launch_ray(train_fn: TrainFn, config: dict, train_cfg: TrainConfig, storage_path: str | None) -> Any:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    use_gpu = torch.cuda.is_available()
+    gpu = use_gpu(train_cfg)
+    backend = train_cfg.dist_backend if train_cfg.dist_backend != "auto" else ("nccl" if gpu else "gloo")
     trainer = TorchTrainer(
         _ray_worker,
         train_loop_config={"train_fn": train_fn, "config": config},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-        run_config=RunConfig(storage_path=storage_path or tempfile.mkdtemp(prefix="reelflow-ray-train-")),
+        torch_config=TorchConfig(backend=backend),
+        scaling_config=ScalingConfig(num_workers=train_cfg.num_workers, use_gpu=gpu,
+                                     resources_per_worker={"CPU": train_cfg.cpus_per_worker, **({"GPU": 1} if gpu else {})}),
+        # A restarted worker group resumes from the stage's last step checkpoint (under the run root).
+        run_config=RunConfig(failure_config=FailureConfig(max_failures=train_cfg.max_failures),
+                             **storage_args(storage_path)),
     )
     result = trainer.fit()  # raises TrainingFailedError with the workers' tracebacks
     with result.checkpoint.as_directory() as folder, open(os.path.join(folder, "result.pkl"), "rb") as f:

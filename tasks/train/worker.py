@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 
 import torch
 
+from infra import storage
 from infra.config_train import TrainConfig, TrainStageConfig
 from infra.manifest import Manifest
 from models.dit import load_transformer, without_fps_embedding, write_checkpoint
+from tasks.train import state as ckpt
 from tasks.train.engine import PlainEngine
 from tasks.train.loop import LoopSpec, train
 
@@ -42,8 +45,6 @@ def _tracker(job: dict):
 
 def _sample_logger(tracker, run_id: str, job: dict, stage: TrainStageConfig, cfg: TrainConfig, engine):
     """Sample videos at fixed prompts/seed every ``sample_every`` steps, logged as run artifacts."""
-    import tempfile
-
     from tasks.train.samples import Sampler, frozen_parts, sample_size
 
     sampler = Sampler(frozen_parts(job["init_dir"]), cfg.sample, *sample_size(stage, cfg.resolutions))
@@ -65,6 +66,8 @@ def train_worker(job: dict) -> list[dict] | None:
 
     stage = TrainStageConfig.model_validate(job["stage"])
     cfg = TrainConfig.model_validate(job["train"])
+    # This process may run on any node: what it reads comes from the run root, never a driver path.
+    job = {**job, "init_dir": storage.fetch_folder(job["init_dir"])}
     torch.manual_seed(stage.seed)
     model = load_transformer(job["init_dir"])
     if not stage.fps_embedding:
@@ -92,6 +95,11 @@ def train_worker(job: dict) -> list[dict] | None:
                 run_id, {k: v for k, v in row.items() if k != "step"}, step=row["step"])
             if stage.sample_every:
                 hooks["on_sample"] = _sample_logger(tracker, run_id, job, stage, cfg, engine)
+        if tracker is not None and (done := ckpt.list_steps(job["steps_dir"])):
+            # A restarted worker group (a lost node, Ray Train's FailureConfig) or a rerun: the recovery is
+            # part of the stage's record, at the step it resumes from.
+            log.warning("recovering %s from step checkpoint %d", job["steps_dir"], done[-1])
+            tracker.log_metrics(run_id, {"recovered_from_step": done[-1]}, step=done[-1])
         state = train(engine, cache, spec, objective=objective, **hooks)
         weights = state.ema or engine.full_state_dict()
         if engine.rank != 0:
@@ -101,7 +109,12 @@ def train_worker(job: dict) -> list[dict] | None:
         final.load_state_dict({k: v.float().cpu() for k, v in weights.items()})
         # A diffusion-forcing DiT serves the DF pipelines whether or not it kept the FPS embedding.
         pipeline = "SkyReelsV2DiffusionForcingPipeline" if stage.objective == "diffusion_forcing" else None
-        write_checkpoint(job["init_dir"], final, job["out_dir"], pipeline)
+        if storage.is_remote(job["out_dir"]):
+            with tempfile.TemporaryDirectory(prefix="reelflow-ckpt-") as local:
+                storage.upload_folder(write_checkpoint(job["init_dir"], final, os.path.join(local, "c"), pipeline),
+                                     job["out_dir"])
+        else:
+            write_checkpoint(job["init_dir"], final, job["out_dir"], pipeline)
         return state.history
     finally:
         engine.close()
