@@ -55,8 +55,18 @@ def run_seed(seed: int, work: str, profile: str, resume: bool, timeout_s: float)
         # is retried, and the rerun resumes from the stages already published
         if not proc.returncode or "audit gate" in (error or ""):
             break
-    return {"run_id": run_id, "run_dir": os.path.join(root, run_id), "returncode": proc.returncode,
-            "attempts": attempts, "seconds": round(time.perf_counter() - started, 1), "error": error}
+    out = {"run_id": run_id, "run_dir": os.path.join(root, run_id), "returncode": proc.returncode,
+           "attempts": attempts, "seconds": round(time.perf_counter() - started, 1), "error": error}
+    with open(os.path.join(work, f"seed{seed}", f"{run_id}.json"), "w", encoding="utf-8") as fh:
+        json.dump(out, fh)  # for --collect
+    return out
+
+
+def collected(seed: int, work: str) -> dict:
+    """:func:`run_seed`'s answer for a run made earlier (``--collect``), from the record it left."""
+    run_id = f"gates-s{seed}"
+    with open(os.path.join(work, f"seed{seed}", f"{run_id}.json"), encoding="utf-8") as fh:
+        return json.load(fh)
 
 
 def _error_line(log_path: str) -> str | None:
@@ -109,12 +119,17 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="reuse finished stages of earlier runs")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per seed")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (each run uses ray.num_cpus)")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: read the gates of the runs already in --work (seeds run in batches)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "gates.json"))
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     print(f"seeds {args.seeds}: curating with simulated gates, {args.jobs} at a time ...", flush=True)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads only wait on the subprocesses
-        runs = list(pool.map(lambda s: run_seed(s, args.work, args.profile, args.resume, args.timeout), args.seeds))
+    if args.collect:
+        runs = [collected(s, args.work) for s in args.seeds]
+    else:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads only wait on the subprocesses
+            runs = list(pool.map(lambda s: run_seed(s, args.work, args.profile, args.resume, args.timeout), args.seeds))
     seeds = {}
     for seed, run in zip(args.seeds, runs, strict=True):
         records = gate_records(run["run_dir"])
