@@ -144,6 +144,7 @@ def up(folder: Path, ports: dict[str, int], worker_cpus: int = 2, worker_gpus: i
         _ray_start("head", folder, ["--head", f"--port={port['ray']}", "--num-cpus=1", "--num-gpus=0",
                                     "--include-dashboard=false"], env)
         start_worker(folder, state)
+        _save(folder, state)  # the supervisor reads it
         state["pids"]["supervisor"] = _spawn([sys.executable, "-m", "infra.cluster", "supervise", "--state", str(folder)],
                                              logs / "supervisor.log", env, cwd=Path(__file__).resolve().parent.parent)
         _wait(lambda: _http_ok(state["mlflow"] + "/health"), "MLflow server", 300, logs / "mlflow.log")
