@@ -161,7 +161,8 @@ def _encode_source(source: dict, todo: list[dict], cfg: ClipsConfig, write_dir: 
         try:
             with storage.local_copy(source["source_uri"]) as path:
                 first, last = min(starts), max(row["end_frame"] for row in todo)
-                for index, frame in iter_frames(path, first, last, fmt=None):
+                # One decode thread: an actor has one CPU, and nothing about the frames may vary.
+                for index, frame in iter_frames(path, first, last, fmt=None, threads=False):
                     for row in starts.get(index, ()):
                         local = os.path.join(scratch, f"{row['clip_id']}.mp4") if remote else _clip_path(write_dir, row)
                         active[row["clip_id"]] = (row, _writer(local, row, cfg))
