@@ -6,8 +6,8 @@ so a folder without it is never trusted. Its ``resume_key`` (config hash + input
 lets a rerun skip a finished stage.
 
 A run's store can move (copied, renamed, mounted elsewhere): nothing published names where it was.
-Paths inside the run are stored relative to the run root (the stage folder's parent): the ``*_uri``
-columns of a table as ``stage/file``, path values in ``stats`` as ``./stage/file``, and the record's
+Paths inside the run are stored relative to the run root (the stage folder's parent): the ``uri`` and
+``*_uri`` columns of a table as ``stage/file``, path values in ``stats`` as ``./stage/file``, and the record's
 ``uri`` as the stage's folder name. Readers resolve them against where the store is now; paths outside
 the run (an ``--input`` folder) stay as given.
 """
@@ -87,7 +87,7 @@ def resolve(value, root: str):
 
 
 def _uri_columns(table: pa.Table) -> list[str]:
-    return [f.name for f in table.schema if f.name.endswith("_uri")
+    return [f.name for f in table.schema if (f.name == "uri" or f.name.endswith("_uri"))
             and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
 
 
@@ -108,7 +108,8 @@ def resolve_table(table: pa.Table, root: str) -> pa.Table:
     for name in _uri_columns(table):
         column = table.column(name)
         relative = pc.invert(pc.or_(pc.starts_with(column, "/"), pc.match_substring(column, "://")))
-        joined = pc.binary_join_element_wise(pa.scalar(base), pc.replace_substring_regex(column, "^\\./", ""), "")
+        joined = pc.binary_join_element_wise(pa.scalar(base, column.type), pc.replace_substring_regex(column, "^\\./", ""),
+                                             pa.scalar("", column.type))
         column = pc.if_else(pc.fill_null(relative, False), joined, column)
         table = table.set_column(table.schema.get_field_index(name), name, column)
     return table
