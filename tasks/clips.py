@@ -33,6 +33,7 @@ CLIPS_SCHEMA = pa.schema(
         ("clip_id", pa.string()),
         ("source_id", pa.string()),
         ("source_uri", pa.string()),
+        ("media", pa.string()),  # "video", or "image": a 1-frame clip of a still, for image+video stages
         ("shot_id", pa.string()),
         ("start_frame", pa.int64()),
         ("end_frame", pa.int64()),
@@ -90,6 +91,7 @@ def _row(source: dict, shot: dict, start: int, end: int, final_dir: str, error: 
         "clip_id": cid,
         "source_id": source["source_id"],
         "source_uri": source["source_uri"],
+        "media": source.get("media") or "video",
         "shot_id": shot["shot_id"],
         "start_frame": start,
         "end_frame": end,

@@ -88,6 +88,7 @@ def test_cut_clips_is_frame_accurate(tmp_path, source):
         "clip_id",
         "source_id",
         "source_uri",
+        "media",
         "shot_id",
         "start_frame",
         "end_frame",

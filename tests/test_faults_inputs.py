@@ -95,6 +95,7 @@ def test_image_sources_become_one_frame_clips_upright(corpus, tmp_path):
         row = probe_source(os.path.join(root, name), CFG)
         clips = cut_clips(row, [], cfg, str(tmp_path), "final")
         assert len(clips) == 1 and clips[0]["error"] is None and clips[0]["num_frames"] == 1
+        assert clips[0]["media"] == "image"
         probe = probe_video(os.path.join(tmp_path, f"{clips[0]['clip_id']}.mp4"))
         assert (probe.width, probe.height, probe.num_frames) == size + (1,)
     broken = probe_source(os.path.join(root, "broken.jpg"), CFG)
