@@ -5,7 +5,8 @@ reads its resident memory when idle, sends ``--requests`` POSTs that each declar
 body and start streaming it without a token (raw sockets, ``--workers`` at a time), and reads the
 process's peak resident memory (``VmHWM``) afterwards. Target (reelflow issue 18): peak under 50 MB
 above idle, every request answered 4xx. Also sent: the same bodies with a valid token (413 by size),
-chunked without a Content-Length, and 44 MB of nested JSON without a token.
+chunked without a Content-Length, and 44 MB of nested JSON without a token. Reference in the same run:
+the same app without the guard, 16 unauthenticated requests sending 20 MB each.
 
     python -m benchmarks.audit_memory [--requests 100] [--declared-mb 200] [--sent-mb 4]
 
@@ -86,8 +87,12 @@ def hostile_flood(host: str, port: int, path: str, requests: int = 100, declared
         return dict(Counter(codes))
 
 
-def _serve(run_uri: str, port: int, token: str) -> subprocess.Popen:
-    code = "import sys; from infra.audit_app import serve; serve(sys.argv[1], {sys.argv[3]: 'bench'}, '127.0.0.1', int(sys.argv[2]))"
+def _serve(run_uri: str, port: int, token: str, guarded: bool = True) -> subprocess.Popen:
+    """The server in its own process; ``guarded=False`` is the reference: the same app without the
+    front door (``infra.audit_guard.Guard``), i.e. FastAPI reading and parsing bodies before auth."""
+    unguard = "" if guarded else "a.Guard = lambda app, tokens: app; "
+    code = (f"import sys, infra.audit_app as a; {unguard}"
+            "a.serve(sys.argv[1], {sys.argv[3]: 'bench'}, '127.0.0.1', int(sys.argv[2]))")
     proc = subprocess.Popen([sys.executable, "-c", code, run_uri, str(port), token])
     for _ in range(600):
         try:
@@ -137,11 +142,23 @@ def main() -> None:
         finally:
             proc.kill()
             proc.wait()
+        # Reference: the unguarded app, 16 unauthenticated requests that send their whole 20 MB body.
+        ref = _serve(run_uri, port, token, guarded=False)
+        try:
+            time.sleep(1.0)
+            ref_idle = rss_kib(ref.pid)["VmRSS"]
+            ref_statuses = hostile_flood("127.0.0.1", port, path, 16, 20, 20, args.workers)
+            ref_peak = rss_kib(ref.pid)["VmHWM"]
+        finally:
+            ref.kill()
+            ref.wait()
     result = {
         "requests": args.requests, "declared_mb": args.declared_mb, "sent_mb_at_most": args.sent_mb,
         "workers": args.workers, "idle_rss_mb": round(idle / 1024, 1), "peak_rss_mb_after_flood": round(peak_flood / 1024, 1),
         "growth_mb_flood": round((peak_flood - idle) / 1024, 1), "growth_mb_all": round((peak - idle) / 1024, 1),
         "flood_statuses": flood, "flood_seconds": round(seconds, 2), "other_statuses": other,
+        "reference_unguarded_16x20mb": {"statuses": ref_statuses, "idle_rss_mb": round(ref_idle / 1024, 1),
+                                        "growth_mb": round((ref_peak - ref_idle) / 1024, 1)},
         "target_growth_mb": 50, "passed": (peak - idle) / 1024 < 50 and set(flood) == {401},
         "load_average": os.getloadavg(),
     }
