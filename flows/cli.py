@@ -131,7 +131,9 @@ def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id:
             raise
         raise click.ClickException(
             f"run {run_id} stopped: {type(exc).__name__}: {exc}\n"
-            f"Published stages are kept; fix the cause and rerun the same command to resume."
+            + ("Published stages are kept; continue with one of the commands above."  # a gate names its ways on
+               if type(exc).__name__ == "AuditFailed" else
+               "Published stages are kept; fix the cause and rerun the same command to resume.")
         ) from None
     if recording:
         record_end(run_uri, True)
