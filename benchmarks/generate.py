@@ -2,22 +2,17 @@
 
     python benchmarks/generate.py --profile tiny --threads 1 --repeats 3 --out benchmarks/results/generate.json
 
-Each generation runs in its own fresh process (fair peak-memory numbers: max RSS, or CUDA peak on a GPU) on
-the same checkpoint folder, prompt, seed and settings. Scenarios (issue 6 targets): `async`, ~4x the base
-length with ar_step 5 and causal_block_size 5, and `sync`, the same length with ar_step 0. On a shared host
-wall time follows other tenants' load, so reference and reelflow runs are interleaved (alternating which
-goes first), repeated, and reported as medians of wall and CPU time; the JSON keeps every run.
-
-FLOP account: one more untimed run per side counts the DiT's FLOPs per video (FlopCounterMode,
-`models/df_flops.py`); each timed run also gives `dit_cpu_seconds`, the process time inside DiT calls.
+Each generation runs in a fresh process (fair peak memory; `--in-process` saves the start-up on a loaded
+host) on the same checkpoint, prompt, seed and settings. Scenarios: `async` (ar_step 5, causal blocks of 5)
+and `sync` (ar_step 0); reference and reelflow runs are interleaved and repeated, medians of wall and CPU
+time reported, every run kept. One more untimed run per side counts the DiT's FLOPs per video
+(FlopCounterMode, `models/df_flops.py`); timed runs give `dit_cpu_seconds` (process time inside DiT calls).
 Upstream's long-video defaults (ar_step 5, blocks of 5, overlap 17, addnoise 20, 257 frames):
 `--scenarios async --num-frames 257 --repeats 5 --out benchmarks/results/generate_upstream_defaults.json`.
 
-TeaCache (arXiv 2411.19108, lossy, issue 6 item 4 "reported separately with its quality delta"):
-`--teacache async --teacache-thresholds 0.1,0.2` runs reelflow with and without it on that scenario
-(interleaved, no reference) and reports, under the JSON's separate "teacache" key, the wall/CPU time ratio
-(with / without), the relative error and PSNR of the decoded frames against the no-TeaCache output, and the
-computed/skipped block-stack passes. `--merge` updates an existing JSON in place, keeping its other numbers:
+TeaCache (arXiv 2411.19108, lossy): `--teacache async --teacache-thresholds 0.1,0.2` runs reelflow with and
+without it (interleaved, no reference) and reports under "teacache" the time ratios, the relative error and PSNR
+against the no-TeaCache output, and the computed/skipped passes. `--merge` updates --out, keeping the rest:
 
     python benchmarks/generate.py --scenarios "" --teacache async --repeats 3 --merge
 """
@@ -42,12 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 class RssPeak:
-    """Highest resident set size while active, sampled from /proc every few milliseconds (CPU runs)."""
+    """Highest resident set size while active, sampled from /proc every few ms (CPU runs); `cpu`, its thread's
+    own CPU time, grows with wall time, so runs report process time minus it (fair on a loaded host)."""
 
     def __init__(self, interval: float = 0.005):
         import threading
-
-        self.interval, self.peak, self.done = interval, 0, threading.Event()
+        self.interval, self.peak, self.done, self.cpu = interval, 0, threading.Event(), 0.0
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
     @staticmethod
@@ -59,6 +54,7 @@ class RssPeak:
         while not self.done.is_set():
             self.peak = max(self.peak, self.rss())
             self.done.wait(self.interval)
+        self.cpu = time.thread_time()
 
     def __enter__(self) -> RssPeak:
         self.baseline = self.peak = self.rss()
@@ -96,6 +92,7 @@ def _run(side: str, ckpt: str, settings: dict, device: str, threads: int, out_np
         if device == "cuda":
             torch.cuda.synchronize()
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    cpu_seconds -= rss.cpu  # the probe's thread has ended now
     np.save(out_npy, np.asarray(frames, dtype=np.float32))
     if device == "cuda":
         peak, working = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_allocated() - before
@@ -103,7 +100,7 @@ def _run(side: str, ckpt: str, settings: dict, device: str, threads: int, out_np
         peak, working = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rss.peak - rss.baseline
     # peak: the whole process (imports and weights included); working: what generating added on top.
     facts = {**facts, **(dit.as_dict() if count_flops else {"dit_cpu_seconds": dit[0]})}
-    queue.put({"seconds": seconds, "cpu_seconds": cpu_seconds,
+    queue.put({"seconds": seconds, "cpu_seconds": cpu_seconds, "probe_cpu_seconds": rss.cpu,
                "peak_memory_bytes": int(peak), "working_memory_bytes": int(working),
                "load_average_1min": os.getloadavg()[0], **facts})
 
@@ -125,17 +122,21 @@ def _generate(side: str, comps: dict, cfg) -> np.ndarray:
                     ar_step=cfg.ar_step, causal_block_size=cfg.causal_block_size, fps=cfg.fps).frames[0], {}
     from models.df_sampler import DFSampler
 
-    sampler = DFSampler(comps)
-    return sampler.generate(cfg).frames, sampler.stats
+    return (sampler := DFSampler(comps)).generate(cfg).frames, sampler.stats
 
 
 def run_side(side, ckpt, settings, device, threads, workdir, tag: str = "",
              count_flops: bool = False) -> tuple[dict, np.ndarray]:
+    out_npy = str(Path(workdir) / f"{side}{tag}.npy")
+    if IN_PROCESS:  # no interpreter start and imports per run (a loaded host); peak memory is then not per run
+        import queue
+        _run(side, ckpt, settings, device, threads, out_npy, box := queue.Queue(), count_flops)
+        return box.get(), np.load(out_npy)
     ctx = mp.get_context("spawn")
-    queue, out_npy = ctx.Queue(), str(Path(workdir) / f"{side}{tag}.npy")
+    queue = ctx.Queue()
     proc = ctx.Process(target=_run, args=(side, ckpt, settings, device, threads, out_npy, queue, count_flops))
     proc.start()
-    while True:  # a child that dies (an exception, the OOM killer) must not leave us waiting forever
+    while True:  # a child that dies must not leave us waiting forever
         try:
             result = queue.get(timeout=5)
             break
@@ -146,6 +147,7 @@ def run_side(side, ckpt, settings, device, threads, workdir, tag: str = "",
     return result, np.load(out_npy)
 
 
+IN_PROCESS = False  # --in-process
 SCENARIOS = {"async": dict(ar_step=5, causal_block_size=5), "sync": dict(ar_step=0, causal_block_size=None)}
 
 
@@ -169,9 +171,8 @@ def bench_scenario(name, ckpt, settings, args, workdir) -> dict:
     ref, ours = summarize(sides["reference"]), summarize(sides["reelflow"])
     flops = {}
     for side in ("reference", "reelflow"):  # untimed: the counter itself is slow
-        counted, frames = run_side(side, ckpt, settings, args.device, args.threads, workdir, "_flops", True)
+        counted, _ = run_side(side, ckpt, settings, args.device, args.threads, workdir, "_flops", True)
         flops[side] = {k: counted[k] for k in ("dit_flops", "dit_calls", "dit_flops_by_op")}
-        print(f"{name} flops {side}: {json.dumps(flops[side])}", flush=True)
     return {
         "settings": settings, "reference": ref, "reelflow": ours, "dit_flops": flops,
         "dit_flops_ratio": flops["reelflow"]["dit_flops"] / flops["reference"]["dit_flops"],
@@ -185,8 +186,7 @@ def bench_scenario(name, ckpt, settings, args, workdir) -> dict:
 
 
 def psnr(ours: np.ndarray, ref: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of frames in [0, 1]."""
-    mse = float(np.mean((np.asarray(ours, np.float64) - np.asarray(ref, np.float64)) ** 2))
+    mse = float(np.mean((np.asarray(ours, np.float64) - np.asarray(ref, np.float64)) ** 2))  # frames in [0, 1]
     return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
 
 
@@ -232,6 +232,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="benchmarks/results/generate.json")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--in-process", action="store_true", help="run every generation in this process")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per side; medians reported")
     parser.add_argument("--scenarios", default="async,sync", help=f"comma list of {sorted(SCENARIOS)}")
     parser.add_argument("--height", type=int, default=64)
@@ -248,6 +249,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--merge", action="store_true", help="update --out in place: keep the scenarios and "
                         "TeaCache results this run does not produce")
     args = parser.parse_args(argv)
+    global IN_PROCESS
+    IN_PROCESS = args.in_process
 
     common = dict(prompt="a golden retriever runs along the sea at sunset, cinematic tracking shot",
                   negative_prompt="blurry, static", height=args.height, width=args.width,
@@ -255,7 +258,7 @@ def main(argv=None) -> dict:
                   base_num_frames=args.base_num_frames, num_frames=args.num_frames, overlap_history=17,
                   addnoise_condition=args.addnoise_condition)
     report = {"profile": args.profile, "device": args.device, "threads": args.threads, "repeats": args.repeats,
-              "host": platform.node(), "cpus": len(os.sched_getaffinity(0)),
+              "host": platform.node(), "cpus": len(os.sched_getaffinity(0)), "in_process": args.in_process,
               "load_average_at_start": list(os.getloadavg()), "scenarios": {}}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint
@@ -286,12 +289,10 @@ def main(argv=None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     keys = ("speedup", "cpu_speedup", "dit_cpu_speedup", "dit_flops_ratio", "peak_memory_ratio",
-            "working_memory_ratio", "relative_error")
-    print(json.dumps({n: {k: s[k] for k in keys} for n, s in report["scenarios"].items()}, indent=2))
-    tea_keys = ("time_ratio", "speedup", "relative_error_vs_off", "psnr_db_vs_off", "skip_fraction")
-    for name, tea in report.get("teacache", {}).get("scenarios", {}).items():
-        print(json.dumps({f"teacache {name} {v}": {k: r[k] for k in tea_keys}
-                          for v, r in tea["thresholds"].items()}, indent=2))
+            "working_memory_ratio", "relative_error", "time_ratio", "relative_error_vs_off", "psnr_db_vs_off")
+    rows = dict(report["scenarios"]) | {f"teacache {n} {v}": r for n, tea in report.get(
+        "teacache", {}).get("scenarios", {}).items() for v, r in tea["thresholds"].items()}
+    print(json.dumps({n: {k: r[k] for k in keys if k in r} for n, r in rows.items()}, indent=2))
     return report
 
 
