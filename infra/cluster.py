@@ -14,12 +14,14 @@ detects the lost node and reallocates). Ports, pids and logs live in the state f
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,8 +79,14 @@ def overrides(state: dict) -> list[str]:
             "--set", f"prefect.api_url={state['prefect']}/api", "--set", f"ray.address={state['ray']}"]
 
 
+def ray_temp(folder: Path, node: str) -> Path:
+    """A node's --temp-dir: short (Ray's socket paths must fit in 107 bytes) and unique to the state folder."""
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"rfc-{key}-{node}"
+
+
 def _ray_start(node: str, folder: Path, args: list[str], env: dict) -> None:
-    temp = folder / f"ray-{node}"
+    temp = ray_temp(folder, node)
     temp.mkdir(parents=True, exist_ok=True)
     cwd = folder / f"cwd-{node}"
     cwd.mkdir(exist_ok=True)
@@ -94,7 +102,7 @@ def node_pids(folder: Path, node: str, name: str | None = None) -> list[int]:
     those whose command line contains ``name`` (e.g. ``raylet``)."""
     import psutil
 
-    marker = str(folder / f"ray-{node}")
+    marker = str(ray_temp(folder, node))
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or [])
