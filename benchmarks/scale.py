@@ -63,7 +63,7 @@ def clip_table(n: int, seed: int = 0) -> pa.Table:
         "clip_id": ids, "source_id": src, "source_uri": src + ".mp4", "shot_id": src + ":0",
         "start_frame": np.zeros(n, np.int64), "end_frame": frames, "fps": np.full(n, 24.0),
         "width": np.full(n, 320, np.int32), "height": np.full(n, 180, np.int32), "num_frames": frames,
-        "clip_uri": "clips/" + ids + ".mp4",
+        "clip_uri": "clips/" + ids + ".mp4", "media": np.full(n, "video", object),
         "error": np.where(rng.random(n) < 0.005, "film.mp4: truncated file", None).astype(object),
         "score_duration_s": frames / 24.0,
         "score_resolution": rng.choice([144, 180, 360, 540, 720, 1080], n).astype(np.int32),
@@ -92,8 +92,10 @@ def clip_table(n: int, seed: int = 0) -> pa.Table:
             arrays.append(pa.ListArray.from_arrays(pa.array(np.arange(0, 4 * n + 1, 4, dtype=np.int32)), flat))
         elif field.name in cols:
             arrays.append(pa.array(cols[field.name], field.type))
-        else:  # other score columns: a plausible 0..1 value
+        elif pa.types.is_floating(field.type):  # other score columns: a plausible 0..1 value
             arrays.append(pa.array(rng.random(n), field.type))
+        else:  # a column this generator does not know yet: null
+            arrays.append(pa.nulls(n, field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
