@@ -87,8 +87,11 @@ def flat_map_rows(
     if res.actors is not None:
         concurrency = min(res.actors, len(items))
     if concurrency is None:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        concurrency = max(1, min(len(items), int(cpus // max(num_cpus, 1e-3))))
+        cluster = ray.cluster_resources()
+        fits = int(cluster.get("CPU", 1) // max(num_cpus, 1e-3))
+        if num_gpus:  # a fixed-size pool waits for all its actors: never more GPU actors than the cluster's GPUs
+            fits = min(fits, int(cluster.get("GPU", 0) // num_gpus))
+        concurrency = max(1, min(len(items), fits))
     records = [{"item": pickle.dumps(item)} for item in items]
     ds = ray.data.from_items(records, override_num_blocks=len(records))
     ds = ds.flat_map(
