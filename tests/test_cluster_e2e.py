@@ -35,6 +35,7 @@ def _kill_when_stage_starts(state: dict, log: Path, stage: str, killed: list, st
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # the whole report on a 2-node cluster: ~15 min on 2 idle cores (estimate)
 def test_report_on_the_local_cluster_survives_a_worker_node_loss(tmp_path):
     folder = tmp_path / "cluster"
     try:

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("train_ckpt_off", "train_ckpt_on", "generate_540p", "transnet_full")
 
 
-@pytest.mark.slow  # a few minutes on 2 cores: four tiny benchmark processes
+@pytest.mark.slow  # a few minutes on 2 idle cores: four tiny benchmark processes (15+ min under heavy load)
+@pytest.mark.timeout(2400)
 def test_gpu_suite_dry_run_writes_every_step(tmp_path):
     out = tmp_path / "gpu.json"
     proc = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "--dry-run", str(out)], cwd=ROOT,
