@@ -20,6 +20,9 @@ log = logging.getLogger("reelflow.summary")
 # Loggers whose records belong on the Prefect flow-run page: the stages, the flows and the shared infra.
 RUN_LOGGERS = ("reelflow", "tasks", "infra", "models", "flows")
 MLFLOW_UI = "http://127.0.0.1:5000"  # `make ui`; a tracking server's own address when there is one
+# MLflow 3.17's UI picks GenAI or model-training pages from this query (else a per-browser setting, GenAI
+# by default), whatever the experiment's mlflow.experimentKind tag says: links open the training view.
+TRAINING_VIEW = "?workflowType=machine_learning"
 
 
 class _InRunOnly(logging.Filter):
@@ -55,12 +58,12 @@ def run_links(ctx: StageContext) -> dict[str, str]:
     """The parent run and each stage's live child run (the latest attempt), as MLflow UI links."""
     tracker = ctx.tracker
     base = f"{mlflow_ui_base(tracker.tracking_uri)}/#/experiments/{tracker.experiment_id}/runs"
-    links = {"pipeline": f"{base}/{ctx.parent_run}"}
+    links = {"pipeline": f"{base}/{ctx.parent_run}{TRAINING_VIEW}"}
     children = tracker.client.search_runs([tracker.experiment_id], order_by=["attributes.start_time ASC"],
                                           filter_string=f"tags.`mlflow.parentRunId` = '{ctx.parent_run}'")
     for run in children:
         if not run.data.tags.get("reelflow.superseded_by"):
-            links[display_name(run.data.tags.get("reelflow.stage", run.info.run_name))] = f"{base}/{run.info.run_id}"
+            links[display_name(run.data.tags.get("reelflow.stage", run.info.run_name))] = f"{base}/{run.info.run_id}{TRAINING_VIEW}"
     return links
 
 
@@ -88,7 +91,8 @@ def report_run(ctx: StageContext, ok: bool, error: str | None, flow: str = "pipe
             if video:
                 tracker.log_artifact(rid, video, "summary")
     funnel = " -> ".join(f"{k} {v}" for k, v in summary["funnel"].items()) or "no dataset yet"
-    log.warning("%s %s: %s; funnel %s", flow, ctx.run_id, "finished" if ok else f"stopped ({error})", funnel)
+    log.log(logging.INFO if ok else logging.WARNING, "%s %s: %s; funnel %s", flow, ctx.run_id,
+            "finished" if ok else f"stopped ({error})", funnel)
     _prefect_artifact(flow, ctx.run_id, text)
     return summary
 

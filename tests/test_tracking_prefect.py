@@ -40,7 +40,13 @@ def test_stage_logs_names_and_summary_reach_prefect(make_cfg, tmp_path):
         with reported(ctx, "post-train"):
             return dpo_task(ctx, 2)
 
-    state = run_it(return_state=True)
+    logger = logging.getLogger("reelflow")
+    level = logger.level
+    logger.setLevel(logging.INFO)  # as the CLI sets it: the summary line is INFO
+    try:
+        state = run_it(return_state=True)
+    finally:
+        logger.setLevel(level)
     assert state.is_completed()
     APILogHandler().flush()  # logs ship in batches: drain them before reading back
     flow_run_id = state.state_details.flow_run_id
