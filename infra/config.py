@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from infra.config_caption import CaptionConfig
 from infra.config_datasets import AuditConfig, BalanceConfig, DatasetsConfig
 from infra.config_filters import ScoreConfig
-from infra.raydata import StageResources
 from infra.config_post import PostTrainConfig
 from infra.config_train import TrainConfig
+from infra.raydata import StageResources
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROFILES = ("tiny", "wan-1.3b", "wan-14b", "cluster-local")
