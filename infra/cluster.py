@@ -85,16 +85,24 @@ def ray_temp(folder: Path, node: str) -> Path:
     return Path(tempfile.gettempdir()) / f"rfc-{key}-{node}"
 
 
-def _ray_start(node: str, folder: Path, args: list[str], env: dict) -> None:
+def _ray_start(node: str, folder: Path, args: list[str], env: dict, attempts: int = 3) -> None:
+    """``ray start`` for one node; retried, because it gives a raylet only 30 s to register with the GCS,
+    which a loaded machine can miss (the half-started node is killed before the next try)."""
     temp = ray_temp(folder, node)
     temp.mkdir(parents=True, exist_ok=True)
     cwd = folder / f"cwd-{node}"
     cwd.mkdir(exist_ok=True)
     log = folder / "logs" / f"ray-{node}.log"
-    with open(log, "ab") as out:
-        subprocess.run([str(BIN / "ray"), "start", f"--temp-dir={temp}", "--node-ip-address=127.0.0.1",
-                        "--disable-usage-stats", *args], check=True, stdout=out, stderr=subprocess.STDOUT,
-                       env={**env, "TMPDIR": str(cwd)}, cwd=cwd, timeout=300)
+    for attempt in range(1, attempts + 1):
+        with open(log, "ab") as out:
+            done = subprocess.run([str(BIN / "ray"), "start", f"--temp-dir={temp}", "--node-ip-address=127.0.0.1",
+                                   "--disable-usage-stats", *args], stdout=out, stderr=subprocess.STDOUT,
+                                  env={**env, "TMPDIR": str(cwd)}, cwd=cwd, timeout=300)
+        if done.returncode == 0:
+            return
+        _kill_node(folder, node)
+        if attempt == attempts:
+            raise RuntimeError(f"`ray start` of the {node} node failed {attempts} times; see {log}")
 
 
 def node_pids(folder: Path, node: str, name: str | None = None) -> list[int]:
@@ -109,6 +117,14 @@ def node_pids(folder: Path, node: str, name: str | None = None) -> list[int]:
         if marker in cmd and (name is None or name in cmd):
             found.append(proc.info["pid"])
     return found
+
+
+def _kill_node(folder: Path, node: str) -> None:
+    for pid in node_pids(folder, node):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def start_worker(folder: Path, state: dict) -> None:
@@ -193,11 +209,7 @@ def down(folder: Path) -> None:
     if "supervisor" in state["pids"]:
         _kill_group(state["pids"]["supervisor"])
     for node in ("worker", "head"):
-        for pid in node_pids(folder, node):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_node(folder, node)
     for name in ("prefect", "mlflow", "s3"):
         if name in state["pids"]:
             _kill_group(state["pids"][name])
@@ -221,11 +233,7 @@ def supervise(folder: Path, interval: float = 2.0) -> None:
         if node_pids(folder, "worker", "raylet"):
             continue
         print(f"{time.strftime('%H:%M:%S')} worker raylet gone: restarting the worker node", flush=True)
-        for pid in node_pids(folder, "worker"):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_node(folder, "worker")
         try:
             start_worker(folder, state)
             print(f"{time.strftime('%H:%M:%S')} worker node back", flush=True)
