@@ -65,7 +65,11 @@ def run_seed(seed: int, work: str, profile: str, resume: bool, timeout_s: float)
 def collected(seed: int, work: str) -> dict:
     """:func:`run_seed`'s answer for a run made earlier (``--collect``), from the record it left."""
     run_id = f"gates-s{seed}"
-    with open(os.path.join(work, f"seed{seed}", f"{run_id}.json"), encoding="utf-8") as fh:
+    path = os.path.join(work, f"seed{seed}", f"{run_id}.json")
+    if not os.path.exists(path):  # never run, or still running: its gates count as not reached
+        return {"run_id": run_id, "run_dir": os.path.join(work, f"seed{seed}", "runs", run_id), "returncode": None,
+                "attempts": 0, "seconds": None, "error": "no finished run in --work"}
+    with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
 
