@@ -68,7 +68,8 @@ def test_the_whole_report_then_resume(make_cfg):
 
     tracker = tracker_for(cfg)
     model = tracker.client.get_registered_model(f"{cfg.tracking.experiment}-tiny-dit")
-    assert set(model.aliases) == set(TRAIN) | {"dpo-1", "dpo-2", "dpo-3"} | set(POST_TRAIN)
+    assert set(model.aliases) == set(TRAIN) | {"dpo-1", "dpo-2", "dpo-3"} | set(POST_TRAIN) | {"newest"}
+    assert model.aliases["newest"] == model.aliases["sft-720p"]  # the last stage registered
     assert "reward" in tracker.client.get_registered_model(f"{cfg.tracking.experiment}-tiny-reward").aliases
     parent = tracker.find_parent("pt")
     children = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
