@@ -19,7 +19,7 @@ from infra import manifest as mf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("ingest", "segment", "clips")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # several full runs each; minutes on a loaded machine
 
 
 def _cmd(base, input_dir: str, run_id: str, root: str | None = None) -> list[str]:
