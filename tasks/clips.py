@@ -21,11 +21,11 @@ from infra import manifest as mf
 from infra import storage
 from infra.config import ClipsConfig
 from infra.contact_sheet import contact_sheet
+from infra.errors import TransientError, is_transient, retry, surface_transient
+from infra.image import load_image
 from infra.manifest import Manifest
 from infra.raydata import flat_map_items
 from infra.stage import StageContext, StageWork, run_stage
-from infra.errors import TransientError, is_transient, retry, surface_transient
-from infra.image import load_image
 from infra.video import VideoWriter, iter_frames
 
 CLIPS_SCHEMA = pa.schema(

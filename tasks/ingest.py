@@ -117,7 +117,7 @@ def probe_source(uri: str, cfg: IngestConfig) -> dict:
             _probe_once(uri, cfg, row)
         except VideoError as exc:
             if exc.__cause__ is not None and is_transient(exc.__cause__):
-                raise exc.__cause__  # an I/O fault surfaced by the codec: retried, never a row
+                raise exc.__cause__ from exc  # an I/O fault surfaced by the codec: retried, never a row
             row["error"] = f"{uri}: {exc.reason}"  # name the source, not a temp download
         except TransientError:
             raise
