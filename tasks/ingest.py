@@ -21,7 +21,7 @@ from infra.contact_sheet import contact_sheet
 from infra.errors import TransientError, is_transient, retry, surface_transient
 from infra.image import probe_image
 from infra.inputs import Listing, list_inputs, log_skips
-from infra.manifest import Manifest
+from infra.manifest import Manifest, relative_to
 from infra.raydata import flat_map_items
 from infra.stage import StageContext, StageWork, run_stage
 from infra.video import VideoError, probe_video
@@ -162,14 +162,18 @@ def mark_duplicates(table: pa.Table) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=table.schema)
 
 
-def _listing_key(input_uri: str, listing: Listing) -> str:
-    """What the stage read: every ingested file with its size, and every skip with its reason."""
+def _listing_key(input_uri: str, listing: Listing, run_uri: str) -> str:
+    """What the stage read: every ingested file with its size, and every skip with its reason. Paths inside
+    the run (the synthetic corpus) count relative to it, so a moved run store resumes instead of re-ingesting."""
     def size(uri: str) -> int:
         return retry(lambda: storage.size(uri), f"ingest: listing {uri}")
 
-    lines = [f"{u}\t{size(u)}" for u in sorted(listing.videos + listing.images)]
-    lines += [f"{s['uri']}\tskip:{s['reason']}" for s in listing.skipped]
-    return hashlib.sha256("\n".join([input_uri, *lines]).encode()).hexdigest()[:16]
+    def rel(uri: str) -> str:
+        return relative_to(uri, run_uri)
+
+    lines = [f"{rel(u)}\t{size(u)}" for u in sorted(listing.videos + listing.images)]
+    lines += [f"{rel(s['uri'])}\tskip:{s['reason']}" for s in listing.skipped]
+    return hashlib.sha256("\n".join([rel(input_uri), *lines]).encode()).hexdigest()[:16]
 
 
 def run(ctx: StageContext, cfg: IngestConfig, input_uri: str) -> Manifest:
@@ -178,7 +182,7 @@ def run(ctx: StageContext, cfg: IngestConfig, input_uri: str) -> Manifest:
     listing = retry(lambda: list_inputs(input_uri, cfg.extensions, cfg.image_extensions), f"ingest: listing {input_uri}")
     log_skips(listing)
     uris = sorted(listing.videos + listing.images)
-    key = _listing_key(input_uri, listing)
+    key = _listing_key(input_uri, listing, ctx.run_uri)
 
     def body(work: StageWork) -> pa.Table:
         with surface_transient():
@@ -189,11 +193,12 @@ def run(ctx: StageContext, cfg: IngestConfig, input_uri: str) -> Manifest:
         hours = sum(r["duration_s"] for r in ok) / 3600
         images = sum(r["media"] == "image" for r in ok)
         reasons = listing.reasons()
-        storage.write_text(storage.join(work.tmp_uri, "skipped.json"), json.dumps(listing.skipped, indent=1))
+        skipped = [dict(s, uri=relative_to(s["uri"], ctx.run_uri)) for s in listing.skipped]
+        storage.write_text(storage.join(work.tmp_uri, "skipped.json"), json.dumps(skipped, indent=1))
         work.metrics.update(sources=table.num_rows, readable=len(ok), frames=frames, hours=hours, images=images,
                             entries=listing.entries, skipped=len(listing.skipped))
-        work.stats.update(input_uri=input_uri, entries=listing.entries, sources=table.num_rows, readable=len(ok),
-                          images=images, frames=frames, skipped=len(listing.skipped), skipped_by_reason=reasons)
+        work.stats.update(input_uri=relative_to(input_uri, ctx.run_uri), entries=listing.entries,
+                          sources=table.num_rows, readable=len(ok), images=images, frames=frames, skipped=len(listing.skipped), skipped_by_reason=reasons)
         sheet = os.path.join(work.scratch_dir, "contact_sheet.png")
         contact_sheet([(r["source_uri"], None, os.path.basename(r["source_uri"]))
                        for r in ok if r["media"] == "video"][:12], sheet)

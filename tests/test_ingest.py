@@ -106,3 +106,25 @@ def test_s3_listing_and_probe(monkeypatch, good):
         finally:
             storage.configure_storage(None)
             monkeypatch.delenv("REELFLOW_S3_ENDPOINT_URL", raising=False)
+
+
+def test_listing_key_follows_a_moved_run_store(tmp_path):
+    """The synthetic corpus lives inside the run: a copied run store must resume ingest, not redo it."""
+    from infra.inputs import list_inputs
+    from tasks.ingest import _listing_key
+
+    cfg = IngestConfig()
+    first = tmp_path / "a" / "run1"
+    (first / "corpus").mkdir(parents=True)
+    (first / "corpus" / "film_0000.mp4").write_bytes(b"\0" * 64)
+    (first / "corpus" / ".hidden").write_text("x")
+    second = tmp_path / "b" / "run1"
+    shutil.copytree(first, second)
+
+    def key(run):
+        corpus = str(run / "corpus")
+        return _listing_key(corpus, list_inputs(corpus, cfg.extensions, cfg.image_extensions), str(run))
+
+    assert key(first) == key(second)
+    (second / "corpus" / "film_0001.mp4").write_bytes(b"\0" * 64)
+    assert key(first) != key(second)  # a changed listing still changes the key
