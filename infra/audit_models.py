@@ -34,20 +34,24 @@ Reason = Literal["black", "static", "text", "mosaic", "effects/stickers", "low q
 assert set(Reason.__args__) == set(REASONS)
 
 
-class Verdict(BaseModel):
+class ReviewerNote(BaseModel):
+    """What every human label carries (gate verdicts and preference pairs): who, when, a one-line note."""
     model_config = ConfigDict(extra="forbid")
-    clip_id: str = Field(pattern=ID_RE.pattern)
-    verdict: Literal["good", "bad"]
-    reason: Reason | None = None
     note: str = Field("", max_length=500)
     reviewer: str = "unknown"
-    source: Literal["human", "file", "simulated"] = "human"
     at: float = Field(default_factory=time.time)
 
     @field_validator("note", "reviewer")
     @classmethod
     def _clean(cls, text: str) -> str:
         return clean_text(text)
+
+
+class Verdict(ReviewerNote):
+    clip_id: str = Field(pattern=ID_RE.pattern)
+    verdict: Literal["good", "bad"]
+    reason: Reason | None = None
+    source: Literal["human", "file", "simulated"] = "human"
 
     @model_validator(mode="after")
     def _reason(self) -> Verdict:

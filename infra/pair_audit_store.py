@@ -14,11 +14,12 @@ import json
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from infra import manifest as mf
 from infra import storage
-from infra.audit_store import ID_RE, RESULT, SAMPLE, VerdictStore, audit_uri, clean_text, write_durably
+from infra.audit_models import ReviewerNote
+from infra.audit_store import ID_RE, RESULT, SAMPLE, VerdictStore, audit_uri, write_durably
 from infra.config_post import MOTION_FAILURES
 from infra.manifest import Manifest, load_success, read_table
 
@@ -33,20 +34,11 @@ assert MotionFailure.__args__ == MOTION_FAILURES
 Label = Literal["a", "b", "tie"]
 
 
-class PairVerdict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PairVerdict(ReviewerNote):
     pair_id: str = Field(pattern=ID_RE.pattern)
     label: Label
     failure: MotionFailure | None = None  # what is wrong with the worse video; none for a tie
-    note: str = Field("", max_length=500)
-    reviewer: str = "unknown"
     source: Literal["human", "file"] = "human"
-    at: float = Field(default_factory=time.time)
-
-    @field_validator("note", "reviewer")
-    @classmethod
-    def _clean(cls, text: str) -> str:
-        return clean_text(text)
 
     @model_validator(mode="after")
     def _failure(self) -> PairVerdict:

@@ -53,7 +53,10 @@ class Holder:
         return f"host {self.host}, pid {self.pid}, started {when}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host still holds ``pid`` (signal 0 probes without touching it)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -129,7 +132,7 @@ class RunLock:
         if current is None:  # released between our two calls: try once more
             self._put(IfNoneMatch="*")
             return
-        dead_here = current.host == self.holder.host and not _pid_alive(current.pid)
+        dead_here = current.host == self.holder.host and not pid_alive(current.pid)
         if current.expires > time.time() and not dead_here:
             raise RunLockedError(self._refusal(current, "lease " + self.lease_uri))
         log.warning("run %s: taking over the lease of a dead holder (%s)", self.run_id, current.describe())

@@ -15,6 +15,7 @@ import time
 
 from infra import manifest as mf
 from infra import storage
+from infra.runlock import pid_alive
 
 RECORD = ".reelflow-run.json"
 HOME_ENV = "REELFLOW_HOME"
@@ -96,21 +97,9 @@ def _status(record: dict, run_uri: str, stages: dict[str, mf.Manifest]) -> str:
         has_lock_file = not storage.is_remote(run_uri) and os.path.exists(
             os.path.join(storage.normalize(run_uri), ".reelflow-run.lock"))
         alive = (not has_lock_file and record.get("host") == socket.gethostname()
-                 and _pid_alive(int(record.get("pid") or 0)))
+                 and pid_alive(int(record.get("pid") or 0)))
         return "running" if alive else "interrupted"
     return status or ("partial" if stages else "empty")
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_names(run_root: str) -> list[str]:
