@@ -24,9 +24,9 @@ from benchmarks.realset import camera as cam
 from benchmarks.realset import overlays as ov
 from benchmarks.realset.plan import FilmPlan, Take, plan_film
 from benchmarks.realset.sources import PACKAGES, cached_photos
-from tasks.corpus.generate import encode_mp4
+from tasks.corpus.generate import write_film
 from tasks.corpus.transitions import apply_hard_negatives, blend, frame_recipes
-from tasks.corpus.truth import VideoTruth, save_truth, truth_path
+from tasks.corpus.truth import VideoTruth, truth_path
 
 DEFAULT_CACHE = os.path.join(os.path.dirname(os.path.dirname(__file__)), ".cache", "realset")
 
@@ -121,16 +121,7 @@ def build_film(index: int, seed: int, photos: list[str], out_dir: str, width: in
     plan = plan_film(video_id, film_seed(seed, index), photos, sizes, width, height, fps)
     images = {k: _photo(photos[k], width) for k in sorted({t.photo for t in plan.takes if t.photo is not None})}
     repeats = [(f0, f1) for f0, f1, _ in plan.freezes] + [(d.start_frame, d.end_frame) for d in plan.truth.defects if d.kind == "black"]
-    tmp = os.path.join(out_dir, f".{video_id}.mp4.tmp")
-    try:
-        written = encode_mp4(render_film(plan, images), tmp, width, height, fps, repeats)
-        if written != plan.truth.num_frames:
-            raise RuntimeError(f"{video_id}: rendered {written} frames, truth says {plan.truth.num_frames}")
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    save_truth(plan.truth, final)
+    write_film(render_film(plan, images), plan.truth, final, width, height, fps, repeats)
     return final
 
 

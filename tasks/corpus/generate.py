@@ -201,19 +201,26 @@ def generate_video(video_id: str, seed: int, cfg: CorpusConfig, out_dir: str) ->
     complete film."""
     plan = plan_video(video_id, seed, cfg)
     os.makedirs(out_dir, exist_ok=True)
-    final = os.path.join(out_dir, f"{video_id}.mp4")
-    tmp = os.path.join(out_dir, f".{video_id}.mp4.tmp")
+    repeats = _ranges(plan, "frozen") + _ranges(plan, "black")
+    write_film(render_video(plan), plan.truth, os.path.join(out_dir, f"{video_id}.mp4"),
+               cfg.width, cfg.height, cfg.fps, repeats)
+    return plan.truth
+
+
+def write_film(frames: Iterable[np.ndarray], truth: VideoTruth, final: str, width: int, height: int,
+               fps: float, repeats: list[tuple[int, int]]) -> None:
+    """Encode ``frames`` to ``final`` through a temporary name, check the frame count against the truth,
+    rename, then write the truth: its presence marks a complete film (a killed build leaves none)."""
+    tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp")
     try:
-        repeats = _ranges(plan, "frozen") + _ranges(plan, "black")
-        written = encode_mp4(render_video(plan), tmp, cfg.width, cfg.height, cfg.fps, repeats)
-        if written != plan.truth.num_frames:
-            raise RuntimeError(f"{video_id}: rendered {written} frames, truth says {plan.truth.num_frames}")
+        written = encode_mp4(frames, tmp, width, height, fps, repeats)
+        if written != truth.num_frames:
+            raise RuntimeError(f"{truth.video_id}: rendered {written} frames, truth says {truth.num_frames}")
         os.replace(tmp, final)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    save_truth(plan.truth, final)
-    return plan.truth
+    save_truth(truth, final)
 
 
 def _quiet_worker() -> None:
