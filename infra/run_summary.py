@@ -48,7 +48,13 @@ def funnel(stages: dict[str, mf.Manifest]) -> dict[str, int]:
         out["clips"] = int(m.stats.get("clips", m.row_count - m.error_count))
     for name in DATASETS:
         if name in stages:
-            out[name] = stages[name].row_count - stages[name].error_count
+            # a dataset is a view: its table is the whole scored pool with an in_<dataset> flag, so its
+            # rows are not what it keeps; the stage publishes the kept count in its stats
+            # (concept balancing publishes the samples it keeps after capping and repeating)
+            stats = stages[name].stats
+            kept = stats.get("kept", stats.get("samples_after"))
+            if kept is not None:
+                out[name] = int(kept)
     return out
 
 

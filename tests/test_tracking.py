@@ -135,10 +135,11 @@ def _manifest(stage, rows, errors=0, start=0.0, seconds=1.0, **stats):
 
 def test_summary_funnel_timeline_losses_and_charts(tmp_path):
     stages = {"ingest": _manifest("ingest", 3, 1, 0, 2, readable=2), "segment": _manifest("segment", 9, 0, 2, 3, shots=9),
-              "clips": _manifest("clips", 14, 2, 5, 4, clips=12), "D_256p": _manifest("D_256p", 10, 0, 9, 1),
-              "D_360p": _manifest("D_360p", 8, 0, 10, 1),
+              "clips": _manifest("clips", 14, 2, 5, 4, clips=12), "D_256p": _manifest("D_256p", 14, 2, 9, 1, kept=10),
+              "D_360p": _manifest("D_360p", 14, 2, 10, 1, kept=8),  # a view: the whole pool, kept in stats
+              "D_post": _manifest("D_post", 14, 2, 10, 1, clips_before=8, samples_after=6),
               "pretrain-256p": _manifest("pretrain-256p", 4, 0, 11, 20, final_loss=0.5)}
-    assert funnel(stages) == {"videos": 2, "shots": 9, "clips": 12, "D_256p": 10, "D_360p": 8}
+    assert funnel(stages) == {"videos": 2, "shots": 9, "clips": 12, "D_256p": 10, "D_360p": 8, "D_post": 6}
     summary = summarise(stages, {"D_256p": 0.05})
     assert summary["timeline"]["clips"] == (5.0, 4.0) and summary["seconds"] == 31.0
     assert summary["final_loss"] == {"pretrain-256p": 0.5}
