@@ -5,6 +5,7 @@ final video written. The topology is torn down even when the test fails."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -35,6 +36,9 @@ def _kill_when_stage_starts(state: dict, log: Path, stage: str, killed: list, st
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("REELFLOW_CLUSTER_E2E") != "1",
+                    reason="opt-in (REELFLOW_CLUSTER_E2E=1): ~15 min for the whole report on a 2-node cluster, not yet "
+                           "seen passing end to end (a first run reached pretraining on S3 before it was stopped)")
 @pytest.mark.timeout(3600)  # the whole report on a 2-node cluster: ~15 min on 2 idle cores (estimate)
 def test_report_on_the_local_cluster_survives_a_worker_node_loss(tmp_path):
     folder = tmp_path / "cluster"
