@@ -50,6 +50,8 @@ def test_stage_actors_request_the_configured_gpu_and_custom_resources():
 
     cloudpickle.register_pickle_by_value(test_cluster_resources)
     temp = tempfile.mkdtemp(prefix="rf-")  # short: Ray's socket paths must fit in 107 bytes
+    if ray.is_initialized():  # an earlier test's in-process Ray (the pipeline's) must not answer for this one
+        ray.shutdown()
     ray.init(num_cpus=1, num_gpus=1, resources={"worker_node": 1}, include_dashboard=False, _temp_dir=temp,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     try:
