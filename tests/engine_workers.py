@@ -18,6 +18,17 @@ FRAMES = 3
 TEXT_LEN = 5
 
 
+
+def engine_for(name: str, model, stage, cfg):
+    """The training engine a worker config names (imported lazily: DeepSpeed is slow to import)."""
+    if name == "plain":
+        from tasks.train.engine import PlainEngine
+
+        return PlainEngine(model, stage)
+    from tasks.train.engine_deepspeed import DeepSpeedEngine
+
+    return DeepSpeedEngine(model, stage, cfg)
+
 def build_model(seed: int = 0) -> torch.nn.Module:
     from diffusers import SkyReelsV2Transformer3DModel
 
@@ -63,14 +74,7 @@ def configs(engine: str, zero_stage: int = 0, steps: int = 5, sequence_parallel:
 
 def make_engine(engine: str, zero_stage: int, steps: int, sequence_parallel: int = 1, model=None):
     stage, train = configs(engine, zero_stage, steps, sequence_parallel)
-    model = model if model is not None else build_model()
-    if engine == "plain":
-        from tasks.train.engine import PlainEngine
-
-        return PlainEngine(model, stage)
-    from tasks.train.engine_deepspeed import DeepSpeedEngine
-
-    return DeepSpeedEngine(model, stage, train)
+    return engine_for(engine, model if model is not None else build_model(), stage, train)
 
 
 def train(config: dict) -> dict:
@@ -121,14 +125,7 @@ def trainer_loop(config: dict) -> list[float]:
     from models.checkpoint import build_components
 
     model = without_fps_embedding(build_components("tiny")["transformer"])
-    if config["engine"] == "plain":
-        from tasks.train.engine import PlainEngine
-
-        engine = PlainEngine(model, stage)
-    else:
-        from tasks.train.engine_deepspeed import DeepSpeedEngine
-
-        engine = DeepSpeedEngine(model, stage, cfg)
+    engine = engine_for(config["engine"], model, stage, cfg)
     with tempfile.TemporaryDirectory() as steps_dir:
         state = train_loop(engine, OverfitSet(), LoopSpec(stage, cfg, cfg.resolutions["256p"], steps_dir, 16))
     engine.close()
@@ -176,14 +173,7 @@ def uneven_loop(config: dict) -> dict:
     for n in config["samples"]:
         torch.manual_seed(0)
         model = without_fps_embedding(build_components("tiny")["transformer"])
-        if config["engine"] == "plain":
-            from tasks.train.engine import PlainEngine
-
-            engine = PlainEngine(model, stage)
-        else:
-            from tasks.train.engine_deepspeed import DeepSpeedEngine
-
-            engine = DeepSpeedEngine(model, stage, cfg)
+        engine = engine_for(config["engine"], model, stage, cfg)
         with tempfile.TemporaryDirectory() as steps_dir:
             state = train_loop(engine, UnevenSet(n), LoopSpec(stage, cfg, res, steps_dir, 16))
         out[n] = {"loss": [row["loss"] for row in state.history], "batch": [row["batch"] for row in state.history],
