@@ -196,10 +196,8 @@ def _rate(fps: float | Fraction) -> Fraction:  # 1001 covers NTSC: float(30000/1
 class VideoWriter:
     """H.264 (libx264, yuv420p) at a constant frame rate: frame k gets pts k in time base 1/fps;
     single-threaded by default so the bytes are reproducible (``threads=0``: x264 picks, faster).
-
     Frames go to a hidden temp file beside ``path`` that replaces ``path`` only on a clean
-    :meth:`close`, so a crash never leaves a half-written video under the real name.
-    """
+    :meth:`close`, so a crash never leaves a half-written video under the real name."""
 
     def __init__(
         self,
@@ -224,9 +222,11 @@ class VideoWriter:
         try:
             self._container = av.open(self._tmp, "w", format="mp4", options={"movflags": "+faststart"})
             self._stream = self._container.add_stream(
-                # x264's output depends on its thread count (frame threads limit motion search):
-                # a fixed count makes the same frames give the same bytes on every run and machine.
-                "libx264", rate=rate, options={"crf": str(crf), "preset": preset, "threads": str(threads)}
+                # A fixed thread count (frame threads limit motion search) and no mbtree (with B-frames
+                # its lookahead made one clip encoded 30 times in one process give 4 different files):
+                # the same frames give the same bytes on every run and machine.
+                "libx264", rate=rate, options={"crf": str(crf), "preset": preset, "threads": str(threads),
+                                               "x264-params": "mbtree=0"}
             )
             self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
             self._stream.codec_context.time_base = 1 / rate
