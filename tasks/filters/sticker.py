@@ -6,7 +6,10 @@ of the samples, it keeps its luma (within ``still_tol`` of its temporal median) 
 gradient of at least ``edge_min``. Flat moving content is still pixel-wise but carries no edge, so it
 never qualifies; a still camera leaves every edge persistent, so a blob counts only when the footage
 around it moves (``ring_moving_min`` of a ring around its box) or, under a slow camera, drifts away
-from its median over the clip (``RING_CHANGING_MIN`` of the ring). Persistent-edge pixels closed into
+from its median over the clip (``RING_CHANGING_MIN`` of the ring), or, when the ring is flat (sky, a
+smooth wall, fine grain: nothing there can show motion), the camera visibly moves elsewhere: the
+scene's steady edges are not still (``SCENE_STILL_MAX``) and hardly any edge seen in it over the clip
+sits on a persistent pixel (``SCENE_EDGE_PERSIST_MAX``). Persistent-edge pixels closed into
 blobs must look like an overlay: ``min_side`` to ``max_side`` of the frame height, not a thin line
 (``max_aspect``: text has its own filter), not wholly inside a corner zone (the logo filter's
 ``corner_zone``), dense enough in persistent edges (``EDGE_DENSITY_MIN``). Quantiles rather than
@@ -17,6 +20,8 @@ still scene. ``score_sticker``: the area share of the largest overlay's box, 0 w
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -35,36 +40,69 @@ RING_CHANGING_MIN = 0.7
 # A pasted shape's outline is continuous, so persistent edges fill a good part of its box; texture
 # that happens to hold still for a while (grain, a slow pan over fine detail) leaves a sparse scatter.
 EDGE_DENSITY_MIN = 0.1
+# A sticker over flat footage has a ring that cannot move, whatever the camera does. The scene outside
+# the ring then tells the camera: under a still camera its steady edges (an edge in ``persist`` of the
+# samples) are nearly all persistent too (0.3-1.0 on the synthetic corpus, a moving subject's edges are
+# not steady), under a moving one they are not (0-0.16); and the edges seen anywhere in it over the
+# clip hardly ever sit on persistent pixels (0-0.01 for the stickers, 0.02-0.3 for still scenes).
+SCENE_STILL_MAX = 0.2
+SCENE_EDGE_PERSIST_MAX = 0.03
+SCENE_STEADY_MIN = 0.001  # share of the frame: fewer steady edges than this say nothing about the camera
 
 
 def _in_corner(x: int, y: int, w: int, h: int, width: int, height: int, zone: float) -> bool:
     return (x + w <= zone * width or x >= (1 - zone) * width) and (y + h <= zone * height or y >= (1 - zone) * height)
 
 
-def persistent_edges(luma: np.ndarray, cfg: StickerConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(persistent-edge mask, moving mask, changing mask) of a (S, H, W) luma stack; changing = not
-    still: the pixel leaves its temporal median in more than ``1 - persist`` of the samples."""
+class EdgeMaps(NamedTuple):
+    """Per-pixel maps of a (S, H, W) luma stack."""
+
+    persistent: np.ndarray  # still AND on an edge in ``persist`` of the samples
+    steady: np.ndarray  # on an edge in ``persist`` of the samples, still or not
+    edge_count: np.ndarray  # samples in which the pixel is on an edge
+    moving: np.ndarray  # changes by ``move_tol`` between consecutive samples in ``moving_share`` of the steps
+    changing: np.ndarray  # not still: leaves its temporal median in more than ``1 - persist`` of the samples
+
+
+def persistent_edges(luma: np.ndarray, cfg: StickerConfig) -> EdgeMaps:
+    """The edge and motion maps of a (S, H, W) luma stack (see :class:`EdgeMaps`)."""
     y = luma.astype(np.float32)
     dev = np.abs(y - np.median(y, axis=0))
     still = (dev <= cfg.still_tol).mean(axis=0) >= cfg.persist
     grad = np.stack([np.abs(cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3))
                      for f in y]) / 4
-    edge = np.quantile(grad, 1 - cfg.persist, axis=0) >= cfg.edge_min
+    steady = np.quantile(grad, 1 - cfg.persist, axis=0) >= cfg.edge_min
+    edge_count = (grad >= cfg.edge_min).sum(axis=0)
     moving = (np.abs(np.diff(y, axis=0)) > cfg.move_tol).mean(axis=0) >= cfg.moving_share
-    return still & edge, moving, ~still
+    return EdgeMaps(still & steady, steady, edge_count, moving, ~still)
+
+
+def camera_moves(maps: EdgeMaps, scene: np.ndarray) -> bool:
+    """Whether the footage in ``scene`` (a mask: the picture less an overlay's surroundings) shows a
+    moving camera: its steady edges are mostly not still and few of its edge sightings are persistent.
+    Too few steady edges (a flat or blurred scene) say nothing: False."""
+    steady = maps.steady[scene]
+    if steady.sum() < SCENE_STEADY_MIN * scene.size:
+        return False
+    persistent, seen = maps.persistent[scene], maps.edge_count[scene]
+    return (persistent.sum() <= SCENE_STILL_MAX * steady.sum()
+            and (seen * persistent).sum() <= SCENE_EDGE_PERSIST_MAX * seen.sum())
 
 
 def overlay_share(luma: np.ndarray, cfg: StickerConfig, picture: tuple[int, int, int, int] | None = None) -> float:
     """Area share of the largest persistent, compact, interior overlay on moving footage; ``picture``:
     (x, y, w, h) of the picture inside bars, where the ring around an overlay is measured."""
-    pers, moving, changing = persistent_edges(luma, cfg)
+    maps = persistent_edges(luma, cfg)
+    pers, moving, changing = maps.persistent.copy(), maps.moving, maps.changing
     h, w = pers.shape
     inside = np.zeros((h, w), bool)
     px, py, pw, ph = picture or (0, 0, w, h)
     inside[py:py + ph, px:px + pw] = True
+    interior = inside
     if (pw, ph) != (w, h):  # the bars' inner edge is a persistent edge too: not part of any overlay
-        pers &= cv2.erode(inside.astype(np.uint8), np.ones((2 * BAR_EDGE + 1,) * 2, np.uint8),
-                          borderType=cv2.BORDER_REPLICATE).astype(bool)
+        interior = cv2.erode(inside.astype(np.uint8), np.ones((2 * BAR_EDGE + 1,) * 2, np.uint8),
+                             borderType=cv2.BORDER_REPLICATE).astype(bool)
+        pers &= interior
     close = max(3, round(cfg.close * h)) | 1
     blobs = cv2.morphologyEx(pers.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((close, close), np.uint8))
     count, _, stats, _ = cv2.connectedComponentsWithStats(blobs, connectivity=8)
@@ -80,7 +118,10 @@ def overlay_share(luma: np.ndarray, cfg: StickerConfig, picture: tuple[int, int,
         ring[y - y0:y - y0 + bh, x - x0:x - x0 + bw] = False
         if not ring.any() or (moving[y0:y1, x0:x1][ring].mean() < cfg.ring_moving_min
                               and changing[y0:y1, x0:x1][ring].mean() < RING_CHANGING_MIN):
-            continue
+            scene = interior.copy()
+            scene[y0:y1, x0:x1] = False
+            if not camera_moves(maps, scene):
+                continue
         best = max(best, int(bw * bh))
     return best / (h * w)
 
