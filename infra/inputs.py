@@ -1,5 +1,5 @@
 """The input listing, every entry accounted for: a video or an image to ingest, or a skip with
-its reason (hidden file, dangling link, unsupported type, a folder named like a video).
+its reason (hidden file, dangling link, metadata sidecar, unsupported type, a folder named like a video).
 
 Nothing under the input may vanish silently: a skip is counted per reason, logged, and
 published with the ingest stage (``skipped.json``) beside the rows of what was ingested.
@@ -22,6 +22,13 @@ DANGLING = "dangling link (its target does not exist); fix or remove the link"
 UNSUPPORTED = "unsupported type (not a video or image extension of stages.ingest); rename it or extend the list"
 FOLDER = "a folder named like a media file; videos must be files"
 UNREADABLE = "not a regular file (device, socket or pipe)"
+SIDECAR = "metadata beside the media (json, parquet, text, subtitles, checksums): not ingested"
+# Files that travel with footage on purpose (annotations, manifests, subtitles, checksums, the synthetic
+# corpus's truth): counted and published like every skip, but logged at INFO, since warning about them
+# on every run teaches people to ignore the warnings that matter.
+SIDECAR_EXTENSIONS = (".json", ".jsonl", ".parquet", ".csv", ".tsv", ".txt", ".md", ".yaml", ".yml", ".xml",
+                      ".srt", ".vtt", ".ass", ".nfo", ".md5", ".sha1", ".sha256")
+QUIET_REASONS = (SIDECAR,)
 
 
 @dataclass
@@ -107,18 +114,20 @@ def list_inputs(input_uri: str, videos: tuple[str, ...], images: tuple[str, ...]
         elif what == "special":
             listing.skip(uri, UNREADABLE)
         elif kind is None:
-            listing.skip(uri, UNSUPPORTED)
+            listing.skip(uri, SIDECAR if name.lower().endswith(SIDECAR_EXTENSIONS) else UNSUPPORTED)
         else:
             (listing.videos if kind == "video" else listing.images).append(uri)
     return listing
 
 
 def log_skips(listing: Listing) -> None:
-    """One warning per reason (count + first names); every entry at debug level (and in skipped.json)."""
+    """One line per reason (count + first names: a warning, INFO for metadata sidecars); every entry at
+    debug level (and in skipped.json)."""
     for reason, count in sorted(listing.reasons().items()):
         names = [os.path.basename(s["uri"]) for s in listing.skipped if s["reason"] == reason]
         more = f" and {count - 3} more" if count > 3 else ""
-        log.warning("ingest: skipped %d entr%s, %s: %s%s", count, "y" if count == 1 else "ies", reason,
+        level = logging.INFO if reason in QUIET_REASONS else logging.WARNING
+        log.log(level, "ingest: skipped %d entr%s, %s: %s%s", count, "y" if count == 1 else "ies", reason,
                     ", ".join(names[:3]), more)
     for s in listing.skipped:
         log.debug("ingest: skipped %s: %s", s["uri"], s["reason"])

@@ -153,7 +153,7 @@ def build(root: str) -> dict[str, Expect]:
     out[j(".cache")] = Expect("skip", inputs.HIDDEN_DIR)
     with open(j("README.txt"), "w") as fh:
         fh.write("notes\n")
-    out[j("README.txt")] = Expect("skip", inputs.UNSUPPORTED)
+    out[j("README.txt")] = Expect("skip", inputs.SIDECAR)
     open(j("no_extension"), "wb").write(data[:1000])
     out[j("no_extension")] = Expect("skip", inputs.UNSUPPORTED)
     os.symlink(j("portrait.mp4"), j("z_link_to_portrait.mp4"))

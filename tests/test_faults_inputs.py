@@ -62,6 +62,20 @@ def test_a_dangling_link_as_the_whole_input_is_a_skip_not_a_crash(tmp_path):
         list_inputs(str(tmp_path / "nothing"), CFG.extensions, CFG.image_extensions)
 
 
+def test_metadata_sidecars_are_counted_quietly_and_unknown_files_warn(tmp_path, caplog):
+    from infra import inputs
+
+    for name in ("truth.json", "data.parquet", "notes.txt", "film.srt", "mystery.bin"):
+        (tmp_path / name).write_bytes(b"x")
+    listing = list_inputs(str(tmp_path), (".mp4",), (".png",))
+    assert listing.reasons() == {inputs.SIDECAR: 4, inputs.UNSUPPORTED: 1}
+    with caplog.at_level("INFO", logger="reelflow.ingest"):
+        inputs.log_skips(listing)
+    levels = {r.levelname: r.getMessage() for r in caplog.records}
+    assert "4 entries" in levels["INFO"] and "metadata" in levels["INFO"]
+    assert "mystery.bin" in levels["WARNING"] and "unsupported" in levels["WARNING"]
+
+
 def test_rotated_phone_video_is_cut_upright(corpus, tmp_path):
     """Stored 64x36 with a 90-degree display matrix: displayed 36x64 with the marker top-left."""
     root, _ = corpus
