@@ -11,8 +11,8 @@ smooth wall, fine grain: nothing there can show motion), the camera visibly move
 scene's steady edges are not still (``SCENE_STILL_MAX``) and hardly any edge seen in it over the clip
 sits on a persistent pixel (``SCENE_EDGE_PERSIST_MAX``). Persistent-edge pixels closed into
 blobs must look like an overlay: ``min_side`` to ``max_side`` of the frame height, not a thin line
-(``max_aspect``: text has its own filter), not wholly inside a corner zone (the logo filter's
-``corner_zone``), dense enough in persistent edges (``EDGE_DENSITY_MIN``). Quantiles rather than
+(``max_aspect``: text has its own filter), not wholly inside a corner zone of the picture (the logo
+filter's ``corner_zone``), dense enough in persistent edges (``EDGE_DENSITY_MIN``). Quantiles rather than
 min/max: a black or white flash over the whole frame lasts a sample or two and must not break a
 sticker's persistence. The ring is taken inside the picture (the border filter's box): letterbox /
 pillarbox bars never move, and a sticker pasted next to them would otherwise look like part of a
@@ -48,6 +48,9 @@ EDGE_DENSITY_MIN = 0.1
 SCENE_STILL_MAX = 0.2
 SCENE_EDGE_PERSIST_MAX = 0.03
 SCENE_STEADY_MIN = 0.001  # share of the frame: fewer steady edges than this say nothing about the camera
+# With only the scene to vouch for it, the blob itself must look pasted: a clean outline fills its box
+# (corpus stickers 0.25-0.39) where still bits of a blocky or noisy scene leave 0.1-0.12.
+FLAT_RING_DENSITY_MIN = 0.2
 
 
 def _in_corner(x: int, y: int, w: int, h: int, width: int, height: int, zone: float) -> bool:
@@ -110,7 +113,9 @@ def overlay_share(luma: np.ndarray, cfg: StickerConfig, picture: tuple[int, int,
     for x, y, bw, bh, _ in stats[1:count]:
         if not cfg.min_side * h <= min(bw, bh) <= max(bw, bh) <= cfg.max_side * h or max(bw, bh) > cfg.max_aspect * min(bw, bh):
             continue
-        if _in_corner(x, y, bw, bh, w, h, cfg.corner_zone) or pers[y:y + bh, x:x + bw].mean() < EDGE_DENSITY_MIN:
+        density = pers[y:y + bh, x:x + bw].mean()
+        # the picture's corners, not the frame's: a pillarboxed take's logo sits in its own
+        if _in_corner(x - px, y - py, bw, bh, pw, ph, cfg.corner_zone) or density < EDGE_DENSITY_MIN:
             continue
         r = max(2, round(0.25 * max(bw, bh)))  # a ring clear of the overlay's anti-aliased rim
         x0, y0, x1, y1 = max(0, x - r), max(0, y - r), min(w, x + bw + r), min(h, y + bh + r)
@@ -120,7 +125,7 @@ def overlay_share(luma: np.ndarray, cfg: StickerConfig, picture: tuple[int, int,
                               and changing[y0:y1, x0:x1][ring].mean() < RING_CHANGING_MIN):
             scene = interior.copy()
             scene[y0:y1, x0:x1] = False
-            if not camera_moves(maps, scene):
+            if density < FLAT_RING_DENSITY_MIN or not camera_moves(maps, scene):
                 continue
         best = max(best, int(bw * bh))
     return best / (h * w)
