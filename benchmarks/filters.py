@@ -10,6 +10,9 @@ score stage's per-clip function, in this process (one thread: the machine is sha
   ``MIN_OVERLAP`` of the clip's frames (or, for short temporal defects, lies wholly inside it).
   Near-duplicates: a clip has one when it is mostly a copied shot (``duplicate_of``) or the copied
   original AND some other clip is mostly the other one (a duplicate needs its partner in the pool).
+  Real-content set only: a still camera on a photograph is a still picture from end to end (report
+  section 3.1 "static screen"), kind ``still_picture``, the strict profile's ``too_static`` rule's
+  to catch; synthetic still-camera shots have moving subjects, so the kind does not exist there.
 - clean clips (no planted defect kind) wrongly rejected by the strict profile (``configs/filters/540p.yaml``
   as ``tasks.datasets`` applies it to the pool at the tiny pipeline profile), with the rules responsible;
 - throughput per filter (clips/s of its compute alone, and with its own decode), the shared-decode
@@ -46,7 +49,7 @@ TEMPORAL = {"black", "frozen"}  # short by nature: any overlap of >= 2 frames co
 KIND_FILTER = {
     "black": "black", "frozen": "static", "mosaic": "mosaic", "subtitle": "text", "caption_text": "text",
     "letterbox": "border", "pillarbox": "border", "logo": "logo", "sticker": "sticker",
-    "near_duplicate": "dedup", "blur": "iqa", "noise": "iqa", "blocking": "iqa",
+    "near_duplicate": "dedup", "blur": "iqa", "noise": "iqa", "blocking": "iqa", "still_picture": "too_static",
 }
 # the issue's groups with a >= 0.90 target; text = subtitle or caption_text, borders = either bar
 TARGET_GROUPS = {"black": {"black"}, "static": {"frozen"}, "mosaic": {"mosaic"},
@@ -70,10 +73,11 @@ def truth_shots(truth: VideoTruth, source: dict) -> list[dict]:
 
 
 def build_clips(corpus_dir: str, clips_dir: str, videos: int, seed: int, truth_cuts: bool = False,
-                paths: list[str] | None = None) -> list[dict]:
+                paths: list[str] | None = None, still_pictures: bool = False) -> list[dict]:
     """Generate (or reuse) the corpus, segment it (or take the truth's shots) and cut its clips;
     returns clip rows with ``truth_kinds``. ``paths``: videos with truth sidecars already built
-    (the real-content set) instead of the synthetic corpus."""
+    (the real-content set) instead of the synthetic corpus; ``still_pictures``: a still camera's
+    clip shows a still picture (photographs), kind ``still_picture``."""
     if paths is None:
         cfg = CorpusConfig(videos=videos, seed=seed, defect_rate=0.6, workers=1)
         paths = [os.path.join(corpus_dir, f"film_{i:04d}.mp4") for i in range(videos)]
@@ -89,7 +93,10 @@ def build_clips(corpus_dir: str, clips_dir: str, videos: int, seed: int, truth_c
         rows = [r for r in cut_clips(source, shots, ClipsConfig(), clips_dir, clips_dir) if r["error"] is None]
         duplicates = near_duplicate_clips(truth, rows)
         for k, row in enumerate(rows):
-            row["truth_kinds"] = sorted(clip_truth(truth, row) | ({"near_duplicate"} if k in duplicates else set()))
+            shot = main_shot(truth, row) if still_pictures else None
+            still = shot is not None and next(s for s in truth.shots if s.index == shot).camera.speed == "static"
+            row["truth_kinds"] = sorted(clip_truth(truth, row) | ({"near_duplicate"} if k in duplicates else set())
+                                        | ({"still_picture"} if still else set()))
             clips.append(row)
     return clips
 
@@ -145,6 +152,7 @@ def precision_recall(rows: list[dict]) -> dict:
     flagged for a sibling kind of the same filter (pillarbox for the letterbox row, noise for the
     blur row) is left out of that row's false positives."""
     rules = default_thresholds()
+    rules["too_static"] = {"column": "score_motion", "min": rules["motion"]["min"]}  # the motion rule's lower half
     sizes: dict[str, int] = {}
     for row in rows:
         sizes[row["dup_group"]] = sizes.get(row["dup_group"], 0) + 1
@@ -244,7 +252,7 @@ def main() -> None:
                               progress=False)
         shots_from += "-real"
     clips = build_clips(os.path.join(args.work, "corpus"), os.path.join(args.work, f"clips-{shots_from}"), args.videos,
-                        args.seed, truth_cuts=args.truth_shots, paths=paths)
+                        args.seed, truth_cuts=args.truth_shots, paths=paths, still_pictures=args.world == "real")
     started = time.perf_counter()
     rows = score_all(clips, cfg)
     seconds = time.perf_counter() - started
