@@ -26,6 +26,7 @@ import pyarrow as pa
 from infra import storage
 from infra.config_caption import CaptionConfig
 from infra.contact_sheet import contact_sheet
+from infra.errors import TransientError, retry, surface_transient
 from infra.manifest import Manifest, read_arrow
 from infra.raydata import flat_map_rows
 from infra.stage import StageContext, StageWork, run_stage
@@ -110,6 +111,15 @@ class CaptionWorker:
         self.motion = MotionParams(**cfg.camera_motion.model_dump())
         self.fuser = Fuser(cfg.fuse)
 
+    def _measure(self, i: int, row: dict, timing: list[dict], labels: dict, samples: dict) -> None:
+        started = time.perf_counter()
+        with storage.local_copy(row["clip_uri"]) as path:
+            views = decode_views(path, int(row["num_frames"]), float(row["fps"]),
+                                 self.cfg.captioner.sample_fps, self.cfg.captioner.max_frames)
+        timing[i]["decode"] = time.perf_counter() - started
+        labels[i] = self._experts(views, timing[i])  # every-frame views are dropped here, not batched
+        samples[i] = (views.samples, _sample_rate(views))
+
     def __call__(self, item: dict) -> list[dict]:
         rows, names = item["rows"], item["names"]
         out = [_empty(r, names) for r in rows]
@@ -119,14 +129,11 @@ class CaptionWorker:
         for i, row in enumerate(rows):
             if row.get("error") is not None:
                 continue
-            started = time.perf_counter()
-            try:
-                with storage.local_copy(row["clip_uri"]) as path:
-                    views = decode_views(path, int(row["num_frames"]), float(row["fps"]),
-                                         self.cfg.captioner.sample_fps, self.cfg.captioner.max_frames)
-                timing[i]["decode"] = time.perf_counter() - started
-                labels[i] = self._experts(views, timing[i])  # every-frame views are dropped here, not batched
-                samples[i] = (views.samples, _sample_rate(views))
+            try:  # a machine fault (full disk, S3 5xx) is retried, then fails the stage: never a row
+                retry(lambda i=i, row=row: self._measure(i, row, timing, labels, samples),
+                      f"caption: reading {row.get('clip_uri')}")
+            except TransientError:
+                raise
             except Exception as exc:  # unreadable clip or a failing expert: that clip's error, not a dead stage
                 out[i]["error"] = f"{row.get('clip_uri')}: caption decode/sub-experts failed ({type(exc).__name__}: {exc})"
         order = sorted(samples)
@@ -184,8 +191,10 @@ def caption_rows(rows: list[dict], schema: pa.Schema, cfg: CaptionConfig, concur
     captioner, shot = resolve_models(cfg)
     size = cfg.captioner.batch_size
     items = [{"rows": rows[i:i + size], "names": schema.names} for i in range(0, len(rows), size)]
-    pairs = flat_map_rows(items, CaptionWorker, {"cfg": cfg.model_dump(), "captioner_path": captioner, "shot_path": shot},
-                          concurrency=concurrency, progress=f"caption (batches of {size} clips)")
+    with surface_transient():  # a persistent fault fails the stage: nothing is published
+        pairs = flat_map_rows(items, CaptionWorker, {"cfg": cfg.model_dump(), "captioner_path": captioner,
+                                                     "shot_path": shot},
+                              concurrency=concurrency, progress=f"caption (batches of {size} clips)")
     return [p["row"] for p in pairs], [p["timing"] for p in pairs]
 
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 from infra import manifest as mf
 from infra import storage
 from infra.config_filters import ScoreConfig
+from infra.errors import TransientError, retry, surface_transient
 from infra.manifest import Manifest
 from infra.raydata import flat_map_rows
 from infra.stage import StageContext, StageWork, run_stage
@@ -36,22 +37,28 @@ DECODE = "decode"
 
 def score_clip(row: dict, filters: dict, cfg: ScoreConfig, basic: BasicFilter, vtss: VTSSFilter | None) -> dict:
     """``row`` plus every score column (null where a filter is off or the row has an error) and
-    ``score_timing`` (JSON: seconds per filter and for the decode). Never raises."""
+    ``score_timing`` (JSON: seconds per filter and for the decode). Raises only
+    :class:`TransientError`, for a fault of the machine that outlived its retries."""
     out = {**{k: row.get(k) for k in CLIPS_SCHEMA.names}, **dict.fromkeys(score_columns())}
     timing: dict[str, float] = {}
-    if out["error"] is None:
-        try:
-            out.update(basic(row))
+    def scores() -> None:
+        out.update(basic(row))
+        started = time.perf_counter()
+        with storage.local_copy(row["clip_uri"]) as path:
+            clip = decode_clip(path, int(row["num_frames"]), float(row["fps"]), cfg.decode)
+        timing[DECODE] = time.perf_counter() - started
+        for name, flt in filters.items():
             started = time.perf_counter()
-            with storage.local_copy(row["clip_uri"]) as path:
-                clip = decode_clip(path, int(row["num_frames"]), float(row["fps"]), cfg.decode)
-            timing[DECODE] = time.perf_counter() - started
-            for name, flt in filters.items():
-                started = time.perf_counter()
-                out.update(flt(clip))
-                timing[name] = time.perf_counter() - started
-            if vtss is not None:
-                out.update(vtss(out))
+            out.update(flt(clip))
+            timing[name] = time.perf_counter() - started
+        if vtss is not None:
+            out.update(vtss(out))
+
+    if out["error"] is None:
+        try:  # a machine fault (full disk, S3 5xx) is retried, then fails the stage: never a row
+            retry(scores, f"score: reading {row['clip_uri']}")
+        except TransientError:
+            raise
         except Exception as exc:  # unreadable clip: a row with error, not a dead stage
             out.update(dict.fromkeys(score_columns()))
             out["error"] = f"{row['clip_uri']}: scoring failed ({type(exc).__name__}: {exc})"
@@ -106,8 +113,9 @@ def run(ctx: StageContext, cfg: ScoreConfig, clips: Manifest) -> Manifest:
         else:
             run_cfg = cfg
         started = time.time()
-        scored = flat_map_rows(mf.read_rows(clips), ScoreWorker, {"cfg": run_cfg.model_dump()},
-                               concurrency=cfg.actors, progress="score (clips)")
+        with surface_transient():  # a persistent fault fails the stage: nothing is published
+            scored = flat_map_rows(mf.read_rows(clips), ScoreWorker, {"cfg": run_cfg.model_dump()},
+                                   concurrency=cfg.actors, progress="score (clips)")
         seconds = max(time.time() - started, 1e-9)
         add_duplicate_groups(scored, cfg)
         work.stats.update(side_store_rows=write_side_store(scored, work.tmp_uri, cfg.dedup))

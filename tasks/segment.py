@@ -5,7 +5,7 @@ Each video is decoded once (PyAV, codec threads on) in a background thread; swsc
 frame into the two small images the detectors want (``analysis_width`` BGR for PySceneDetect's
 AdaptiveDetector, 48x27 RGB for TransNetV2 and the palette detector), so no full-size frame ever
 reaches Python. :class:`models.shot_segmenter.ShotDetector` does the rest. A bad video yields one
-row with ``error`` set; it never raises.
+row with ``error`` set; only a persistent fault of the machine (full disk, S3 5xx) raises.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from infra import manifest as mf
 from infra import storage
 from infra.config import SegmentConfig
 from infra.contact_sheet import contact_sheet
+from infra.errors import TransientError, retry, surface_transient
 from infra.manifest import Manifest
 from infra.raydata import flat_map_items
 from infra.stage import StageContext, StageWork, run_stage
@@ -162,9 +163,14 @@ def segment_video(source: dict, cfg: SegmentConfig, detectors: TransNet | None =
     if source.get("error"):
         return [_error_row(source, source["error"])]
     transnet = detectors if detectors is not None or not cfg.use_transnet else load_transnet(cfg)
-    try:
+    def detect() -> tuple[list[Boundary], int]:
         with storage.local_copy(source["source_uri"]) as path:
-            boundaries, num_frames = detect_boundaries(path, float(source.get("fps") or 0), cfg, transnet)
+            return detect_boundaries(path, float(source.get("fps") or 0), cfg, transnet)
+
+    try:  # a machine fault (full disk, S3 5xx) is retried, then fails the stage: never a row
+        boundaries, num_frames = retry(detect, f"segment: reading {source['source_uri']}")
+    except TransientError:
+        raise
     except Exception as exc:  # a bad video is a row, never a crash of the stage
         return [_error_row(source, f"segment: decoding failed: {type(exc).__name__}: {exc}")]
     if num_frames == 0:
@@ -209,7 +215,8 @@ def run(ctx: StageContext, cfg: SegmentConfig, sources: Manifest) -> Manifest:
     def body(work: StageWork) -> pa.Table:
         items = mf.read_rows(sources)
         started = time.time()
-        table = flat_map_items(items, SegmentWorker, {"cfg": cfg.model_dump()}, SHOTS_SCHEMA)
+        with surface_transient():  # a persistent fault fails the stage: nothing is published
+            table = flat_map_items(items, SegmentWorker, {"cfg": cfg.model_dump()}, SHOTS_SCHEMA)
         seconds = time.time() - started
         rows = table.to_pylist()
         shots = [r for r in rows if r["error"] is None]

@@ -199,3 +199,52 @@ def test_a_corrupt_source_is_still_a_row_not_a_retry(tmp_path, monkeypatch):
     bad.write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     rows = cut_clips(source_row(str(bad), 120), SHOTS, CFG, str(tmp_path / "out"), "final")
     assert len(calls) == 1 and all("decoding or encoding failed" in r["error"] for r in rows)
+
+
+def _fail_gets_of(state, key: str) -> None:
+    state.fail = lambda method, path: 503 if method == "GET" and key in path else None
+
+
+def test_s3_5xx_in_segment_score_and_caption_fails_the_stage_not_the_rows(s3_proxy, film, tmp_path, monkeypatch):
+    """Every stage that reads media: a persistent S3 fault raises TransientError (the stage fails
+    unpublished), and once the store answers the same call gives good rows; nothing became an error row."""
+    monkeypatch.setattr(errors, "ATTEMPTS", 2)  # s3fs retries each read itself (~2 s); two of ours suffice
+    from infra.config import SegmentConfig
+    from infra.config_caption import CaptionConfig
+    from infra.config_filters import ScoreConfig
+    from tasks.caption import CaptionWorker, resolve_models
+    from tasks.clips import CLIPS_SCHEMA
+    from tasks.filters import BasicFilter, build_filters
+    from tasks.score import score_clip
+    from tasks.segment import segment_video
+
+    client, state = s3_proxy
+    client.upload_file(film["source_uri"], BUCKET, "raw/film.mp4")
+    source = {**film, "source_uri": f"s3://{BUCKET}/raw/film.mp4"}
+    seg = SegmentConfig(use_transnet=False)
+    _fail_gets_of(state, "raw/film.mp4")
+    with pytest.raises(TransientError, match="segment: reading"):
+        segment_video(source, seg)
+    state.fail = lambda method, path: None
+    shots = segment_video(source, seg)
+    assert shots and all(r["error"] is None for r in shots)
+
+    rows = cut_clips(film, SHOTS, CFG, str(tmp_path / "clips"), str(tmp_path / "clips"))
+    clip = rows[0]
+    client.upload_file(clip["clip_uri"], BUCKET, "run/clips/c.mp4")
+    clip = {**clip, "clip_uri": f"s3://{BUCKET}/run/clips/c.mp4"}
+    score_cfg = ScoreConfig(text={"enabled": False}, logo={"enabled": False}, aesthetic={"enabled": False},
+                            dedup={"enabled": False}, quality={"enabled": False})
+    filters = build_filters(score_cfg)
+    _fail_gets_of(state, "run/clips/c.mp4")
+    with pytest.raises(TransientError, match="score: reading"):
+        score_clip(clip, filters, score_cfg, BasicFilter(), None)
+    cap_cfg = CaptionConfig(cache_dir=str(tmp_path / "models"), captioner={"string_cap": 16})
+    worker = CaptionWorker(cap_cfg.model_dump(), *resolve_models(cap_cfg))
+    with pytest.raises(TransientError, match="caption: reading"):
+        worker({"rows": [clip], "names": CLIPS_SCHEMA.names})
+    state.fail = lambda method, path: None
+    scored = score_clip(clip, filters, score_cfg, BasicFilter(), None)
+    assert scored["error"] is None and scored["score_black_ratio"] is not None
+    captioned = worker({"rows": [clip], "names": CLIPS_SCHEMA.names})[0]["row"]
+    assert captioned["error"] is None and captioned["caption_json"]
