@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from infra import storage
+from infra import runlock, storage
 
 SUCCESS = "_SUCCESS.json"
 DATA_FILE = "data.parquet"
@@ -261,6 +261,9 @@ def publish(
     record = success_record(manifest)
     if not storage.is_remote(tmp_uri):
         readable(tmp_uri)
+    lock = runlock.held(run_root_of(final_uri))
+    if lock is not None:  # a writer that lost the run to another machine publishes nothing
+        lock.check()
     if storage.exists(final_uri):  # an unpublished or outdated previous attempt
         storage.remove(final_uri)
     if storage.is_remote(final_uri):

@@ -178,7 +178,15 @@ class RunLock:
         return self
 
     def check(self) -> None:
-        """Raise when the lease was lost: a writer that is no longer the holder must not publish."""
+        """Raise when the lease was lost: a writer that is no longer the holder must not publish. The
+        lease object is read now, not only at the last renewal: a holder that stalled past the ttl
+        may have been replaced a moment ago."""
+        if self.lease_uri and not self.lost:
+            try:
+                current = self._read_lease()[0]
+            except Exception:  # store unreachable: the publish itself fails and is retried
+                current = self.holder
+            self.lost = current is None or current.token != self.holder.token
         if self.lost:
             raise RunLockedError(f"run {self.run_id!r}: this process lost its lease; nothing more is published")
 
