@@ -154,7 +154,8 @@ def score_all(clips: list[dict], cfg: ScoreConfig, per_film_dedup: bool = False)
 def precision_recall(rows: list[dict]) -> dict:
     """Per planted kind and per target group: P/R of the matching filter's default decision. A clip
     flagged for a sibling kind of the same filter (pillarbox for the letterbox row, noise for the
-    blur row) is left out of that row's false positives."""
+    blur row) is left out of that row's false positives; so is a still picture flagged as frozen (a
+    static screen from end to end)."""
     rules = default_thresholds()
     rules["too_static"] = {"column": "score_motion", "min": rules["motion"]["min"]}  # the motion rule's lower half
     sizes: dict[str, int] = {}
@@ -164,7 +165,7 @@ def precision_recall(rows: list[dict]) -> dict:
     out = {}
     for name, kinds in groups.items():
         flt = KIND_FILTER[next(iter(kinds))]
-        siblings = {k for k, f in KIND_FILTER.items() if f == flt} - kinds
+        siblings = {k for k, f in KIND_FILTER.items() if f == flt or {f, flt} == {"static", "too_static"}} - kinds
         tp = fp = fn = 0
         for row in rows:
             truth = set(row["truth_kinds"])
@@ -178,6 +179,7 @@ def precision_recall(rows: list[dict]) -> dict:
             tp += has and said
             fp += said and not has
             fn += has and not said
+        tp, fp, fn = int(tp), int(fp), int(fn)  # numpy scores make numpy counts: JSON wants ints
         out[name] = {"filter": flt, "column": rules[flt]["column"], "positives": tp + fn, "tp": tp, "fp": fp,
                      "fn": fn, "precision": round(tp / max(tp + fp, 1), 3), "recall": round(tp / max(tp + fn, 1), 3)}
     return out
