@@ -4,7 +4,6 @@ there; the rest of the scene must, and a still camera must still find nothing.""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -12,7 +11,7 @@ from infra.config_filters import ScoreConfig
 from tasks.corpus.defects import Planted, _footage_params, apply_footage
 from tasks.corpus.truth import Defect
 from tasks.filters.frames import frames_from_arrays
-from tasks.filters.sticker import StickerFilter, clip_overlays
+from tasks.filters.sticker import StickerFilter
 from tests.test_filters import moving_scene
 
 CFG = ScoreConfig()
@@ -54,48 +53,3 @@ def test_a_shape_on_an_otherwise_flat_still_frame_says_nothing():
     frames = flat_sky_over_ground(True, 0)
     frames[:, 50:] = 140
     assert StickerFilter(CFG.sticker)(frames_from_arrays(frames, FPS, CFG.decode))["score_sticker"] == 0
-
-
-def textured_pan_with(mark_at: tuple[int, int] | None, line: bool = False) -> np.ndarray:
-    """A panning textured scene (a moving camera) with an opaque graphic mark (a ring with a bar, no
-    text) pasted at ``mark_at`` (x, y of its 18x18 box), and optionally a subtitle-like row of blocks."""
-    frames = moving_scene(blur=1)
-    if mark_at is not None:
-        x, y = mark_at
-        for f in frames:
-            cv2.circle(f, (x + 9, y + 9), 8, (250, 250, 250), -1)
-            cv2.circle(f, (x + 9, y + 9), 8, (20, 20, 20), 2)
-            cv2.rectangle(f, (x + 5, y + 7), (x + 13, y + 11), (20, 20, 20), -1)
-    if line:
-        for f in frames:
-            for k in range(6):  # "words" of a line that starts in the corner zone
-                cv2.rectangle(f, (6 + 22 * k, 70), (22 + 22 * k, 82), (250, 250, 250), -1)
-                cv2.rectangle(f, (6 + 22 * k, 70), (22 + 22 * k, 82), (20, 20, 20), 1)
-    return frames
-
-
-def test_a_graphic_mark_in_a_corner_is_a_logo_not_a_sticker():
-    """A mark without text (OCR reads nothing) inset in a corner of moving footage: a corner overlay,
-    which the logo filter counts and the sticker filter leaves to it."""
-    clip = frames_from_arrays(textured_pan_with((136, 68)), FPS, CFG.decode)
-    overlays = clip_overlays(clip, CFG.sticker)
-    assert [corner for _, corner in overlays] == [True]
-    assert StickerFilter(CFG.sticker)(clip)["score_sticker"] == 0
-    mid = frames_from_arrays(textured_pan_with((70, 36)), FPS, CFG.decode)  # the same mark mid-frame: a sticker
-    assert clip_overlays(mid, CFG.sticker) and not any(c for _, c in clip_overlays(mid, CFG.sticker))
-
-
-def test_corner_marks_exclude_line_starts_and_frame_edge_clutter():
-    line = frames_from_arrays(textured_pan_with(None, line=True), FPS, CFG.decode)
-    assert not any(corner for _, corner in clip_overlays(line, CFG.sticker))
-    edge = frames_from_arrays(textured_pan_with((142, 72)), FPS, CFG.decode)  # cut by the frame's corner
-    assert not any(corner for _, corner in clip_overlays(edge, CFG.sticker))
-
-
-@pytest.mark.slow
-def test_logo_filter_counts_a_graphic_corner_mark_with_rapidocr():
-    from tasks.filters.logo import LogoFilter
-
-    logo = LogoFilter(CFG.logo, CFG.text, sticker_cfg=CFG.sticker)
-    assert logo(frames_from_arrays(textured_pan_with((136, 68)), FPS, CFG.decode))["score_logo"] > 0.59
-    assert logo(frames_from_arrays(textured_pan_with(None), FPS, CFG.decode))["score_logo"] == 0

@@ -47,8 +47,7 @@ def build_filters(cfg: ScoreConfig, names: tuple[str, ...] = FRAME_FILTERS) -> d
                 from tasks.filters.ocr import make_reader
 
                 reader = make_reader(cfg.text)
-            built[name] = (TextFilter(cfg.text, reader) if name == "text"
-                           else LogoFilter(cfg.logo, cfg.text, reader, cfg.sticker))
+            built[name] = TextFilter(cfg.text, reader) if name == "text" else LogoFilter(cfg.logo, cfg.text, reader)
         else:
             built[name] = _CLASSES[name](_sub(cfg, name))
     return built

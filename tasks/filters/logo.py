@@ -3,20 +3,16 @@
 A channel mark stays in one corner, at one place, while the picture changes. ``score_logo``: the
 largest share of OCR'd samples showing a line wholly inside a corner at the place of one sighting
 (IoU >= ``SAME_PLACE``). The lines come from the text filter's single OCR pass; a corner line
-seen once (a passing sign) scores low, a mark present throughout scores 1. Marks without text
-(a graphic, an image, a pixelated emblem) give OCR nothing: the sticker filter's persistent overlays
-on moving footage that lie wholly inside a corner of the picture count as present in ``persist`` of
-the samples (what persistence means there), unless OCR saw more.
+seen once (a passing sign) scores low, a mark present throughout scores 1.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from infra.config_filters import LogoConfig, StickerConfig, TextConfig
+from infra.config_filters import LogoConfig, TextConfig
 from tasks.filters.frames import ClipFrames
 from tasks.filters.ocr import in_picture_corner, make_reader, picture_share, read_clip
-from tasks.filters.sticker import clip_overlays
 
 SAME_PLACE = 0.5
 
@@ -44,14 +40,10 @@ class LogoFilter:
     name = "logo"
     columns = {"score_logo": pa.float64()}
 
-    def __init__(self, cfg: LogoConfig, text_cfg: TextConfig, reader=None, sticker_cfg: StickerConfig | None = None):
+    def __init__(self, cfg: LogoConfig, text_cfg: TextConfig, reader=None):
         self.cfg, self.text_cfg = cfg, text_cfg
-        self.sticker_cfg = sticker_cfg or StickerConfig()
         self.reader = reader or make_reader(text_cfg)
 
     def __call__(self, clip: ClipFrames) -> dict:
         pages = read_clip(clip, self.reader, self.text_cfg)
-        score = corner_persistence(pages, self.text_cfg.corner_zone, picture_share(clip))
-        if any(corner for _, corner in clip_overlays(clip, self.sticker_cfg)):
-            score = max(score, self.sticker_cfg.persist)
-        return {"score_logo": score}
+        return {"score_logo": corner_persistence(pages, self.text_cfg.corner_zone, picture_share(clip))}

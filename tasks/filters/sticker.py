@@ -11,14 +11,12 @@ smooth wall, fine grain: nothing there can show motion), the camera visibly move
 scene's steady edges are not still (``SCENE_STILL_MAX``) and hardly any edge seen in it over the clip
 sits on a persistent pixel (``SCENE_EDGE_PERSIST_MAX``). Persistent-edge pixels closed into
 blobs must look like an overlay: ``min_side`` to ``max_side`` of the frame height, not a thin line
-(``max_aspect``: text has its own filter), dense enough in persistent edges (``EDGE_DENSITY_MIN``).
-One wholly inside a corner zone of the picture (``corner_zone``) is a channel mark, the logo
-filter's (:func:`clip_overlays` serves both), if it stands alone there (:func:`_lone_mark`). Quantiles
-rather than min/max: a black or white flash over the whole frame lasts a sample or two and must not
-break a sticker's persistence. The ring is taken inside the picture (the border filter's box):
-letterbox / pillarbox bars never move, and a sticker pasted next to them would otherwise look like
-part of a still scene. ``score_sticker``: the area share of the largest overlay's box off the
-corners, 0 when there is none.
+(``max_aspect``: text has its own filter), not wholly inside a corner zone of the picture (the logo
+filter's ``corner_zone``), dense enough in persistent edges (``EDGE_DENSITY_MIN``). Quantiles rather than
+min/max: a black or white flash over the whole frame lasts a sample or two and must not break a
+sticker's persistence. The ring is taken inside the picture (the border filter's box): letterbox /
+pillarbox bars never move, and a sticker pasted next to them would otherwise look like part of a
+still scene. ``score_sticker``: the area share of the largest overlay's box, 0 when there is none.
 """
 
 from __future__ import annotations
@@ -53,8 +51,6 @@ SCENE_STEADY_MIN = 0.001  # share of the frame: fewer steady edges than this say
 # With only the scene to vouch for it, the blob itself must look pasted: a clean outline fills its box
 # (corpus stickers 0.25-0.39) where still bits of a blocky or noisy scene leave 0.1-0.12.
 FLAT_RING_DENSITY_MIN = 0.2
-# A subtitle's first word can fall in a corner zone: its line goes on beside it, a logo's does not.
-LINE_REACH, LINE_BESIDE_MAX = 2.0, 0.05
 
 
 def _in_corner(x: int, y: int, w: int, h: int, width: int, height: int, zone: float) -> bool:
@@ -96,11 +92,9 @@ def camera_moves(maps: EdgeMaps, scene: np.ndarray) -> bool:
             and (seen * persistent).sum() <= SCENE_EDGE_PERSIST_MAX * seen.sum())
 
 
-def still_overlays(luma: np.ndarray, cfg: StickerConfig, picture: tuple[int, int, int, int] | None = None
-                   ) -> list[tuple[int, bool]]:
-    """(box area in pixels, wholly inside a corner of the picture) of every persistent, compact overlay
-    on moving footage; ``picture``: (x, y, w, h) of the picture inside bars, where the ring around an
-    overlay is measured and the corners lie."""
+def overlay_share(luma: np.ndarray, cfg: StickerConfig, picture: tuple[int, int, int, int] | None = None) -> float:
+    """Area share of the largest persistent, compact, interior overlay on moving footage; ``picture``:
+    (x, y, w, h) of the picture inside bars, where the ring around an overlay is measured."""
     maps = persistent_edges(luma, cfg)
     pers, moving, changing = maps.persistent.copy(), maps.moving, maps.changing
     h, w = pers.shape
@@ -115,12 +109,13 @@ def still_overlays(luma: np.ndarray, cfg: StickerConfig, picture: tuple[int, int
     close = max(3, round(cfg.close * h)) | 1
     blobs = cv2.morphologyEx(pers.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((close, close), np.uint8))
     count, _, stats, _ = cv2.connectedComponentsWithStats(blobs, connectivity=8)
-    found = []
+    best = 0
     for x, y, bw, bh, _ in stats[1:count]:
         if not cfg.min_side * h <= min(bw, bh) <= max(bw, bh) <= cfg.max_side * h or max(bw, bh) > cfg.max_aspect * min(bw, bh):
             continue
         density = pers[y:y + bh, x:x + bw].mean()
-        if density < EDGE_DENSITY_MIN:
+        # the picture's corners, not the frame's: a pillarboxed take's logo sits in its own
+        if _in_corner(x - px, y - py, bw, bh, pw, ph, cfg.corner_zone) or density < EDGE_DENSITY_MIN:
             continue
         r = max(2, round(0.25 * max(bw, bh)))  # a ring clear of the overlay's anti-aliased rim
         x0, y0, x1, y1 = max(0, x - r), max(0, y - r), min(w, x + bw + r), min(h, y + bh + r)
@@ -132,41 +127,8 @@ def still_overlays(luma: np.ndarray, cfg: StickerConfig, picture: tuple[int, int
             scene[y0:y1, x0:x1] = False
             if density < FLAT_RING_DENSITY_MIN or not camera_moves(maps, scene):
                 continue
-        # the picture's corners, not the frame's: a pillarboxed take's logo sits in its own
-        corner = _in_corner(x - px, y - py, bw, bh, pw, ph, cfg.corner_zone)
-        if corner and not _lone_mark(pers, (x, y, bw, bh), (px, py, pw, ph)):
-            continue
-        found.append((int(bw * bh), corner))
-    return found
-
-
-def _lone_mark(pers: np.ndarray, box: tuple[int, int, int, int], picture: tuple[int, int, int, int]) -> bool:
-    """A corner mark stands inset from the picture's edges (a blob cut by the frame edge is edge
-    clutter) and alone on its row: persistent edges continuing beside it (within ``LINE_REACH`` of
-    its height) make it a word of a subtitle or caption line that starts in the corner."""
-    x, y, bw, bh = box
-    px, py, pw, ph = picture
-    if x <= px or y <= py or x + bw >= px + pw or y + bh >= py + ph:
-        return False
-    reach = round(LINE_REACH * bh)
-    beside = np.r_[pers[y:y + bh, max(px, x - reach):x].ravel(), pers[y:y + bh, x + bw:min(px + pw, x + bw + reach)].ravel()]
-    return beside.size == 0 or beside.mean() < LINE_BESIDE_MAX
-
-
-def clip_overlays(clip: ClipFrames, cfg: StickerConfig) -> list[tuple[int, bool]]:
-    """:func:`still_overlays` of a clip's luma samples, once per clip (the sticker and logo filters
-    both ask); none when there are too few samples to speak of persistence."""
-    key = ("still_overlays", cfg.model_dump_json())
-    if key not in clip._cache:
-        clip._cache[key] = (still_overlays(clip.luma, cfg, clip_picture_box(clip)) if len(clip.luma) >= MIN_SAMPLES
-                            else [])
-    return clip._cache[key]
-
-
-def overlay_share(luma: np.ndarray, cfg: StickerConfig, picture: tuple[int, int, int, int] | None = None) -> float:
-    """Area share of the largest persistent, compact overlay off the picture's corners on moving
-    footage (corners hold logos: the logo filter's); ``picture`` as in :func:`still_overlays`."""
-    return max((a for a, corner in still_overlays(luma, cfg, picture) if not corner), default=0) / luma[0].size
+        best = max(best, int(bw * bh))
+    return best / (h * w)
 
 
 class StickerFilter:
@@ -177,5 +139,7 @@ class StickerFilter:
         self.cfg = cfg
 
     def __call__(self, clip: ClipFrames) -> dict:
-        best = max((a for a, corner in clip_overlays(clip, self.cfg) if not corner), default=0)
-        return {"score_sticker": best / clip.luma[0].size if len(clip.luma) else 0.0}
+        luma = clip.luma
+        if len(luma) < MIN_SAMPLES:
+            return {"score_sticker": 0.0}
+        return {"score_sticker": overlay_share(luma, self.cfg, clip_picture_box(clip))}
