@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from infra.config_train import SampleConfig, TrainStageConfig
+from infra.runtime import verbose
 from infra.video import write_video
 
 
@@ -71,7 +72,10 @@ def sample_checkpoint(checkpoint_dir: str, cfg: SampleConfig, height: int, width
     """Samples from a published folder loaded by diffusers itself (``DiffusionPipeline.from_pretrained``):
     every checkpoint the trainer writes must load in the reference pipelines unchanged."""
     from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
+    if not verbose():  # diffusers' "Loading pipeline components" bar has no environment switch
+        diffusers_logging.disable_progress_bar()
     pipe = DiffusionPipeline.from_pretrained(checkpoint_dir, dtype=torch.float32)
     parts = {k: v for k, v in pipe.components.items() if k != "transformer"}
     forcing = type(pipe).__name__.startswith("SkyReelsV2DiffusionForcing")
