@@ -26,25 +26,8 @@ from infra.image import load_image
 from infra.manifest import Manifest
 from infra.raydata import flat_map_items
 from infra.stage import StageContext, StageWork, run_stage
+from infra.tables import CLIPS_SCHEMA
 from infra.video import VideoWriter, iter_frames
-
-CLIPS_SCHEMA = pa.schema(
-    [
-        ("clip_id", pa.string()),
-        ("source_id", pa.string()),
-        ("source_uri", pa.string()),
-        ("media", pa.string()),  # "video", or "image": a 1-frame clip of a still, for image+video stages
-        ("shot_id", pa.string()),
-        ("start_frame", pa.int64()),
-        ("end_frame", pa.int64()),
-        ("fps", pa.float64()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("num_frames", pa.int64()),
-        ("clip_uri", pa.string()),
-        ("error", pa.string()),
-    ]
-)
 
 _EPS = 1e-9  # float seconds * fps may land a hair below an exact frame count
 

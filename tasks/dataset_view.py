@@ -15,12 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from infra.config import ConfigError
+from infra.tables import flag
 
 VIEW_COLUMNS = ("rejected_by", "rejected_detail", "crop_box")
-
-
-def flag(dataset: str) -> str:
-    return f"in_{dataset}"
 
 
 def numeric(table: pa.Table, name: str) -> np.ndarray:

@@ -28,18 +28,18 @@ import torch
 
 from infra import manifest as mf
 from infra import storage
+from infra.checkpoints import CHECKPOINT, checkpoint_dir, register, steps_dir
 from infra.config_post import DPOConfig
 from infra.config_train import TrainStageConfig
 from infra.manifest import Manifest
 from infra.stage import StageContext, StageWork, run_stage
+from infra.tables import flag
 from infra.video import write_video
 from models.checkpoint import is_diffusion_forcing, pipeline_class_name
 from models.dit import check_checkpoint, load_transformer, write_checkpoint
 from models.latent_encode import denormalise_latents, encode_text
 from models.reward_model import sample_indices
-from tasks.datasets import flag
 from tasks.dpo_objective import FlowDPO, Pair, PairCache, measure_margin
-from tasks.pretrain import CHECKPOINT, checkpoint_dir, steps_dir
 from tasks.reward import load_reward_model
 from tasks.train.loop import LoopSpec, train
 from tasks.train.samples import frozen_parts, reference_pipeline
@@ -243,6 +243,5 @@ def run(ctx: StageContext, cfg: DPOConfig, round: int, init: Manifest, reward: M
         return pa.Table.from_pylist(history)
 
     published = run_stage(ctx, name, cfg, [init, reward, dataset], body, key_extra)
-    ctx.tracker.ensure_registered(f"{ctx.cfg.tracking.experiment}-{ctx.profile}-dit", checkpoint_dir(published),
-                                  published.stats.get("mlflow_run"), name, {"reelflow.run_id": ctx.run_id})
+    register(ctx, published, "dit")
     return published

@@ -24,25 +24,8 @@ from infra.inputs import Listing, list_inputs, log_skips
 from infra.manifest import Manifest, relative_to
 from infra.raydata import flat_map_items
 from infra.stage import StageContext, StageWork, run_stage
+from infra.tables import SOURCES_SCHEMA
 from infra.video import VideoError, probe_video
-
-SOURCES_SCHEMA = pa.schema(
-    [
-        ("source_id", pa.string()),
-        ("source_uri", pa.string()),
-        ("media", pa.string()),  # "video" or "image"
-        ("size_bytes", pa.int64()),
-        ("container", pa.string()),
-        ("codec", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("fps", pa.float64()),
-        ("num_frames", pa.int64()),
-        ("duration_s", pa.float64()),
-        ("rotation", pa.int32()),  # display rotation applied on decode (degrees counter-clockwise)
-        ("error", pa.string()),
-    ]
-)
 
 _CHUNK = 1 << 20
 

@@ -27,6 +27,7 @@ from infra.config_train import FPS_RATES, LatentsConfig, ResolutionConfig
 from infra.manifest import Manifest, read_rows
 from infra.raydata import flat_map_rows
 from infra.stage import StageContext, StageWork, run_stage
+from infra.tables import flag
 from infra.video import iter_frames
 from models.latent_encode import (
     bucket_for,
@@ -41,7 +42,6 @@ from models.latent_encode import (
     resampled_count,
     resize_center_crop,
 )
-from tasks.datasets import flag
 from tasks.latent_cache import (
     LatentCache,
     Sample,

@@ -28,19 +28,19 @@ import pyarrow as pa
 
 from infra import manifest as mf
 from infra import storage
+from infra.checkpoints import checkpoint_dir
 from infra.config import ConfigError, value_hash
 from infra.config_datasets import AuditConfig
 from infra.config_post import PairsConfig
 from infra.manifest import Manifest
 from infra.raydata import flat_map_rows
 from infra.stage import StageContext, StageWork, run_stage
+from infra.tables import flag
 from infra.video import VideoError, iter_frames, write_video
 from models.distortions import auto_pairs, distort, level, mean_abs_difference, motion_stats
 from models.latent_encode import fps_normalise, resample_indices, resampled_count, resize_center_crop
 from models.regenerate import REGENERATIONS, Conditioning, regenerate
-from tasks.datasets import flag
 from tasks.pairs_summary import label_human_pairs, summarise
-from tasks.pretrain import checkpoint_dir
 
 SCHEMA = pa.schema([
     ("pair_id", pa.string()), ("kind", pa.string()), ("prompt", pa.string()), ("source_clip_id", pa.string()),

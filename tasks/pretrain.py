@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from infra import storage
+from infra.checkpoints import CHECKPOINT, checkpoint_dir, checkpoint_dir_of, register, steps_dir  # noqa: F401
 from infra.config import PipelineConfig, config_hash, value_hash
 from infra.config_train import TrainConfig
 from infra.manifest import Manifest
@@ -27,12 +28,6 @@ from tasks.train.samples import sample_checkpoint, sample_size
 from tasks.train.worker import train_worker
 
 log = logging.getLogger("reelflow.train")
-CHECKPOINT = "checkpoint"
-
-
-def checkpoint_dir(manifest: Manifest) -> str:
-    """The diffusers folder a training stage published."""
-    return checkpoint_dir_of(manifest.uri)
 
 
 def base_checkpoint(cfg: PipelineConfig) -> str:
@@ -118,19 +113,8 @@ def run(ctx: StageContext, cfg: TrainConfig, name: str, latents: Manifest, init:
         return pa.Table.from_pylist(history, schema=HISTORY_SCHEMA)
 
     published = run_stage(ctx, name, stage, inputs, body, key_extra)
-    ctx.tracker.ensure_registered(f"{ctx.cfg.tracking.experiment}-{ctx.profile}-dit", checkpoint_dir(published),
-                                  published.stats.get("mlflow_run"), name, {"reelflow.run_id": ctx.run_id})
+    register(ctx, published, "dit")
     return published
-
-
-def checkpoint_dir_of(stage_uri: str) -> str:
-    return storage.join(stage_uri, CHECKPOINT)
-
-
-def steps_dir(ctx: StageContext, name: str, key: str) -> str:
-    """The stage's step checkpoints, under the run (local folder or S3 prefix: a restarted worker on any
-    node resumes from them)."""
-    return storage.join(ctx.run_uri, ".steps", f"{name}-{value_hash(key)}")
 
 
 def launch_job(job: dict, cfg: TrainConfig, storage_path: str | None = None) -> list[dict]:

@@ -31,6 +31,7 @@ import pyarrow as pa
 import torch
 
 from infra import storage
+from infra.checkpoints import REWARD_MODEL, register, reward_model_dir
 from infra.config_post import RewardConfig
 from infra.manifest import Manifest, read_table
 from infra.stage import StageContext, StageWork, run_stage
@@ -47,7 +48,7 @@ from models.reward_loss import (
 from models.reward_model import RewardModel, RewardModelConfig, build_tiny_reward_model, sample_indices
 
 log = logging.getLogger("reelflow.reward")
-MODEL_DIR, EVALUATION = "reward_model", "evaluation.json"
+MODEL_DIR, EVALUATION = REWARD_MODEL, "evaluation.json"
 LABELS = {"a": A_BETTER, "b": B_BETTER, "tie": TIE}
 SCORE_BATCH = 16  # clips per forward pass when scoring
 MIN_TIE_SHARE = 0.02  # floor of the initial tie probability at equal scores (log theta > 0)
@@ -216,11 +217,6 @@ def flat_metrics(prefix: str, evaluation: dict) -> dict[str, float]:
 
 
 # --- the stage ------------------------------------------------------------------------------------
-def reward_model_dir(manifest: Manifest) -> str:
-    """The reward model folder a ``reward`` stage published."""
-    return storage.join(manifest.uri, MODEL_DIR)
-
-
 def load_reward_model(manifest: Manifest) -> RewardModel:
     folder = reward_model_dir(manifest)
     if not storage.is_remote(folder):
@@ -328,6 +324,5 @@ def run(ctx: StageContext, cfg: RewardConfig, pairs: Manifest) -> Manifest:
 
     # New human labels re-train the model: they are not part of the pairs manifest's fingerprint.
     published = run_stage(ctx, "reward", cfg, [pairs], body, labels_key(labels) if labels else "")
-    ctx.tracker.ensure_registered(f"{ctx.cfg.tracking.experiment}-{ctx.profile}-reward", reward_model_dir(published),
-                                  published.stats.get("mlflow_run"), "reward", {"reelflow.run_id": ctx.run_id})
+    register(ctx, published, "reward")
     return published

@@ -20,8 +20,8 @@ from infra.config_filters import ScoreConfig
 from infra.manifest import Manifest
 from infra.raydata import flat_map_rows
 from infra.stage import StageContext, StageWork, run_stage
+from infra.tables import CLIPS_SCHEMA
 from models.aesthetic import build_tiny
-from tasks.clips import CLIPS_SCHEMA
 from tasks.filters import BasicFilter, build_filters, score_columns
 from tasks.filters.dedup import WIDE_COLUMNS, group_duplicates, write_side_store
 from tasks.filters.frames import decode_clip

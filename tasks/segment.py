@@ -29,29 +29,11 @@ from infra.contact_sheet import contact_sheet
 from infra.manifest import Manifest
 from infra.raydata import flat_map_items
 from infra.stage import StageContext, StageWork, run_stage
+from infra.tables import SHOTS_SCHEMA
 from models.shot_merge import Boundary, boundaries_to_shots
 from models.shot_segmenter import ShotDetector
 from models.transnet import THUMB_SIZE, TransNet
 
-SHOTS_SCHEMA = pa.schema(
-    [
-        ("shot_id", pa.string()),
-        ("source_id", pa.string()),
-        ("source_uri", pa.string()),
-        ("shot_index", pa.int64()),
-        ("start_frame", pa.int64()),
-        ("end_frame", pa.int64()),
-        ("fps", pa.float64()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("boundary_in_kind", pa.string()),
-        ("boundary_in_score", pa.float64()),
-        ("boundary_out_kind", pa.string()),
-        ("boundary_out_score", pa.float64()),
-        ("detected_by", pa.string()),
-        ("error", pa.string()),
-    ]
-)
 BATCH_FRAMES = 64  # frames per hand-over from the decode thread
 QUEUED_BATCHES = 4  # decode may run this far ahead: bounds memory
 SCALE_THREADS = 1  # swscale slice threads cost more than they save on outputs this small (2x measured)

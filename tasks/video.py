@@ -9,6 +9,7 @@ import os
 import pyarrow as pa
 
 from infra import storage
+from infra.checkpoints import checkpoint_dir
 from infra.config_post import FinalVideoConfig
 from infra.config_train import TrainConfig
 from infra.manifest import Manifest
@@ -16,7 +17,6 @@ from infra.stage import StageContext, StageWork, run_stage
 from models.checkpoint import is_diffusion_forcing
 from models.generate_config import GenerateConfig
 from tasks.generate import generate_video
-from tasks.pretrain import checkpoint_dir
 
 VIDEO = "video.mp4"
 
