@@ -194,7 +194,7 @@ def inspect(run_id: str, stage: str | None, rows: int, why_clip: str | None, as_
     try:
         if why_clip:
             from infra.inspect import stage_manifest
-            from tasks.datasets import why_in_run
+            from tasks.curate.datasets import why_in_run
 
             stage_manifest(cfg, run_id, stage)  # an unknown stage lists the run's stages
             info = why_in_run(cfg, run_id, stage, why_clip)
@@ -276,7 +276,7 @@ def audit_status(run_id: str, profile: str, overrides: tuple[str, ...]) -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 def train_expert_cmd(expert: str, out: str, labelled: str | None, epochs: int, seed: int) -> None:
     """Train a captioning sub-expert (shot type / angle / position heads) and report held-out accuracy."""
-    from tasks.train_expert import train_expert
+    from tasks.curate.lib.train_expert import train_expert
 
     metrics = train_expert(expert, out, labelled, epochs=epochs, seed=seed)
     click.echo(f"{expert} expert written to {os.path.abspath(out)}: {metrics}")

@@ -19,7 +19,8 @@ from flows.summary import attach_prefect_logs, reported
 from infra.config import STAGE_ORDER, PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
-from tasks import audit, balance, caption, clips, datasets, ingest, score, segment
+from tasks.curate import balance, caption, clips, datasets, ingest, score, segment
+from tasks.curate.lib import audit
 
 
 def stage_task(fn, name: str, run_name: str | None = None):

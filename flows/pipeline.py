@@ -14,7 +14,7 @@ from infra.config import STAGE_ORDER, PipelineConfig
 from infra.config_train import TRAIN_STAGES
 from infra.manifest import Manifest
 from infra.session import close_run, open_run
-from tasks.corpus import stage as corpus_stage
+from tasks.corpus import corpus as corpus_stage
 
 corpus_task = stage_task(corpus_stage.run, "corpus")
 

@@ -19,7 +19,8 @@ from flows.summary import attach_prefect_logs, reported
 from infra.config import PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
-from tasks import dpo, pairs, reward, video
+from tasks.generate import video
+from tasks.post import dpo, pairs, reward
 
 pairs_task = stage_task(pairs.run, "pairs")
 reward_task = stage_task(reward.run, "reward")

@@ -16,7 +16,8 @@ from flows.summary import attach_prefect_logs, reported
 from infra.config import PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
-from tasks import latents, pretrain
+from tasks.train import latents
+from tasks.train import training as pretrain
 
 latents_task = stage_task(latents.run, "latents", "latents-{dataset.stage}-{resolution_name}")
 train_task = stage_task(pretrain.run, "train", "{name}")

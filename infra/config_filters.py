@@ -36,7 +36,7 @@ class StaticConfig(_Cfg):
 
 
 class MosaicConfig(_Cfg):
-    """Lattice of flat cells fixed over moving footage (tasks/filters/mosaic.py)."""
+    """Lattice of flat cells fixed over moving footage (tasks/curate/filters/mosaic.py)."""
 
     enabled: bool = True
     frames: int = Field(24, ge=1, le=256, description="Luma samples examined together (the lattice is fixed, the footage moves)")
@@ -96,7 +96,7 @@ class StickerConfig(_Cfg):
 
 
 class DedupConfig(_Cfg):
-    """Copy detection (tasks/filters/dedup.py): frame-signature sets, compared over crops and time."""
+    """Copy detection (tasks/curate/filters/dedup.py): frame-signature sets, compared over crops and time."""
 
     enabled: bool = True
     grid: int = Field(12, ge=4, le=64, description="Side of the grey grid a frame is reduced to for the copy-detection embedding")

@@ -6,7 +6,7 @@
    is chosen per clip so one step moves ~8 px: slow motion is measured over many frames.
 2. Typical step: per grid point, the median displacement over all steps, refitted as one
    homography (a crossing body or a flash for a few frames cannot drag it).
-3. Speed, in the corpus truth's unit (``tasks/corpus/camera.py``): mean displacement per second of
+3. Speed, in the corpus truth's unit (``tasks/corpus/lib/camera.py``): mean displacement per second of
    a 7x5 grid of scene points (5%..95% of the frame) as a fraction of the frame diagonal;
    slow < 0.05 <= medium <= 0.20 < fast, static below ``static_below``.
 4. Direction: the typical step over the clip's length is decomposed into a camera model with one

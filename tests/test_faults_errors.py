@@ -23,9 +23,9 @@ from infra import errors, storage
 from infra.config import IngestConfig
 from infra.errors import TransientError, is_transient, retry
 from infra.video import write_video
-from tasks import clips
-from tasks.clips import cut_clips
-from tasks.ingest import probe_source
+from tasks.curate import clips
+from tasks.curate.clips import cut_clips
+from tasks.curate.ingest import probe_source
 
 BUCKET = "reelflow-faults-test"
 

@@ -11,7 +11,7 @@ import torch
 
 from infra import manifest as mf
 from infra.session import tracker_for
-from tasks.pretrain import checkpoint_dir
+from tasks.train.training import checkpoint_dir
 
 pytestmark = pytest.mark.slow
 # Simulated audits (the manual filter behind D_720p_sft needs verdicts); on a 2-film corpus a gate's sample
