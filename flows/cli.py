@@ -83,7 +83,7 @@ def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id:
     if cfg.audit.mode == "simulated" and cfg.input:
         raise click.UsageError("--audit simulated draws verdicts from the synthetic corpus truth; it cannot "
                                "audit --input footage (use --audit interactive or --audit VERDICTS.json)")
-    from infra.preflight import PreflightError, preflight
+    from flows.preflight import PreflightError, preflight
 
     try:  # input, model paths, endpoints, S3 credentials: bounded checks before any run folder exists
         preflight(cfg)

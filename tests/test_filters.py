@@ -10,7 +10,8 @@ import pytest
 
 from infra.config_filters import ScoreConfig
 from models.vtss import fit_vtss, prior_weights, vtss
-from tasks.corpus.lib.defects import codec_blocking, pixelate
+from tasks.corpus.lib.defects import pixelate
+from tasks.corpus.lib.drawing import codec_blocking
 from tasks.curate.filters.black import BlackFilter
 from tasks.curate.filters.border import BorderFilter
 from tasks.curate.filters.dedup import DedupFilter, clip_similarity, correlations, group_duplicates, unflatten

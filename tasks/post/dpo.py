@@ -39,7 +39,7 @@ from models.checkpoint import is_diffusion_forcing, pipeline_class_name
 from models.dit import check_checkpoint, load_transformer, write_checkpoint
 from models.latent_encode import denormalise_latents, encode_text
 from models.reward_model import sample_indices
-from tasks.post.reward import load_reward_model
+from tasks.post.lib.reward_io import load_reward_model
 from tasks.train.lib.loop import LoopSpec, train
 from tasks.train.lib.objective_dpo import FlowDPO, Pair, PairCache, measure_margin
 from tasks.train.lib.samples import frozen_parts, reference_pipeline

@@ -26,14 +26,12 @@ from tasks.corpus.lib.defects import (
     FOOTAGE_KINDS,
     VIDEO_LOGO_SHARE,
     Planted,
-    apply_footage,
-    apply_timeline,
     logos_inside_picture,
     plan_duplicate,
     plan_shot_defects,
     plan_video_defects,
-    timeline_defects,
 )
+from tasks.corpus.lib.drawing import apply_footage, apply_timeline, timeline_defects
 from tasks.corpus.lib.scene import ShotScene, build_shot, near_duplicate, render
 from tasks.corpus.lib.transitions import (
     Layout,

@@ -62,7 +62,7 @@ def _sample_logger(tracker, run_id: str, job: dict, stage: TrainStageConfig, cfg
 
 def train_worker(job: dict) -> list[dict] | None:
     """Train one stage; returns the per-step history on rank 0 (None elsewhere)."""
-    from tasks.train.latents import open_cache
+    from tasks.train.lib.latent_cache import open_cache
 
     stage = TrainStageConfig.model_validate(job["stage"])
     cfg = TrainConfig.model_validate(job["train"])
