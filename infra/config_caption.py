@@ -1,5 +1,5 @@
-"""Configuration of the caption stage (issue 4): the captioner, its sub-experts and fusion. The
-lead adds ``caption: CaptionConfig`` to ``StagesConfig``; these classes are validated like every config."""
+"""Configuration of the caption stage (report section 3.2): the captioner, its sub-experts and fusion,
+validated up front with the rest of the pipeline config as ``stages.caption``."""
 
 from __future__ import annotations
 

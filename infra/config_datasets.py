@@ -1,4 +1,4 @@
-"""Configuration of datasets, concept balancing and the human audit (issue 3 items 2-4).
+"""Configuration of datasets, concept balancing and the human audit (report section 3.1).
 
 A dataset is a VIEW: the scored pool (or another dataset) plus a threshold profile from
 ``configs/filters/<profile>.yaml`` (report section 3.1: ``D_256p = pool.filter(loose)`` ...).

@@ -1,4 +1,4 @@
-"""Configuration of the ``score`` stage (issue 3 item 1; report section 3.1, "data processing").
+"""Configuration of the ``score`` stage (report section 3.1, "data processing").
 
 One sub-config per filter. Each says how a score is *measured*, never where a clip is cut off:
 thresholds belong to the dataset profiles (``configs/filters/*.yaml``), so re-thresholding never

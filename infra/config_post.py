@@ -1,4 +1,4 @@
-"""Configuration of post-training (issue 7; report section 3.4): preference pairs, the reward model,
+"""Configuration of post-training (report section 3.4): preference pairs, the reward model,
 iterative Flow-DPO and the final long video. Diffusion forcing and the 720p SFT are training stages
 of ``train.stages`` (phase ``post``): the same trainer with another objective / resolution."""
 

@@ -1,4 +1,4 @@
-"""Configuration of the latent cache and the training stages (issue 5; report sections 3.3, 3.4.3).
+"""Configuration of the latent cache and the training stages (report sections 3.3, 3.4.3).
 
 Report section 3.3: progressive-resolution pretraining 256p -> 360p -> 540p (images + videos, then
 videos only), then a 540p SFT on concept-balanced fps-24 data with the FPS embedding removed. Each

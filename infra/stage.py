@@ -1,4 +1,4 @@
-"""The stage contract (DESIGN.md section 3): resume check, MLflow child run, atomic publish.
+"""The stage contract (docs/architecture.md): resume check, MLflow child run, atomic publish.
 
 A stage module supplies only its body: ``body(work) -> pyarrow.Table``. ``run_stage`` decides
 whether the stage must run at all (``_SUCCESS.json`` with the same resume key = skip), gives the

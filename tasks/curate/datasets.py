@@ -5,7 +5,7 @@ Report section 3.1: ``D_256p = pool.filter(loose)``, ``D_360p = pool.filter(medi
 ``D_720p_sft = ManualFilter(D_540p_sft)``: for a ``manual`` spec, reviewers label every clip of the
 base (:func:`tasks.curate.lib.audit.manual_review`) and their verdicts become ``manual_good`` (1 Good, 0 Bad,
 null = not reviewed) and ``manual_reason``, which the ``manual`` profile reads. A dataset is a VIEW
-(DESIGN.md section 4): every row of its input is kept and gets
+(docs/architecture.md, "The data model"): every row of its input is kept and gets
 
 - ``rejected_by``: names of every rule the clip fails (empty = in the dataset); ``error`` for an
   error row, ``not_in_<base>`` when the base dataset (e.g. D_post) does not hold it;

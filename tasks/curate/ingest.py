@@ -1,4 +1,4 @@
-"""Ingest: one row per raw video in the sources table (DESIGN.md section 4).
+"""Ingest: one row per raw video in the sources table (docs/architecture.md, "The data model").
 
 ``source_id`` comes from the file's bytes, so renaming or moving a video keeps its id and two
 copies of one film share it. Unusable files get a row with ``error`` set; later stages skip them.

@@ -160,7 +160,7 @@ def build_pairs(ctx: StageContext, cfg: DPOConfig, round: int, prompts: list[str
 
 def summarise(pairs: dict, after: torch.Tensor, start: dict, end: dict, history: list[dict], clock: list[float]
               ) -> dict[str, float]:
-    """The round's numbers (issue 7): reward-model scores before (all samples, chosen, rejected) and after,
+    """The round's numbers, what shows a round improved the policy: reward-model scores before (all samples, chosen, rejected) and after,
     the implicit reward margin on the round's pairs at its start and end, per-step firsts and lasts, timings."""
     before = pairs["scores"]
     return {

@@ -1,6 +1,6 @@
 """Latents: VAE latents + umT5 embeddings of a dataset, cached once per encoder and resolution.
 
-Training reads only this cache (issue 5, item 2). Per clip of the dataset view (``in_<dataset>``):
+Training reads only this cache (no decode or encode on the training hot path). Per clip of the dataset view (``in_<dataset>``):
 the clip (border-cropped when the view says so) goes to its bucket (``models.latent_encode.bucket_for``:
 nearest aspect ratio, longest duration bin it fills after FPS normalisation, report section 3.3),
 one video sample is drawn from its middle, and for image+video stages ``images_per_video`` still

@@ -1,6 +1,7 @@
-"""Training stages: pretrain-256p / -360p / -540p and sft-540p (report sections 3.3 and 3.4.3).
+"""Stage ``training``: every DiT training stage, pretrain-256p / -360p / -540p and sft-540p (report sections 3.3
+and 3.4.3), diffusion forcing (3.4.2) and sft-720p; one module, the stage name and objective come from config.
 
-A training stage is a stage like any other (DESIGN.md section 3): its inputs are the latent-cache
+A training stage is a stage like any other (docs/architecture.md): its inputs are the latent-cache
 manifest and the previous stage's checkpoint manifest, its output folder holds the loss curve as the
 table and the trained diffusers folder under ``checkpoint/``, published with one rename. Step
 checkpoints live beside it (``.steps/<stage>-<config hash>``) so a killed stage resumes from its last
