@@ -18,8 +18,7 @@ import click
 # the 20 s default to start the ephemeral server.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from infra.config import STAGE_ORDER, ConfigError, PipelineConfig, load_config
-from infra.config_train import POST_STAGES, TRAIN_STAGES
+from infra.config import UNTIL_CHOICES, ConfigError, PipelineConfig, load_config
 
 log = logging.getLogger("reelflow")
 
@@ -66,11 +65,12 @@ def main(verbose: bool) -> None:
 @_set
 @click.option("--input", "input_uri", help="folder or s3://bucket/prefix of videos (default: synthetic corpus)")
 @click.option("--run-id", help="name the run; outputs go to {run_root}/{run_id}/ (default: from the config)")
-@click.option("--until", type=click.Choice(STAGE_ORDER + TRAIN_STAGES + POST_STAGES), help="stop after this stage")
+@click.option("--until", type=click.Choice(UNTIL_CHOICES), help="stop after this stage")
+@click.option("--replay", type=click.Choice(UNTIL_CHOICES), help="rerun this published stage on its inputs, then stop")
 @click.option("--audit", "audit_mode", metavar="interactive|simulated|off|VERDICTS.json",
               help="how dataset gates are audited (default: audit.mode, interactive)")
 def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id: str | None, until: str | None,
-        audit_mode: str | None):
+        replay: str | None, audit_mode: str | None):
     """Run the pipeline end to end; rerunning the same command skips finished stages."""
     direct: dict[str, str | None] = {"input": input_uri}
     if audit_mode in ("interactive", "simulated", "off"):
@@ -121,9 +121,9 @@ def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id:
         raise click.ClickException(str(exc)) from None
     atexit.register(release, run_uri)
     if recording:
-        record_start(run_uri, run_id, until, cfg.profile, cfg.audit.mode)
+        record_start(run_uri, run_id, replay or until, cfg.profile, cfg.audit.mode)
     try:
-        result = pipeline(cfg, run_id, until)
+        result = pipeline(cfg, run_id, until, replay)
     except BaseException as exc:  # the stage already logged its traceback; say what to do next
         if recording and type(exc).__name__ != "RunLockedError":
             record_end(run_uri, False, f"{type(exc).__name__}: {exc}")

@@ -20,10 +20,17 @@ corpus_task = stage_task(corpus_stage.run, "corpus")
 
 
 @flow(name="reelflow-pipeline", flow_run_name="{run_id}")
-def pipeline(cfg: PipelineConfig, run_id: str, until: str | None = None) -> Manifest:
-    """The final video's manifest; with ``until``, the manifest of that stage (later phases do not run)."""
+def pipeline(cfg: PipelineConfig, run_id: str, until: str | None = None, replay: str | None = None) -> Manifest:
+    """The final video's manifest; with ``until``, the manifest of that stage (later phases do not run).
+
+    ``replay``: run that stage again although it is published, on the published outputs of the stages
+    before it (which are skipped as usual), and stop after it: one stage rerun alone on its saved inputs."""
+    if replay and until not in (None, replay):
+        raise ValueError(f"--replay {replay} stops after {replay}; drop --until {until}")
+    until = replay or until
     attach_prefect_logs()
     ctx = open_run(cfg, run_id)
+    ctx.replay = replay
     ok = False
     try:
         with reported(ctx, "pipeline"):

@@ -21,7 +21,7 @@ from infra.config_caption import CaptionConfig
 from infra.config_datasets import AuditConfig, BalanceConfig, DatasetsConfig
 from infra.config_filters import ScoreConfig
 from infra.config_post import PostTrainConfig
-from infra.config_train import TrainConfig
+from infra.config_train import POST_STAGES, TRAIN_STAGES, TrainConfig
 from infra.raydata import StageResources
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -180,6 +180,7 @@ class StagesConfig(_Cfg):
 
 # The curate flow's stages in order (``--until`` accepts any of them).
 STAGE_ORDER = ("ingest", "segment", "clips", "score", "caption", "D_256p", "D_360p", "D_540p", "D_post", "D_540p_sft", "D_720p_sft")
+UNTIL_CHOICES = STAGE_ORDER + TRAIN_STAGES + POST_STAGES  # every stage --until (and --replay) names, in order
 
 
 class PipelineConfig(_Cfg):

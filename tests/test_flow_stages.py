@@ -50,3 +50,38 @@ def test_until_names_one_phase_each():
     assert len(UNTIL_CHOICES) == len(set(UNTIL_CHOICES))
     assert [phase for phase in PHASES if stops_in(phase, "sft-540p")] == ["pretrain"]
     assert not any(stops_in(phase, None) for phase in PHASES)
+
+
+def test_the_flat_until_choices_are_the_phases_in_order():
+    assert UNTIL_CHOICES == tuple(name for names in PHASES.values() for name in names)
+
+
+def test_replay_reruns_one_published_stage_and_keeps_the_others(make_cfg, tmp_path):
+    import os
+
+    import pyarrow as pa
+
+    from infra.stage import StageContext, run_stage
+    from infra.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "test", artifact_root=f"file://{tmp_path}/art")
+    run_uri = str(tmp_path / "runs" / "r1")
+    os.makedirs(run_uri)
+    ctx = StageContext("r1", run_uri, make_cfg(), tracker, tracker.start_parent("r1", {}, {}), "abc")
+    calls = []
+
+    def body(name):
+        def run(work):
+            calls.append(name)
+            return pa.table({"value": [len(calls)]})
+        return run
+
+    def both():
+        first = run_stage(ctx, "first", ctx.cfg.stages.clips, [], body("first"))
+        return first, run_stage(ctx, "second", ctx.cfg.stages.clips, [first], body("second"))
+
+    both()
+    ctx.replay = "second"
+    first, second = both()
+    assert calls == ["first", "second", "second"]  # the replayed stage ran again, its input was read back
+    assert second.row_count == 1 and first.stage == "first"
