@@ -39,13 +39,13 @@ def inputs(ctx, folder: str, reward_uri: str | None):
     import pyarrow as pa
 
     from infra import manifest as mf
+    from infra.checkpoints import CHECKPOINT
     from infra.config import ClipsConfig
     from infra.stage import run_stage
     from models.checkpoint import init_checkpoint
     from models.dit import load_transformer, without_fps_embedding, write_checkpoint
     from models.reward_model import build_tiny_reward_model
     from tasks.post.reward import MODEL_DIR
-    from tasks.train.training import CHECKPOINT
 
     base = init_checkpoint("tiny", os.path.join(folder, "tiny-init"))
 

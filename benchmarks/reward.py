@@ -96,11 +96,11 @@ def dataset_stage(ctx, folder: str, clips: list[dict]):
 def checkpoint_stage(ctx, folder: str):
     """The tiny profile's checkpoint, FPS embedding removed (the 540p SFT's output), as an ``sft-540p`` stage."""
     from infra import storage
+    from infra.checkpoints import CHECKPOINT
     from infra.config import ClipsConfig
     from infra.stage import run_stage
     from models.checkpoint import init_checkpoint
     from models.dit import load_transformer, without_fps_embedding, write_checkpoint
-    from tasks.train.training import CHECKPOINT
 
     base = init_checkpoint("tiny", os.path.join(folder, "tiny-init"))
 

@@ -13,6 +13,7 @@ from prefect import flow
 
 from flows.stages import Stages, UntilReached, stage_task
 from flows.summary import attach_prefect_logs, reported
+from infra.checkpoints import checkpoint_dir
 from infra.config import ConfigError, PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
@@ -30,7 +31,7 @@ def train_stage(ctx, cfg: PipelineConfig, datasets: dict[str, Manifest], name: s
         raise ConfigError(f"train.stages has no stage {name!r}; the flow runs it here (known: {', '.join(cfg.train.stages)})")
     train, stage = cfg.train, cfg.train.stages[name]
     init = checkpoints[stage.init_from] if stage.init_from else None
-    init_dir = training.checkpoint_dir(init) if init else training.base_checkpoint(cfg)
+    init_dir = checkpoint_dir(init) if init else training.base_checkpoint(cfg)
     cache = latents_task(ctx, train.latents, datasets[stage.dataset], init_dir, stage.resolution,
                          train.resolutions[stage.resolution], stage.media, stage.fps_only)
     return train_task(ctx, train, name, cache, init)

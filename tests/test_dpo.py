@@ -14,6 +14,7 @@ import pytest
 import torch
 from synthetic_pool import publish, stage_ctx
 
+from infra.checkpoints import CHECKPOINT, checkpoint_dir
 from infra.config import load_config
 from infra.config_post import DPOConfig, RewardConfig
 from infra.config_train import TrainStageConfig
@@ -25,7 +26,6 @@ from models.reward_model import build_tiny_reward_model
 from tasks.post import dpo
 from tasks.post.reward import MODEL_DIR
 from tasks.train.lib.objective_dpo import FlowDPO, Pair, PairCache, measure_margin
-from tasks.train.training import CHECKPOINT, checkpoint_dir
 
 CAPTIONS = ["a man walks on a city street at night", "a red car drives fast", "a dog runs in the forest",
             "a woman smiles, close up", "slow pan over the sea at sunset"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from infra import storage
-from infra.checkpoints import CHECKPOINT, checkpoint_dir, checkpoint_dir_of, register, steps_dir  # noqa: F401
+from infra.checkpoints import CHECKPOINT, checkpoint_dir, checkpoint_dir_of, register, steps_dir
 from infra.config import PipelineConfig, config_hash, value_hash
 from infra.config_train import TrainConfig
 from infra.manifest import Manifest
