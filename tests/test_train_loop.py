@@ -131,7 +131,7 @@ def test_resume_after_kill_reproduces_the_loss_curve_bit_exactly(tmp_path):
         "import os, signal, sys; sys.path.insert(0, 'tests')\n"
         "import torch; torch.set_num_threads(1)\n"
         "from test_train_loop import _run\n"
-        "from tasks.train import loop\n"
+        "from tasks.train.lib import loop\n"
         "orig = loop.train\n"
         "def die(row):\n"
         "    if row['step'] == 7: os.kill(os.getpid(), signal.SIGKILL)\n"
