@@ -17,7 +17,7 @@ with the default ``BalanceConfig``: report target, keep_fraction 0.5, max_repeat
 - total ratio samples after / clips before (report: about 0.5), also within 3 points;
 - rare classes (those below their share of the budget: n_c < t_c * keep_fraction * N, decided from the
   draw, before balancing) kept whole: every clip sampled at least once; dominant ones only subsampled.
-Corpora: ``report`` (the report's before-shares) and ``corpus`` (``tasks.corpus.sprites.CATEGORY_WEIGHTS``,
+Corpora: ``report`` (the report's before-shares) and ``corpus`` (``tasks.corpus.lib.sprites.CATEGORY_WEIGHTS``,
 the synthetic films' own skew, whose before-shares differ from the report's by design). Per corpus:
 every seed, their ``mean`` (differences from the mean shares), ``expected`` (the skew's exact expected
 counts, no sampling noise) and ``pass`` = every seed passes, total ratio included.
@@ -174,7 +174,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="benchmarks/results/balance.json")
     args = parser.parse_args(argv)
 
-    from tasks.corpus.sprites import CATEGORY_WEIGHTS
+    from tasks.corpus.lib.sprites import CATEGORY_WEIGHTS
 
     cfg = BalanceConfig()
     skews = {"report": (dict(REPORT_BEFORE), True), "corpus": (dict(CATEGORY_WEIGHTS), False)}

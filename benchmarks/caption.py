@@ -1,7 +1,7 @@
 """Captioning benchmark (issue 4): the camera-motion sub-expert against the corpus truth, caption
 validity and throughput of the caption stage's worker, and the shot expert's held-out accuracy.
 
-Films come from ``tasks.corpus.generate_corpus``; clips are cut with ``tasks.clips.cut_clips`` from
+Films come from ``tasks.corpus.generate_corpus``; clips are cut with ``tasks.curate.clips.cut_clips`` from
 the *truth* shot ranges (so the segmenter's errors do not leak in) and re-encoded as in the
 pipeline. Each clip's estimated 6DoF label + speed class is compared with its shot's truth:
 
@@ -11,10 +11,10 @@ pipeline. Each clip's estimated 6DoF label + speed class is compared with its sh
 * static precision: of the clips called static, the share whose camera is truly still.
 
 Captions (tiny profile: random tiny Qwen2.5-VL, schema-constrained): the first ``--caption-clips``
-truth clips go through :class:`tasks.caption.CaptionWorker` in this process (one actor's work:
+truth clips go through :class:`tasks.curate.caption.CaptionWorker` in this process (one actor's work:
 decode, captioner, shot heads, camera motion, expression, fusion); validity = the share whose
 ``caption_json`` validates against ``StructuredCaption`` (target 100%), clips/s end to end per
-worker, seconds per part. Shot expert: ``tasks.train_expert.train_expert`` on the synthetic shot
+worker, seconds per part. Shot expert: ``tasks.curate.lib.train_expert.train_expert`` on the synthetic shot
 set, accuracy on its held-out quarter.
 
     python -m benchmarks.caption --videos 30 --seed 7 [--caption-clips 80] [--out benchmarks/results/caption.json]
@@ -38,11 +38,11 @@ from infra.config_caption import CaptionConfig
 from infra.video import iter_frames
 from models.camera_motion import AXES, MotionParams, estimate_motion
 from models.caption_schema import StructuredCaption
-from tasks.caption import CaptionWorker, resolve_models
-from tasks.clips import cut_clips
-from tasks.corpus.generate import generate_corpus
-from tasks.corpus.truth import load_truth
-from tasks.train_expert import train_expert
+from tasks.corpus.lib.films import generate_corpus
+from tasks.corpus.lib.truth import load_truth
+from tasks.curate.caption import CaptionWorker, resolve_models
+from tasks.curate.clips import cut_clips
+from tasks.curate.lib.train_expert import train_expert
 
 
 def truth_clips(mp4: str, work_dir: str) -> list[tuple[dict, object]]:
@@ -169,7 +169,7 @@ def main() -> None:
             if args.shot_clips:
                 result["shot_heads"] = train_expert("shot", os.path.join(work, "shot"), synthetic_clips=args.shot_clips)
     result["setup"] = {"corpus": cfg.model_dump(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
-                       "clips_from": "truth shot ranges via tasks.clips.cut_clips (default ClipsConfig)"}
+                       "clips_from": "truth shot ranges via tasks.curate.clips.cut_clips (default ClipsConfig)"}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)

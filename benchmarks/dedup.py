@@ -21,8 +21,8 @@ import numpy as np
 
 from benchmarks.filters import build_clips
 from infra.config_filters import ScoreConfig
-from tasks.filters.dedup import DedupFilter, group_duplicates, group_duplicates_exact
-from tasks.filters.frames import decode_clip
+from tasks.curate.filters.dedup import DedupFilter, group_duplicates, group_duplicates_exact
+from tasks.curate.filters.frames import decode_clip
 
 
 def corpus_agreement(videos: int, seed: int, work: str) -> dict:

@@ -39,13 +39,13 @@ def inputs(ctx, folder: str, reward_uri: str | None):
     import pyarrow as pa
 
     from infra import manifest as mf
+    from infra.checkpoints import CHECKPOINT
     from infra.config import ClipsConfig
     from infra.stage import run_stage
     from models.checkpoint import init_checkpoint
     from models.dit import load_transformer, without_fps_embedding, write_checkpoint
     from models.reward_model import build_tiny_reward_model
-    from tasks.pretrain import CHECKPOINT
-    from tasks.reward import MODEL_DIR
+    from tasks.post.reward import MODEL_DIR
 
     base = init_checkpoint("tiny", os.path.join(folder, "tiny-init"))
 
@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
     from infra.config import load_config
     from infra.stage import StageContext
     from infra.tracking import Tracker
-    from tasks import dpo
+    from tasks.post import dpo
 
     with tempfile.TemporaryDirectory(prefix="reelflow-dpo-bench-") as tmp:
         cfg = load_config("tiny", [f"storage.run_root={tmp}/runs", f"state_dir={tmp}/state"])

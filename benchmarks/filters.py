@@ -2,7 +2,7 @@
 
     python -m benchmarks.filters [--videos 40] [--out benchmarks/results/filters.json]
 
-corpus -> ingest (per-item ``probe_source``) -> shots (``tasks.segment``'s per-video function, as the
+corpus -> ingest (per-item ``probe_source``) -> shots (``tasks.curate.segment``'s per-video function, as the
 pipeline cuts them; ``--truth-shots`` uses the truth's shot ranges instead) -> ``cut_clips`` -> the
 score stage's per-clip function, in this process (one thread: the machine is shared). Measured:
 - per planted defect kind, precision and recall of the matching filter's decision at
@@ -16,7 +16,7 @@ score stage's per-clip function, in this process (one thread: the machine is sha
   are grouped within each film: the set's 48 photographs recur across its films (155 of 161 shots of
   seed 0 share theirs with another film, framed alike), which its truth does not record.
 - clean clips (no planted defect kind) wrongly rejected by the strict profile (``configs/filters/540p.yaml``
-  as ``tasks.datasets`` applies it to the pool at the tiny pipeline profile), with the rules responsible;
+  as ``tasks.curate.datasets`` applies it to the pool at the tiny pipeline profile), with the rules responsible;
 - throughput per filter (clips/s of its compute alone, and with its own decode), the shared-decode
   score stage's clips/s, and the speed-up: sum over filters of (decode + filter) / (decode + all).
 """
@@ -34,16 +34,16 @@ import pandas as pd
 from infra.config import ClipsConfig, CorpusConfig, IngestConfig, SegmentConfig
 from infra.config_datasets import load_columns, load_profile
 from infra.config_filters import ScoreConfig
-from tasks.clips import cut_clips
 from tasks.corpus import generate_corpus, load_truth
-from tasks.corpus.truth import VideoTruth
-from tasks.datasets import apply_profile
-from tasks.filters import BasicFilter, build_filters, default_thresholds, rejects
-from tasks.filters.frames import decode_clip
-from tasks.filters.quality import VTSSFilter
-from tasks.ingest import probe_source
-from tasks.score import add_duplicate_groups, score_clip
-from tasks.segment import SegmentWorker
+from tasks.corpus.lib.truth import VideoTruth
+from tasks.curate.clips import cut_clips
+from tasks.curate.datasets import apply_profile
+from tasks.curate.filters import BasicFilter, build_filters, default_thresholds, rejects
+from tasks.curate.filters.frames import decode_clip
+from tasks.curate.filters.quality import VTSSFilter
+from tasks.curate.ingest import probe_source
+from tasks.curate.score import add_duplicate_groups, score_clip
+from tasks.curate.segment import SegmentWorker
 
 MIN_OVERLAP = 0.5  # share of the clip's frames a footage/text defect must cover
 TEMPORAL = {"black", "frozen"}  # short by nature: any overlap of >= 2 frames counts
@@ -268,7 +268,7 @@ def main() -> None:
     result = {
         "corpus": {"world": args.world, "videos": args.videos, "seed": args.seed, "clips": len(clips),
                    **({"defect_rate": 0.6} if args.world == "synthetic" else {"dedup_pool": "each film"}),
-                   "shots_from": "truth shot ranges" if args.truth_shots else "tasks.segment.segment_video (default config)"},
+                   "shots_from": "truth shot ranges" if args.truth_shots else "tasks.curate.segment.segment_video (default config)"},
         "clip_has_defect": f"a truth defect kind covers >= {MIN_OVERLAP} of the clip's frames (union of its "
                            "defects), >= 2 frames for black/frozen; near_duplicate: the clip is mostly a copied shot or "
                            "its original, and another clip is mostly the other",

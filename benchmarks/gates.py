@@ -148,7 +148,7 @@ def main() -> None:
     result = {"profile": args.profile, "corpus": "the profile's synthetic corpus (tiny: 6 films, 320x180) per seed",
               "command": f"reelflow run --profile {args.profile} --audit simulated --until {LAST_STAGE} "
                          "--set corpus.seed=SEED",
-              "reviewer": "simulated from corpus truth (tasks/audit.py): bad when a planted defect overlaps the "
+              "reviewer": "simulated from corpus truth (tasks/curate/lib/audit.py): bad when a planted defect overlaps the "
                           "clip, a shot boundary lies inside it, or its caption names the wrong category",
               "seeds": seeds, "summary": summarise(seeds),
               "jobs": args.jobs, "machine": f"{os.cpu_count()} CPUs, shared"}

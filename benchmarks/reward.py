@@ -4,8 +4,8 @@ the distortion-level ordering, tiny profile, after a short training run).
     python benchmarks/reward.py --out benchmarks/results/reward.json [--corpus-seed 1] [--films 8]
     python benchmarks/reward.py --pairs <published pairs stage folder>
 
-Without ``--pairs`` the pairs come from the REAL pairs stage (``tasks.pairs.run``), as ``reelflow run``
-makes them: real clips are the clean shots of synthetic films (``tasks.corpus.generate``, corpus seed
+Without ``--pairs`` the pairs come from the REAL pairs stage (``tasks.post.pairs.run``), as ``reelflow run``
+makes them: real clips are the clean shots of synthetic films (``tasks.corpus.lib.films``, corpus seed
 ``--corpus-seed``), published as a ``D_540p_sft`` dataset view; the checkpoint is the tiny profile's
 (``models.checkpoint.init_checkpoint``) with its FPS embedding removed as the 540p SFT removes it, published
 as an ``sft-540p`` training stage. The pairs stage then regenerates each clip through that checkpoint
@@ -57,7 +57,7 @@ def real_clips(films: int, seed: int) -> list[dict]:
     """One clip per clean shot of ``films`` synthetic films: shots that overlap a planted defect, or are
     too short, are skipped. Each: clip_id, (T, H, W, 3) RGB frames, a caption from the shot's truth."""
     from infra.config import CorpusConfig
-    from tasks.corpus.generate import plan_video, render_video, video_id_for, video_seed_for
+    from tasks.corpus.lib.films import plan_video, render_video, video_id_for, video_seed_for
 
     width, height = CORPUS_SIZE
     cfg, clips = CorpusConfig(width=width, height=height, seed=seed), []
@@ -96,11 +96,11 @@ def dataset_stage(ctx, folder: str, clips: list[dict]):
 def checkpoint_stage(ctx, folder: str):
     """The tiny profile's checkpoint, FPS embedding removed (the 540p SFT's output), as an ``sft-540p`` stage."""
     from infra import storage
+    from infra.checkpoints import CHECKPOINT
     from infra.config import ClipsConfig
     from infra.stage import run_stage
     from models.checkpoint import init_checkpoint
     from models.dit import load_transformer, without_fps_embedding, write_checkpoint
-    from tasks.pretrain import CHECKPOINT
 
     base = init_checkpoint("tiny", os.path.join(folder, "tiny-init"))
 
@@ -113,7 +113,7 @@ def checkpoint_stage(ctx, folder: str):
 
 def build_pairs(ctx, films: int, seed: int, work: str) -> tuple:
     """Run the pairs stage on the clips of ``films`` synthetic films (corpus ``seed``) and a tiny checkpoint."""
-    from tasks import pairs
+    from tasks.post import pairs
 
     clips = real_clips(films, seed)
     dataset = dataset_stage(ctx, os.path.join(work, "clips"), clips)
@@ -127,7 +127,7 @@ def subset_accuracy(table, keep, tie_margin: float) -> dict:
     import torch
 
     from models.reward_loss import pairwise_accuracy
-    from tasks.reward import LABELS
+    from tasks.post.reward import LABELS
 
     part = table[[keep(a, b) for a, b in zip(table["a_desc"], table["b_desc"], strict=True)]]
     if part.empty:
@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
     from infra.config import load_config
     from infra.manifest import load_success, read_table
     from infra.session import close_run, open_run
-    from tasks import reward
+    from tasks.post import reward
 
     work = os.path.abspath(args.work or tempfile.mkdtemp(prefix="reelflow-bench-reward-"))
     cfg = load_config("tiny", [f"storage.run_root={work}/runs", f"state_dir={work}/state", "post.human_pairs_mode=off",

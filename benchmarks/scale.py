@@ -46,8 +46,8 @@ def _hex_ids(rng: np.random.Generator, n: int) -> np.ndarray:
 def clip_table(n: int, seed: int = 0) -> pa.Table:
     """``n`` rows of the caption stage's schema, defects on a minority as in tests/synthetic_pool.py."""
     from models.balance import draw_categories
-    from tasks.caption import output_schema
-    from tasks.score import SCORED_SCHEMA
+    from tasks.curate.caption import output_schema
+    from tasks.curate.score import SCORED_SCHEMA
 
     schema = output_schema(SCORED_SCHEMA)
     rng = np.random.default_rng(seed)
@@ -147,11 +147,11 @@ def run_size(folder: str) -> dict:
     from infra.config import load_config
     from infra.config_datasets import BalanceConfig, DatasetsConfig, dataset_stage_config
     from infra.config_filters import DedupConfig
-    from tasks import balance as bal
-    from tasks.dataset_view import add_verdicts, view_table
-    from tasks.datasets import OPS, why_in_run
-    from tasks.filters.dedup import clip_similarity
-    from tasks.filters.dedup_groups import group_by_index
+    from tasks.curate import balance as bal
+    from tasks.curate.datasets import OPS, why_in_run
+    from tasks.curate.filters.dedup import clip_similarity
+    from tasks.curate.filters.dedup_groups import group_by_index
+    from tasks.curate.lib.dataset_view import add_verdicts, view_table
 
     meter, root = Meter(), os.path.join(folder, "runs")
     cfg = load_config("tiny", [f"storage.run_root={root}", f"state_dir={folder}/state"])

@@ -4,7 +4,7 @@ and the real-content set (:mod:`benchmarks.realset`: Debian wallpaper photograph
     python -m benchmarks.segment [--quick] [--world both|synthetic|real] [--out benchmarks/results/segment.json]
 
 Methods, all in this process, each opening and decoding the files itself (decode included):
-- ``reelflow``: :func:`tasks.segment.segment_video` at the default ``SegmentConfig``;
+- ``reelflow``: :func:`tasks.curate.segment.segment_video` at the default ``SegmentConfig``;
 - ``reelflow_transnet_full``: the same with ``transnet_mode=full`` (TransNetV2 on every frame);
 - ``pyscenedetect_content`` / ``pyscenedetect_adaptive``: ``scenedetect.detect(path, Detector())`` at
   defaults, i.e. SceneManager and its default (OpenCV) backend, as a user calls it;
@@ -35,8 +35,8 @@ from scenedetect import AdaptiveDetector, ContentDetector, detect
 from benchmarks.realset.build import build_realset
 from infra.config import CorpusConfig, SegmentConfig
 from tasks.corpus import generate_corpus, load_truth
-from tasks.corpus.truth import VideoTruth
-from tasks.segment import SegmentWorker
+from tasks.corpus.lib.truth import VideoTruth
+from tasks.curate.segment import SegmentWorker
 
 TOLERANCE = 2
 MATCH_RULE = (

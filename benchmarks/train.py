@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from infra.config import load_config  # noqa: E402
 from models import flow_matching as fm  # noqa: E402
 from models.checkpoint import build_components  # noqa: E402
-from tasks.latent_cache import Sample  # noqa: E402
-from tasks.train.data import batch_stream, bucket_batch_size, tokens_per_sample  # noqa: E402
-from tasks.train.engine import PlainEngine  # noqa: E402
-from tasks.train.loop import LoopSpec, step_noise, train  # noqa: E402
+from tasks.train.lib.data import batch_stream, bucket_batch_size, tokens_per_sample  # noqa: E402
+from tasks.train.lib.engine import PlainEngine  # noqa: E402
+from tasks.train.lib.latent_cache import Sample  # noqa: E402
+from tasks.train.lib.loop import LoopSpec, step_noise, train  # noqa: E402
 
 
 class SyntheticCache:

@@ -18,8 +18,7 @@ import click
 # the 20 s default to start the ephemeral server.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from infra.config import STAGE_ORDER, ConfigError, PipelineConfig, load_config
-from infra.config_train import POST_STAGES, TRAIN_STAGES
+from infra.config import UNTIL_CHOICES, ConfigError, PipelineConfig, load_config
 
 log = logging.getLogger("reelflow")
 
@@ -66,11 +65,12 @@ def main(verbose: bool) -> None:
 @_set
 @click.option("--input", "input_uri", help="folder or s3://bucket/prefix of videos (default: synthetic corpus)")
 @click.option("--run-id", help="name the run; outputs go to {run_root}/{run_id}/ (default: from the config)")
-@click.option("--until", type=click.Choice(STAGE_ORDER + TRAIN_STAGES + POST_STAGES), help="stop after this stage")
+@click.option("--until", type=click.Choice(UNTIL_CHOICES), help="stop after this stage")
+@click.option("--replay", type=click.Choice(UNTIL_CHOICES), help="rerun this published stage on its inputs, then stop")
 @click.option("--audit", "audit_mode", metavar="interactive|simulated|off|VERDICTS.json",
               help="how dataset gates are audited (default: audit.mode, interactive)")
 def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id: str | None, until: str | None,
-        audit_mode: str | None):
+        replay: str | None, audit_mode: str | None):
     """Run the pipeline end to end; rerunning the same command skips finished stages."""
     direct: dict[str, str | None] = {"input": input_uri}
     if audit_mode in ("interactive", "simulated", "off"):
@@ -83,7 +83,7 @@ def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id:
     if cfg.audit.mode == "simulated" and cfg.input:
         raise click.UsageError("--audit simulated draws verdicts from the synthetic corpus truth; it cannot "
                                "audit --input footage (use --audit interactive or --audit VERDICTS.json)")
-    from infra.preflight import PreflightError, preflight
+    from flows.preflight import PreflightError, preflight
 
     try:  # input, model paths, endpoints, S3 credentials: bounded checks before any run folder exists
         preflight(cfg)
@@ -121,9 +121,9 @@ def run(profile: str, overrides: tuple[str, ...], input_uri: str | None, run_id:
         raise click.ClickException(str(exc)) from None
     atexit.register(release, run_uri)
     if recording:
-        record_start(run_uri, run_id, until, cfg.profile, cfg.audit.mode)
+        record_start(run_uri, run_id, replay or until, cfg.profile, cfg.audit.mode)
     try:
-        result = pipeline(cfg, run_id, until)
+        result = pipeline(cfg, run_id, until, replay)
     except BaseException as exc:  # the stage already logged its traceback; say what to do next
         if recording and type(exc).__name__ != "RunLockedError":
             record_end(run_uri, False, f"{type(exc).__name__}: {exc}")
@@ -194,7 +194,7 @@ def inspect(run_id: str, stage: str | None, rows: int, why_clip: str | None, as_
     try:
         if why_clip:
             from infra.inspect import stage_manifest
-            from tasks.datasets import why_in_run
+            from tasks.curate.datasets import why_in_run
 
             stage_manifest(cfg, run_id, stage)  # an unknown stage lists the run's stages
             info = why_in_run(cfg, run_id, stage, why_clip)
@@ -276,7 +276,7 @@ def audit_status(run_id: str, profile: str, overrides: tuple[str, ...]) -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 def train_expert_cmd(expert: str, out: str, labelled: str | None, epochs: int, seed: int) -> None:
     """Train a captioning sub-expert (shot type / angle / position heads) and report held-out accuracy."""
-    from tasks.train_expert import train_expert
+    from tasks.curate.lib.train_expert import train_expert
 
     metrics = train_expert(expert, out, labelled, epochs=epochs, seed=seed)
     click.echo(f"{expert} expert written to {os.path.abspath(out)}: {metrics}")

@@ -117,7 +117,7 @@ def register(main: click.Group) -> None:
             cfg = load_config(profile, list(overrides))
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from None
-        from tasks.generate import preflight
+        from tasks.generate.lib.generator import preflight
 
         try:
             preflight(checkpoint, gen, image, end_image, video)

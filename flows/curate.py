@@ -12,22 +12,15 @@ One Prefect task per stage; inside a stage, Ray Data fans out over videos / clip
 
 from __future__ import annotations
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
+from flows.stages import Stages, UntilReached, stage_task
 from flows.summary import attach_prefect_logs, reported
-from infra.config import STAGE_ORDER, PipelineConfig
+from infra.config import PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
-from tasks import audit, balance, caption, clips, datasets, ingest, score, segment
-
-
-def stage_task(fn, name: str, run_name: str | None = None):
-    """A stage as one Prefect task: retries/caching are ours (resume by _SUCCESS.json). ``run_name`` (a format
-    string over the stage function's parameters) names each task run after the stage it runs: ``dpo-1``, not
-    Prefect's ``dpo-e12``."""
-    return task(fn, name=name, task_run_name=run_name or name, cache_policy=NO_CACHE, retries=0)
-
+from tasks.curate import balance, caption, clips, datasets, ingest, score, segment
+from tasks.curate.lib import audit
 
 ingest_task = stage_task(ingest.run, "ingest")
 segment_task = stage_task(segment.run, "segment")
@@ -39,46 +32,30 @@ balance_task = stage_task(balance.run, "concept-balance", "D_post")
 gate_task = stage_task(audit.audit_gate, "audit-gate", "gate {gate}")
 
 
-class UntilReached(Exception):
-    """Raised after the stage named by ``--until``; carries that stage's manifest."""
-
-    def __init__(self, manifest: Manifest):
-        self.manifest = manifest
-
-
-def checkpoint(until: str | None, name: str, manifest: Manifest) -> Manifest:
-    if until in STAGE_ORDER and STAGE_ORDER.index(until) <= STAGE_ORDER.index(name):  # later phases: run on
-        raise UntilReached(manifest)
-    return manifest
-
-
 @flow(name="curate", flow_run_name="curate-{run_id}")
 def curate(cfg: PipelineConfig, run_id: str, input_uri: str, until: str | None = None) -> dict[str, Manifest]:
-    """Every dataset by name, in order; after the ``--until`` stage, what was built up to it (last)."""
+    """Every stage's manifest by name, in order (the datasets among them); after the ``--until`` stage, what
+    was built up to it."""
     attach_prefect_logs()
     ctx = open_run(cfg, run_id)
-    stages = cfg.stages
-    out: dict[str, Manifest] = {}
+    stages, config = Stages("curate", until), cfg.stages
 
     def dataset(name: str, source: Manifest) -> Manifest:  # D = source.filter(profile), audited
-        built = dataset_task(ctx, cfg.datasets, name, source, cfg.audit)
-        out[name] = checkpoint(until, name, gate_task(ctx, cfg.audit, name, built))
-        return out[name]
+        return gate_task(ctx, cfg.audit, name, dataset_task(ctx, cfg.datasets, name, source, cfg.audit))
 
     with reported(ctx, "curate"):
         try:
-            sources = checkpoint(until, "ingest", ingest_task(ctx, stages.ingest, input_uri))
-            shots = checkpoint(until, "segment", segment_task(ctx, stages.segment, sources))
-            clip_table = checkpoint(until, "clips", clips_task(ctx, stages.clips, sources, shots))
-            scored = checkpoint(until, "score", score_task(ctx, stages.score, clip_table))
-            pool = checkpoint(until, "caption", caption_task(ctx, stages.caption, scored))
-            dataset("D_256p", pool)
-            dataset("D_360p", pool)
-            d_540p = dataset("D_540p", pool)
-            d_post = checkpoint(until, "D_post", balance_task(ctx, stages.balance, d_540p))
-            d_540p_sft = dataset("D_540p_sft", d_post)
-            dataset("D_720p_sft", d_540p_sft)
-        except UntilReached as reached:
-            out.pop(reached.manifest.stage, None)
-            out[reached.manifest.stage] = reached.manifest
-        return out
+            sources = stages.run("ingest", ingest_task, ctx, config.ingest, input_uri)
+            shots = stages.run("segment", segment_task, ctx, config.segment, sources)
+            clip_table = stages.run("clips", clips_task, ctx, config.clips, sources, shots)
+            scored = stages.run("score", score_task, ctx, config.score, clip_table)
+            pool = stages.run("caption", caption_task, ctx, config.caption, scored)
+            stages.run("D_256p", dataset, "D_256p", pool)
+            stages.run("D_360p", dataset, "D_360p", pool)
+            d_540p = stages.run("D_540p", dataset, "D_540p", pool)
+            d_post = stages.run("D_post", balance_task, ctx, config.balance, d_540p)
+            d_540p_sft = stages.run("D_540p_sft", dataset, "D_540p_sft", d_post)
+            stages.run("D_720p_sft", dataset, "D_720p_sft", d_540p_sft)
+        except UntilReached:
+            pass  # stopped where asked: the flow itself succeeded
+        return stages.done

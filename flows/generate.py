@@ -15,7 +15,7 @@ from infra.config import PipelineConfig
 from infra.session import tracker_for
 from infra.tracking import git_sha
 from models.generate_config import GenerateConfig
-from tasks.generate import generate_video
+from tasks.generate.lib.generator import generate_video
 
 generate_task = task(generate_video, name="generate", cache_policy=NO_CACHE, retries=0)
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.curate import UntilReached, stage_task
-from flows.pretrain import train_phase
+from flows.pretrain import train_stage
+from flows.stages import Stages, UntilReached, stage_task
 from flows.summary import attach_prefect_logs, reported
 from infra.config import PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
-from tasks import dpo, pairs, reward, video
+from tasks.generate import video
+from tasks.post import dpo, pairs, reward
 
 pairs_task = stage_task(pairs.run, "pairs")
 reward_task = stage_task(reward.run, "reward")
@@ -30,31 +31,20 @@ video_task = stage_task(video.run, "video")
 @flow(name="post-train", flow_run_name="post-train-{run_id}")
 def post_train_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manifest], sft: Manifest,
                     until: str | None = None) -> Manifest:
+    """The video's manifest; after the ``--until`` stage, that stage's."""
     attach_prefect_logs()
     ctx = open_run(cfg, run_id)
+    stages, post = Stages("post-train", until), cfg.post
+    dataset = datasets[post.pairs.dataset]
     with reported(ctx, "post-train"):
-        return _post_train(ctx, cfg, datasets, sft, until)
-
-
-def _post_train(ctx, cfg: PipelineConfig, datasets: dict[str, Manifest], sft: Manifest, until: str | None) -> Manifest:
-    post = cfg.post
-
-    def done(name: str, manifest: Manifest) -> Manifest:
-        if name == until:
-            raise UntilReached(manifest)
-        return manifest
-
-    try:
-        preference = done("pairs", pairs_task(ctx, post.pairs, cfg.audit, datasets[post.pairs.dataset], sft))
-        reward_model = done("reward", reward_task(ctx, post.reward, preference))
-        checkpoints = {}
-        current = sft
-        for k in range(1, post.dpo.rounds + 1):
-            current = checkpoints[f"dpo-{k}"] = done(f"dpo-{k}", dpo_task(ctx, post.dpo, k, current, reward_model,
-                                                                         datasets[post.pairs.dataset]))
-        checkpoints = train_phase(ctx, cfg, datasets, "post", checkpoints, until)  # forcing, sft-720p
-        if until in checkpoints:
-            return checkpoints[until]
-        return video_task(ctx, post.video, cfg.train, list(checkpoints.values())[-1])
-    except UntilReached as reached:
-        return reached.manifest
+        try:
+            preference = stages.run("pairs", pairs_task, ctx, post.pairs, cfg.audit, dataset, sft)
+            reward_model = stages.run("reward", reward_task, ctx, post.reward, preference)
+            current = sft
+            for k in range(1, post.dpo.rounds + 1):
+                current = stages.run(f"dpo-{k}", dpo_task, ctx, post.dpo, k, current, reward_model, dataset)
+            for name in ("forcing", "sft-720p"):  # each from its init_from checkpoint (cfg.train.stages)
+                current = stages.run(name, train_stage, ctx, cfg, datasets, name, stages.done)
+            return stages.run("video", video_task, ctx, post.video, cfg.train, current)
+        except UntilReached as reached:
+            return reached.manifest

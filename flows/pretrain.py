@@ -11,40 +11,45 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.curate import stage_task
+from flows.stages import Stages, UntilReached, stage_task
 from flows.summary import attach_prefect_logs, reported
-from infra.config import PipelineConfig
+from infra.checkpoints import checkpoint_dir
+from infra.config import ConfigError, PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
-from tasks import latents, pretrain
+from tasks.train import latents, training
 
 latents_task = stage_task(latents.run, "latents", "latents-{dataset.stage}-{resolution_name}")
-train_task = stage_task(pretrain.run, "train", "{name}")
+train_task = stage_task(training.run, "train", "{name}")
 
 
-def train_phase(ctx, cfg: PipelineConfig, datasets: dict[str, Manifest], phase: str,
-                checkpoints: dict[str, Manifest], until: str | None = None) -> dict[str, Manifest]:
-    """Runs the ``phase`` stages of cfg.train.stages in order, each on its dataset's latent cache and from its
-    ``init_from`` checkpoint (looked up in ``checkpoints``, which it extends); stops after ``until``."""
-    train = cfg.train
-    for name, stage in train.stages.items():
-        if stage.phase != phase:
-            continue
-        init = checkpoints[stage.init_from] if stage.init_from else None
-        init_dir = pretrain.checkpoint_dir(init) if init else pretrain.base_checkpoint(cfg)
-        cache = latents_task(ctx, train.latents, datasets[stage.dataset], init_dir, stage.resolution,
-                             train.resolutions[stage.resolution], stage.media, stage.fps_only)
-        checkpoints[name] = train_task(ctx, train, name, cache, init)
-        if name == until:
-            break
-    return checkpoints
+def train_stage(ctx, cfg: PipelineConfig, datasets: dict[str, Manifest], name: str,
+                checkpoints: dict[str, Manifest]) -> Manifest:
+    """Training stage ``name`` of cfg.train.stages: its dataset's latent cache, then training from its
+    ``init_from`` checkpoint (looked up in ``checkpoints``; None = the base checkpoint)."""
+    if name not in cfg.train.stages:
+        raise ConfigError(f"train.stages has no stage {name!r}; the flow runs it here (known: {', '.join(cfg.train.stages)})")
+    train, stage = cfg.train, cfg.train.stages[name]
+    init = checkpoints[stage.init_from] if stage.init_from else None
+    init_dir = checkpoint_dir(init) if init else training.base_checkpoint(cfg)
+    cache = latents_task(ctx, train.latents, datasets[stage.dataset], init_dir, stage.resolution,
+                         train.resolutions[stage.resolution], stage.media, stage.fps_only)
+    return train_task(ctx, train, name, cache, init)
 
 
 @flow(name="pretrain", flow_run_name="pretrain-{run_id}")
 def pretrain_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manifest],
                   until: str | None = None) -> dict[str, Manifest]:
-    """Runs the pretraining stages in order; returns each stage's checkpoint manifest by stage name."""
+    """Runs the pretraining stages (phase ``pretrain`` of cfg.train.stages) in order; returns each stage's
+    checkpoint manifest by stage name."""
     attach_prefect_logs()
     ctx = open_run(cfg, run_id)
+    stages = Stages("pretrain", until)
     with reported(ctx, "pretrain"):
-        return train_phase(ctx, cfg, datasets, "pretrain", {}, until)
+        try:
+            for name, stage in cfg.train.stages.items():
+                if stage.phase == "pretrain":
+                    stages.run(name, train_stage, ctx, cfg, datasets, name, stages.done)
+        except UntilReached:
+            pass
+        return stages.done

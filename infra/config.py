@@ -13,26 +13,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from infra.config_base import Cfg as _Cfg
+from infra.config_base import ConfigError, format_validation_error, load_yaml  # noqa: F401 (re-exported)
 from infra.config_caption import CaptionConfig
 from infra.config_datasets import AuditConfig, BalanceConfig, DatasetsConfig
 from infra.config_filters import ScoreConfig
 from infra.config_post import PostTrainConfig
-from infra.config_train import TrainConfig
+from infra.config_train import POST_STAGES, TRAIN_STAGES, TrainConfig
 from infra.raydata import StageResources
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROFILES = ("tiny", "wan-1.3b", "wan-14b", "cluster-local")
-
-
-class ConfigError(ValueError):
-    """A configuration problem, already phrased for the user."""
-
-
-class _Cfg(BaseModel):
-    # extra="forbid": a typo in YAML or --set must fail loudly, not be ignored.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class StorageConfig(_Cfg):
@@ -187,6 +180,7 @@ class StagesConfig(_Cfg):
 
 # The curate flow's stages in order (``--until`` accepts any of them).
 STAGE_ORDER = ("ingest", "segment", "clips", "score", "caption", "D_256p", "D_360p", "D_540p", "D_post", "D_540p_sft", "D_720p_sft")
+UNTIL_CHOICES = STAGE_ORDER + TRAIN_STAGES + POST_STAGES  # every stage --until (and --replay) names, in order
 
 
 class PipelineConfig(_Cfg):
@@ -248,42 +242,6 @@ def parse_override(item: str) -> dict[str, Any]:
     for key in reversed(keys):
         value = {key: value}
     return value
-
-
-def _allowed(model: type[BaseModel], loc: tuple) -> str:
-    """Describe the allowed keys at ``loc`` for an 'extra field' error."""
-    current: Any = model
-    for part in loc[:-1]:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return ""
-        current = field.annotation
-    fields = getattr(current, "model_fields", None)
-    return f"; allowed keys: {', '.join(sorted(fields))}" if fields else ""
-
-
-def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        dotted = ".".join(str(p) for p in loc) or "<root>"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field" + _allowed(model, loc)
-        else:
-            msg = f"got {e.get('input')!r}; {msg}"
-        lines.append(f"  {dotted}: {msg}")
-    return "\n".join(lines)
-
-
-def load_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
 
 
 def load_config(

@@ -1,15 +1,13 @@
-"""Configuration of the caption stage (issue 4): the captioner, its sub-experts and fusion. The
-lead adds ``caption: CaptionConfig`` to ``StagesConfig``; these classes are validated like every config."""
+"""Configuration of the caption stage (report section 3.2): the captioner, its sub-experts and fusion,
+validated up front with the rest of the pipeline config as ``stages.caption``."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-
-class _Cfg(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from infra.config_base import Cfg as _Cfg
 
 
 class CameraMotionConfig(_Cfg):

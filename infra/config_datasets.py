@@ -1,4 +1,4 @@
-"""Configuration of datasets, concept balancing and the human audit (issue 3 items 2-4).
+"""Configuration of datasets, concept balancing and the human audit (report section 3.1).
 
 A dataset is a VIEW: the scored pool (or another dataset) plus a threshold profile from
 ``configs/filters/<profile>.yaml`` (report section 3.1: ``D_256p = pool.filter(loose)`` ...).
@@ -12,16 +12,14 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-# infra.config is imported inside the loaders: infra.config imports this module for PipelineConfig.
+from infra.config_base import Cfg as _Cfg
+from infra.config_base import ConfigError, format_validation_error, load_yaml
+
 FILTERS_DIR = Path(__file__).resolve().parent.parent / "configs" / "filters"
 Op = Literal["<", "<=", ">", ">="]
 REASONS = ("black", "static", "text", "mosaic", "effects/stickers", "low quality", "wrong caption", "other")
-
-
-class _Cfg(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class Rule(_Cfg):
@@ -80,8 +78,6 @@ def load_profile(name: str, filters_dir: Path = FILTERS_DIR) -> ThresholdProfile
     The report's progression is loose -> medium -> strict: an inherited rule may be tightened,
     never loosened, so ``D_540p`` is always a subset of ``D_360p`` of ``D_256p``.
     """
-    from infra.config import ConfigError, format_validation_error, load_yaml
-
     chain: list[ThresholdProfile] = []
     while name is not None:
         path = filters_dir / f"{name}.yaml"
@@ -114,8 +110,6 @@ def load_profile(name: str, filters_dir: Path = FILTERS_DIR) -> ThresholdProfile
 
 def load_columns(filters_dir: Path = FILTERS_DIR) -> dict[str, str]:
     """Expected score column -> column the score stage writes (``columns.yaml``)."""
-    from infra.config import ConfigError, load_yaml
-
     data = load_yaml(filters_dir / "columns.yaml")
     bad = {k: v for k, v in data.items() if not (isinstance(k, str) and isinstance(v, str))}
     if bad:

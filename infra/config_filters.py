@@ -1,4 +1,4 @@
-"""Configuration of the ``score`` stage (issue 3 item 1; report section 3.1, "data processing").
+"""Configuration of the ``score`` stage (report section 3.1, "data processing").
 
 One sub-config per filter. Each says how a score is *measured*, never where a clip is cut off:
 thresholds belong to the dataset profiles (``configs/filters/*.yaml``), so re-thresholding never
@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-
-class _Cfg(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from infra.config_base import Cfg as _Cfg
 
 
 class DecodeConfig(_Cfg):
@@ -38,7 +36,7 @@ class StaticConfig(_Cfg):
 
 
 class MosaicConfig(_Cfg):
-    """Lattice of flat cells fixed over moving footage (tasks/filters/mosaic.py)."""
+    """Lattice of flat cells fixed over moving footage (tasks/curate/filters/mosaic.py)."""
 
     enabled: bool = True
     frames: int = Field(24, ge=1, le=256, description="Luma samples examined together (the lattice is fixed, the footage moves)")
@@ -98,7 +96,7 @@ class StickerConfig(_Cfg):
 
 
 class DedupConfig(_Cfg):
-    """Copy detection (tasks/filters/dedup.py): frame-signature sets, compared over crops and time."""
+    """Copy detection (tasks/curate/filters/dedup.py): frame-signature sets, compared over crops and time."""
 
     enabled: bool = True
     grid: int = Field(12, ge=4, le=64, description="Side of the grey grid a frame is reduced to for the copy-detection embedding")

@@ -1,4 +1,4 @@
-"""Configuration of post-training (issue 7; report section 3.4): preference pairs, the reward model,
+"""Configuration of post-training (report section 3.4): preference pairs, the reward model,
 iterative Flow-DPO and the final long video. Diffusion forcing and the 720p SFT are training stages
 of ``train.stages`` (phase ``post``): the same trainer with another objective / resolution."""
 
@@ -6,17 +6,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from infra.config_base import Cfg as _Cfg
 
 Distortion = Literal["v2v", "i2v", "t2v", "frame_rate", "noise", "reverse"]
 # Report section 3.4.1: regenerations ordered from mildest to strongest distortion of the real clip.
 DISTORTION_LEVEL = {"v2v": 1, "i2v": 2, "t2v": 3, "frame_rate": 1, "noise": 1, "reverse": 2}
 MOTION_FAILURES = ("excess motion", "insufficient motion", "subject distortion", "local detail damage",
                    "physics violation", "unnatural motion")
-
-
-class _Cfg(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class PairsConfig(_Cfg):

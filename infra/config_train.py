@@ -1,4 +1,4 @@
-"""Configuration of the latent cache and the training stages (issue 5; report sections 3.3, 3.4.3).
+"""Configuration of the latent cache and the training stages (report sections 3.3, 3.4.3).
 
 Report section 3.3: progressive-resolution pretraining 256p -> 360p -> 540p (images + videos, then
 videos only), then a 540p SFT on concept-balanced fps-24 data with the FPS embedding removed. Each
@@ -15,12 +15,9 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class _Cfg(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+from infra.config_base import Cfg as _Cfg
 
 # FPS normalisation (report section 3.3): every clip is resampled to one of these rates; the learnable
 # FPS embedding has one row per rate, indexed as diffusers' SkyReels-V2 pipelines index it (16 -> 0, else 1).

@@ -1,6 +1,6 @@
 """Manifests: one Parquet table per stage output plus a ``_SUCCESS.json`` commit record.
 
-DESIGN.md section 3: a stage writes into a temporary sibling and publishes with one rename;
+docs/architecture.md, "The stage contract": a stage writes into a temporary sibling and publishes with one rename;
 ``_SUCCESS.json`` (row count, fingerprint, config hash, code version, stats) is written last,
 so a folder without it is never trusted. Its ``resume_key`` (config hash + input fingerprints)
 lets a rerun skip a finished stage.

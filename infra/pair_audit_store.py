@@ -24,7 +24,7 @@ from infra.config_post import MOTION_FAILURES
 from infra.manifest import Manifest, load_success, read_table
 
 PAIR_AUDITS = "pair_audits"
-# What a reviewer is shown, by the ``kind`` of the pairs table (tasks/pairs.py).
+# What a reviewer is shown, by the ``kind`` of the pairs table (tasks/post/pairs.py).
 PAIR_KINDS = {"human": "two text-to-video samples of the same prompt from the same checkpoint, different seeds "
                        "(neither is real footage; the side of each is random)"}
 PAIRS_STAGE = "pairs"

@@ -1,7 +1,7 @@
 """Ray Data glue shared by the data stages: one item per block, work in actor pools, rows back
 as a typed Arrow table.
 
-DESIGN.md section 3: Prefect orchestrates one task per stage; inside it Ray Data streams items
+docs/architecture.md, "The stage contract": Prefect orchestrates one task per stage; inside it Ray Data streams items
 (one video per Ray task, bounded memory). Model-bearing workers are callable classes so that
 models load once per actor, not once per video.
 """

@@ -1,4 +1,4 @@
-"""The stage contract (DESIGN.md section 3): resume check, MLflow child run, atomic publish.
+"""The stage contract (docs/architecture.md): resume check, MLflow child run, atomic publish.
 
 A stage module supplies only its body: ``body(work) -> pyarrow.Table``. ``run_stage`` decides
 whether the stage must run at all (``_SUCCESS.json`` with the same resume key = skip), gives the
@@ -38,6 +38,7 @@ class StageContext:
     tracker: Tracker
     parent_run: str
     code_version: str = "unknown"
+    replay: str | None = None  # a stage to run again although published (``reelflow run --replay``)
 
     @property
     def profile(self) -> str:
@@ -74,7 +75,7 @@ def run_stage(
     final_uri = ctx.stage_uri(name)
     key = mf.resume_key(chash, inputs)
     done = mf.load_success(final_uri)
-    if done is not None and done.resume_key == key:
+    if done is not None and done.resume_key == key and name != ctx.replay:
         log.info("stage %-8s skipped: already published (%d rows) at %s", name, done.row_count, final_uri)
         return done
     for upstream in inputs:

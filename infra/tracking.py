@@ -1,4 +1,4 @@
-"""MLflow tracking: one parent run per pipeline run, one child run per stage (DESIGN.md section 3).
+"""MLflow tracking: one parent run per pipeline run, one child run per stage (docs/architecture.md).
 
 Everything goes through an explicit ``MlflowClient`` and run ids rather than mlflow's global
 "active run" stack: stages run inside Prefect task threads, and explicit ids keep parent/child
@@ -200,7 +200,7 @@ class Tracker:
 
     def ensure_registered(self, model_name: str, source_uri: str, rid: str | None, alias: str,
                           tags: dict[str, str], description: str = "reelflow checkpoints, one alias per stage") -> str:
-        """A model version pointing at a checkpoint folder, with the stage's alias (DESIGN.md section 3:
+        """A model version pointing at a checkpoint folder, with the stage's alias (docs/architecture.md:
         aliases, never registry "stages"); the weights stay where the stage published them. A resumed
         run whose alias already points at this folder registers nothing new."""
         try:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Same vocabulary as the corpus truth (tasks/corpus/truth.py) and concept balancing.
+# Same vocabulary as the corpus truth (tasks/corpus/lib/truth.py) and concept balancing.
 Category = Literal["human", "animal", "vehicle", "scenery", "architecture", "object"]
 # Report section 3.2, Shot Captioner classes.
 ShotType = Literal["extreme close-up", "close-up", "medium", "full", "long"]

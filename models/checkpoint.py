@@ -3,7 +3,7 @@
 `init_checkpoint` writes the same layout as the published `Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers`
 (model_index.json + transformer/ vae/ text_encoder/ tokenizer/ scheduler/), using the very classes the
 reference pipeline loads, so `SkyReelsV2DiffusionForcingPipeline.from_pretrained(folder)` works unchanged.
-Profiles (DESIGN.md section 5): `tiny` runs a long diffusion-forcing generation in seconds on CPU;
+Profiles (docs/architecture.md): `tiny` runs a long diffusion-forcing generation in seconds on CPU;
 `wan-1.3b` is the real SkyReels-V2-DF-1.3B DiT and Wan2.1 VAE architecture (random init, GPU only).
 """
 

@@ -4,7 +4,7 @@ The DiT works on normalized latents ((z - latents_mean) / latents_std), as the d
 pipelines do. Decoding is streamed: the Wan decoder is causal in time and the diffusers VAE itself decodes
 one latent frame at a time through a feature cache, so feeding it the frames of each finished window, with
 the cache kept between calls, performs the very same operations as one `vae.decode` of the whole video
-while holding only a window of frames (infinite-length generation, issue 6 item 5).
+while holding only a window of frames (infinite-length generation, report section 3.4.2: memory must not grow with the length).
 
 The Wan VAE's RMS norms go through `F.normalize`, whose vector norm over the channel dimension of a 5-D
 tensor takes a strided path on CPU ~40x slower than a plain sum of squares, half the decode time at small

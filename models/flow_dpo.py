@@ -42,7 +42,7 @@ def flow_matching_error(prediction: torch.Tensor, velocity: torch.Tensor) -> tor
 
 def flow_dpo_loss(err_w: torch.Tensor, err_l: torch.Tensor, ref_err_w: torch.Tensor, ref_err_l: torch.Tensor,
                   beta: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """Eq. 4 averaged over the batch, and the round's metrics (issue 7): implicit reward margin, chosen and
+    """Eq. 4 averaged over the batch, and the round's metrics (what tells a round worked): implicit reward margin, chosen and
     rejected policy errors, preference accuracy (margin > 0). Reference errors are treated as constants."""
     ref_err_w, ref_err_l = ref_err_w.detach(), ref_err_l.detach()
     reward_w, reward_l = -beta / 2 * (err_w - ref_err_w), -beta / 2 * (err_l - ref_err_l)

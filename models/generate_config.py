@@ -35,7 +35,7 @@ class GenerateConfig(BaseModel):
     base_num_frames: int = Field(97, ge=1, description="pixel frames the DiT sees per window")
     overlap_history: int | None = Field(None, ge=1, description="pixel frames re-read from the last window")
     addnoise_condition: float = Field(0.0, ge=0, description="noise level on history conditions (~20)")
-    # Speed-ups beyond the reference (issue 6 item 4); exact up to float rounding.
+    # Speed-ups beyond the reference sampler; exact up to float rounding.
     skip_unstarted_blocks: bool = Field(True, description="under block-causal attention, do not run blocks "
                                         "that have not started: no earlier block attends to them")
     batch_guidance: bool = Field(True, description="run the conditional and unconditional passes of "

@@ -1,4 +1,4 @@
-"""Schema-constrained decoding without a grammar library (issue 4: every caption validates).
+"""Schema-constrained decoding without a grammar library (every caption must validate against the SkyCaptioner schema).
 
 The caption schema (``models.caption_schema``) is small and bounded: every string has a
 ``maxLength``, every array a ``maxItems``, nothing is recursive. So it compiles to a deterministic

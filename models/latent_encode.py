@@ -1,6 +1,6 @@
 """What the latent cache stores: bucket choice, FPS normalisation, VAE latents, umT5 embeddings.
 
-Pure functions over torch; ``tasks/latents.py`` does the I/O. Conventions follow diffusers' Wan /
+Pure functions over torch; ``tasks/train/latents.py`` does the I/O. Conventions follow diffusers' Wan /
 SkyReels-V2 pipelines so a cached sample is exactly what those pipelines produce or consume:
 
 - latents are the VAE posterior's mode, normalised ``(mu - latents_mean) / latents_std`` per channel;

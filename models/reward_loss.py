@@ -63,7 +63,7 @@ class TieParameter(nn.Module):
 @torch.no_grad()
 def pairwise_accuracy(score_a: torch.Tensor, score_b: torch.Tensor, label: torch.Tensor,
                       tie_margin: float) -> dict[str, float]:
-    """Held-out accuracy two ways (issue 7). Ties excluded: over pairs labelled A or B, the higher score
+    """Held-out accuracy two ways (ties cannot be scored as a win or a loss). Ties excluded: over pairs labelled A or B, the higher score
     must be the preferred one. Ties included: the prediction is a tie when |r_A - r_B| <= tie_margin,
     else the higher score, and must equal the label over all pairs. NaN when a subset is empty."""
     d, label = score_a - score_b, label.long()

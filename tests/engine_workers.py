@@ -22,10 +22,10 @@ TEXT_LEN = 5
 def engine_for(name: str, model, stage, cfg):
     """The training engine a worker config names (imported lazily: DeepSpeed is slow to import)."""
     if name == "plain":
-        from tasks.train.engine import PlainEngine
+        from tasks.train.lib.engine import PlainEngine
 
         return PlainEngine(model, stage)
-    from tasks.train.engine_deepspeed import DeepSpeedEngine
+    from tasks.train.lib.engine_deepspeed import DeepSpeedEngine
 
     return DeepSpeedEngine(model, stage, cfg)
 
@@ -109,15 +109,15 @@ def _close(engine) -> None:
 
 
 def trainer_loop(config: dict) -> list[float]:
-    """reelflow's own training loop (tasks.train.loop.train: bucketed batches, per-step noise, data-rank
+    """reelflow's own training loop (tasks.train.lib.loop.train: bucketed batches, per-step noise, data-rank
     shards) on the tiny overfit set, with the engine named in ``config``; returns the per-step losses."""
     import tempfile
 
     from train_helpers import OverfitSet, stage_cfg
 
     from models.dit import without_fps_embedding
-    from tasks.train.loop import LoopSpec
-    from tasks.train.loop import train as train_loop
+    from tasks.train.lib.loop import LoopSpec
+    from tasks.train.lib.loop import train as train_loop
 
     torch.set_num_threads(1)
     cfg, stage = stage_cfg(config["steps"])
@@ -159,8 +159,8 @@ def uneven_loop(config: dict) -> dict:
 
     from models.checkpoint import build_components
     from models.dit import without_fps_embedding
-    from tasks.train.loop import LoopSpec
-    from tasks.train.loop import train as train_loop
+    from tasks.train.lib.loop import LoopSpec
+    from tasks.train.lib.loop import train as train_loop
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from infra import manifest as mf
 from infra.video import write_video
-from tasks.pairs import SCHEMA, pair_row
+from tasks.post.pairs import SCHEMA, pair_row
 
 
 def _video(path: str, seed: int, moving: bool) -> None:

@@ -23,8 +23,8 @@ from infra.audit_store import (
     list_audits,
     save_sample,
 )
-from tasks import audit
-from tasks.audit import AuditFailed, AuditIncomplete, audit_gate, open_audit
+from tasks.curate.lib import audit
+from tasks.curate.lib.audit import AuditFailed, AuditIncomplete, audit_gate, open_audit
 
 TOKENS = {"tok-alice-123": "alice"}
 

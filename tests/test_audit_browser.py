@@ -10,7 +10,7 @@ from audit_helpers import audit_cfg, audit_run
 
 from infra.audit_app import create_app
 from infra.audit_store import VerdictStore, list_audits, save_sample
-from tasks.audit import AuditFailed, audit_gate, open_audit
+from tasks.curate.lib.audit import AuditFailed, audit_gate, open_audit
 
 pytestmark = pytest.mark.slow
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -19,8 +19,8 @@ from infra.audit_app import create_app
 from infra.audit_store import Verdict, VerdictStore, evaluate, list_audits, load_sample
 from infra.config import load_config
 from infra.session import default_run_id
-from tasks.audit import AuditFailed, audit_gate, open_audit
-from tasks.audit_next import looser_threshold
+from tasks.curate.lib.audit import AuditFailed, audit_gate, open_audit
+from tasks.curate.lib.audit_next import looser_threshold
 
 BEARER = {"Authorization": "Bearer tok-alice-123"}
 TOKENS = {"tok-alice-123": "alice", "tok-bob-45678": "bob"}

@@ -16,7 +16,7 @@ from benchmarks.audit_memory import hostile_flood, rss_kib
 from infra.audit_app import create_app
 from infra.audit_guard import json_depth
 from infra.audit_store import VerdictStore
-from tasks.audit import open_audit
+from tasks.curate.lib.audit import open_audit
 
 TOKENS = {"tok-alice-123": "alice"}
 BEARER = {"Authorization": "Bearer tok-alice-123"}

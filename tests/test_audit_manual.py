@@ -12,8 +12,8 @@ from infra.audit_app import create_app
 from infra.audit_store import Verdict, VerdictStore, list_audits
 from infra.audit_view import status_lines
 from infra.config_datasets import AuditConfig, DatasetsConfig
-from tasks import datasets
-from tasks.audit import AuditIncomplete
+from tasks.curate import datasets
+from tasks.curate.lib.audit import AuditIncomplete
 
 
 def test_manual_review_numbers_match_what_the_dataset_keeps(make_cfg, tmp_path):

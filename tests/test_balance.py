@@ -12,8 +12,8 @@ from infra import manifest as mf
 from infra.config_datasets import BalanceConfig
 from infra.video import write_video
 from models.balance import REPORT_AFTER, REPORT_BEFORE, assign_repeats, plan_counts, shares
-from tasks import balance
-from tasks.corpus.sprites import CATEGORY_WEIGHTS
+from tasks.corpus.lib.sprites import CATEGORY_WEIGHTS
+from tasks.curate import balance
 
 CFG = BalanceConfig()
 RARE = ("architecture", "vehicle", "object")
@@ -47,7 +47,7 @@ def test_report_skew_reproduces_figure_5():
 def test_corpus_skew_and_corpus_truth_categories():
     check_report_effect(draw_categories(20000, CATEGORY_WEIGHTS, seed=4))
     from infra.config import CorpusConfig
-    from tasks.corpus.generate import plan_video, video_id_for, video_seed_for
+    from tasks.corpus.lib.films import plan_video, video_id_for, video_seed_for
 
     cats = [s.category for i in range(30)
             for s in plan_video(video_id_for(i), video_seed_for(0, i), CorpusConfig()).truth.shots]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.camera_motion import AXES, MotionParams, estimate_motion, speed_class
-from tasks.corpus.camera import CameraPath, _rate_for, camera_truth, measure_speed
+from tasks.corpus.lib.camera import CameraPath, _rate_for, camera_truth, measure_speed
 
 W, H, FPS, N = 192, 108, 24.0, 40
 

@@ -147,7 +147,7 @@ def _caption(**over) -> StructuredCaption:
 
 
 def test_sub_experts_override_their_fields():
-    from tasks.caption import apply_experts
+    from tasks.curate.caption import apply_experts
 
     face = Expression(emotion="sad", intensity="strong", change="steady")
     out = apply_experts(_caption(), {"shot_type": "close-up", "shot_angle": "low", "shot_position": "side"},
@@ -163,8 +163,8 @@ def test_sub_experts_override_their_fields():
 
 def test_worker_captions_carries_errors_and_survives_a_bad_clip(tmp_path):
     from infra.video import write_video
-    from tasks.caption import CAPTION_FIELDS, CaptionWorker, resolve_models
-    from tasks.clips import CLIPS_SCHEMA
+    from tasks.curate.caption import CAPTION_FIELDS, CaptionWorker, resolve_models
+    from tasks.curate.clips import CLIPS_SCHEMA
 
     rng = np.random.default_rng(0)
     path = str(tmp_path / "clip.mp4")
@@ -196,8 +196,8 @@ def test_caption_stage_adds_columns_through_ray(make_cfg, tmp_path):
     from infra.session import open_run
     from infra.stage import run_stage
     from infra.video import write_video
-    from tasks import caption as stage
-    from tasks.clips import CLIPS_SCHEMA
+    from tasks.curate import caption as stage
+    from tasks.curate.clips import CLIPS_SCHEMA
 
     path = str(tmp_path / "clip.mp4")
     write_video(np.random.default_rng(0).integers(0, 255, (24, 90, 160, 3), dtype=np.uint8), path, 12.0)

@@ -1,4 +1,4 @@
-"""tasks.clips: trimming / min / max / splitting rules, frame-accurate re-encode, error rows."""
+"""tasks.curate.clips: trimming / min / max / splitting rules, frame-accurate re-encode, error rows."""
 
 import os
 
@@ -12,7 +12,7 @@ from test_video_io import number_of, numbered
 from infra import storage
 from infra.config import ClipsConfig
 from infra.video import iter_frames, probe_video, write_video
-from tasks.clips import CLIPS_SCHEMA, clip_id, cut_clips, plan_ranges
+from tasks.curate.clips import CLIPS_SCHEMA, clip_id, cut_clips, plan_ranges
 
 W, H, FPS = 64, 36, 24
 CFG = ClipsConfig(min_seconds=1.0, max_seconds=3.0, trim_frames=2, crf=0)

@@ -15,7 +15,7 @@ import pytest
 from s3_server import moto_s3
 
 from infra import storage
-from tasks.train import state as ckpt
+from tasks.train.lib import state as ckpt
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "reelflow-cluster"
@@ -28,8 +28,8 @@ torch.set_num_threads(1)
 from train_helpers import OverfitSet, stage_cfg
 from infra import storage
 from models.checkpoint import build_components
-from tasks.train.engine import PlainEngine
-from tasks.train.loop import LoopSpec, train
+from tasks.train.lib.engine import PlainEngine
+from tasks.train.lib.loop import LoopSpec, train
 storage.configure_storage({endpoint!r})
 cfg, stage = stage_cfg(6, checkpoint_every=3)
 stop = {stop}

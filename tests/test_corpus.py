@@ -12,10 +12,10 @@ import pytest
 from pydantic import ValidationError
 
 from infra.config import CorpusConfig
-from tasks.corpus import generate as gen
 from tasks.corpus import generate_corpus, generate_video, load_truth
-from tasks.corpus.defects import WORDS
-from tasks.corpus.truth import VideoTruth, truth_path
+from tasks.corpus.lib import films as gen
+from tasks.corpus.lib.defects import WORDS
+from tasks.corpus.lib.truth import VideoTruth, truth_path
 
 SMALL = CorpusConfig(videos=2, seed=7, width=160, height=90)
 DEFECTIVE = SMALL.model_copy(update={"defect_rate": 1.0})

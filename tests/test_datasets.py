@@ -1,4 +1,4 @@
-"""tasks.datasets: threshold profiles as views of the scored pool, rejected_by, why_not."""
+"""tasks.curate.datasets: threshold profiles as views of the scored pool, rejected_by, why_not."""
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,7 @@ from infra.config_datasets import (
     load_columns,
     load_profile,
 )
-from tasks import datasets
+from tasks.curate import datasets
 
 SPECS = {s.name: s for s in DatasetsConfig().specs}
 
@@ -160,7 +160,7 @@ def test_manual_filter_keeps_what_the_review_marked_good(make_cfg, tmp_path):
     the dataset is exactly the clean clips of D_540p_sft, and --why names the reviewer's reason."""
     from infra.audit_store import list_audits
     from infra.config_datasets import AuditConfig
-    from tasks.audit import DEFECT_REASON
+    from tasks.curate.lib.audit import DEFECT_REASON
 
     ctx, truth, base = _reviewed_base(make_cfg, tmp_path)
     m = datasets.build_dataset(ctx, DatasetsConfig(), "D_720p_sft", base, AuditConfig(mode="simulated"))
@@ -199,7 +199,7 @@ def test_manual_filter_reads_a_verdicts_file(make_cfg, tmp_path):
 
 def test_manual_filter_keeps_clips_whose_bad_reason_the_profile_tolerates():
     from infra.audit_store import Verdict
-    from tasks.datasets import tolerate
+    from tasks.curate.datasets import tolerate
 
     verdicts = {"a": Verdict(clip_id="a", verdict="bad", reason="wrong caption", reviewer="r"),
                 "b": Verdict(clip_id="b", verdict="bad", reason="mosaic", reviewer="r"),

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from infra.config_filters import DedupConfig
-from tasks.filters.dedup import group_duplicates, group_duplicates_exact
-from tasks.filters.dedup_groups import (
+from tasks.curate.filters.dedup import group_duplicates, group_duplicates_exact
+from tasks.curate.filters.dedup_groups import (
     candidate_pairs,
     components,
     group_by_index,
@@ -66,7 +66,7 @@ def test_inverted_file_index_finds_the_same_groups():
     ids, embs, lengths = synthetic_embeddings(600, seed=1)
     full = [np.asarray(e, np.float32).reshape(len(CFG.scales), CFG.frames, -1) for e in embs]
     means = np.asarray([e[0].mean(axis=0) for e in full])
-    from tasks.filters.dedup import clip_similarity
+    from tasks.curate.filters.dedup import clip_similarity
 
     sim = lambda a, b: clip_similarity(full[a], full[b])  # noqa: E731
     flat = group_by_index(ids, means, lengths, CFG, sim, exact=True)
@@ -100,8 +100,8 @@ def test_components(edges, expected):
 
 
 def test_side_store_keeps_embeddings_out_of_the_clip_table(tmp_path):
-    from tasks.filters.dedup import SIDE_STORE, read_side_store, unflatten, write_side_store
-    from tasks.score import SCORED_SCHEMA
+    from tasks.curate.filters.dedup import SIDE_STORE, read_side_store, unflatten, write_side_store
+    from tasks.curate.score import SCORED_SCHEMA
 
     assert "dedup_embedding" not in SCORED_SCHEMA.names and "dup_group" in SCORED_SCHEMA.names
     ids, embs, _ = synthetic_embeddings(40)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from synthetic_pool import publish, stage_ctx
 
+from infra.checkpoints import CHECKPOINT, checkpoint_dir
 from infra.config import load_config
 from infra.config_post import DPOConfig, RewardConfig
 from infra.config_train import TrainStageConfig
@@ -22,10 +23,9 @@ from infra.stage import run_stage
 from models.checkpoint import init_checkpoint
 from models.dit import load_transformer, without_fps_embedding, write_checkpoint
 from models.reward_model import build_tiny_reward_model
-from tasks import dpo
-from tasks.dpo_objective import FlowDPO, Pair, PairCache, measure_margin
-from tasks.pretrain import CHECKPOINT, checkpoint_dir
-from tasks.reward import MODEL_DIR
+from tasks.post import dpo
+from tasks.post.reward import MODEL_DIR
+from tasks.train.lib.objective_dpo import FlowDPO, Pair, PairCache, measure_margin
 
 CAPTIONS = ["a man walks on a city street at night", "a red car drives fast", "a dog runs in the forest",
             "a woman smiles, close up", "slow pan over the sea at sunset"]
@@ -176,7 +176,7 @@ def test_one_round_raises_the_margin_keeps_the_reference_and_publishes(world, mo
 
 @pytest.mark.slow
 def test_a_round_killed_mid_training_resumes_on_the_same_pairs(world, monkeypatch):
-    from tasks.train import loop
+    from tasks.train.lib import loop
 
     class Killed(Exception):
         pass

@@ -23,9 +23,9 @@ from infra import errors, storage
 from infra.config import IngestConfig
 from infra.errors import TransientError, is_transient, retry
 from infra.video import write_video
-from tasks import clips
-from tasks.clips import cut_clips
-from tasks.ingest import probe_source
+from tasks.curate import clips
+from tasks.curate.clips import cut_clips
+from tasks.curate.ingest import probe_source
 
 BUCKET = "reelflow-faults-test"
 
@@ -212,11 +212,11 @@ def test_s3_5xx_in_segment_score_and_caption_fails_the_stage_not_the_rows(s3_pro
     from infra.config import SegmentConfig
     from infra.config_caption import CaptionConfig
     from infra.config_filters import ScoreConfig
-    from tasks.caption import CaptionWorker, resolve_models
-    from tasks.clips import CLIPS_SCHEMA
-    from tasks.filters import BasicFilter, build_filters
-    from tasks.score import score_clip
-    from tasks.segment import segment_video
+    from infra.tables import CLIPS_SCHEMA
+    from tasks.curate.caption import CaptionWorker, resolve_models
+    from tasks.curate.filters import BasicFilter, build_filters
+    from tasks.curate.score import score_clip
+    from tasks.curate.segment import segment_video
 
     client, state = s3_proxy
     client.upload_file(film["source_uri"], BUCKET, "raw/film.mp4")

@@ -11,9 +11,9 @@ from bad_inputs import _frame, build
 from infra.config import ClipsConfig, IngestConfig, SegmentConfig
 from infra.inputs import list_inputs
 from infra.video import iter_frames, probe_video
-from tasks.clips import cut_clips
-from tasks.ingest import SOURCES_SCHEMA, mark_duplicates, probe_source
-from tasks.segment import segment_video
+from tasks.curate.clips import cut_clips
+from tasks.curate.ingest import SOURCES_SCHEMA, mark_duplicates, probe_source
+from tasks.curate.segment import segment_video
 
 CFG = IngestConfig()
 

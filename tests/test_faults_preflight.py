@@ -10,8 +10,8 @@ import time
 import pytest
 from s3_server import moto_s3
 
+from flows.preflight import PreflightError, preflight
 from infra import storage
-from infra.preflight import PreflightError, preflight
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "reelflow-preflight-test"

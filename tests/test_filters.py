@@ -10,18 +10,19 @@ import pytest
 
 from infra.config_filters import ScoreConfig
 from models.vtss import fit_vtss, prior_weights, vtss
-from tasks.corpus.defects import codec_blocking, pixelate
-from tasks.filters.black import BlackFilter
-from tasks.filters.border import BorderFilter
-from tasks.filters.dedup import DedupFilter, clip_similarity, correlations, group_duplicates, unflatten
-from tasks.filters.frames import frames_from_arrays, sample_plan
-from tasks.filters.logo import corner_persistence
-from tasks.filters.mosaic import MosaicFilter, codec_grid
-from tasks.filters.motion import MotionFilter
-from tasks.filters.ocr import TextLine, in_corner, in_picture_corner, picture_share
-from tasks.filters.quality import QualityFilter
-from tasks.filters.static import StaticFilter
-from tasks.filters.sticker import StickerFilter
+from tasks.corpus.lib.defects import pixelate
+from tasks.corpus.lib.drawing import codec_blocking
+from tasks.curate.filters.black import BlackFilter
+from tasks.curate.filters.border import BorderFilter
+from tasks.curate.filters.dedup import DedupFilter, clip_similarity, correlations, group_duplicates, unflatten
+from tasks.curate.filters.frames import frames_from_arrays, sample_plan
+from tasks.curate.filters.logo import corner_persistence
+from tasks.curate.filters.mosaic import MosaicFilter, codec_grid
+from tasks.curate.filters.motion import MotionFilter
+from tasks.curate.filters.ocr import TextLine, in_corner, in_picture_corner, picture_share
+from tasks.curate.filters.quality import QualityFilter
+from tasks.curate.filters.static import StaticFilter
+from tasks.curate.filters.sticker import StickerFilter
 
 cv2.setNumThreads(1)
 CFG = ScoreConfig()
@@ -308,8 +309,8 @@ def _burn_text(frames: np.ndarray, text: str, org: tuple[int, int], scale: float
 
 @pytest.mark.slow
 def test_text_and_logo_with_rapidocr():
-    from tasks.filters.logo import LogoFilter
-    from tasks.filters.text import TextFilter
+    from tasks.curate.filters.logo import LogoFilter
+    from tasks.curate.filters.text import TextFilter
 
     scene = moving_scene(n=48, h=180, w=320)
     text = TextFilter(CFG.text)
@@ -332,8 +333,8 @@ def test_score_stage_adds_columns_and_carries_error_rows(make_cfg, tmp_path):
     from infra.session import open_run
     from infra.stage import run_stage
     from infra.video import write_video
-    from tasks import score
-    from tasks.clips import CLIPS_SCHEMA
+    from tasks.curate import score
+    from tasks.curate.clips import CLIPS_SCHEMA
 
     path = str(tmp_path / "clip.mp4")
     write_video(moving_scene(n=36), path, FPS)
@@ -358,7 +359,7 @@ def test_benchmark_counts_clean_clips_the_strict_profile_rejects():
 
     from benchmarks.filters import clean_rejections
     from infra.config_datasets import DatasetsConfig, dataset_stage_config
-    from tasks.datasets import build_view
+    from tasks.curate.datasets import build_view
 
     pool = scored_pool(400)
     spec = {s.name: s for s in DatasetsConfig().specs}["D_540p"]

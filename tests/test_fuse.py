@@ -9,7 +9,7 @@ import pytest
 
 from infra.config_caption import FuseConfig
 from models.caption_schema import StructuredCaption
-from tasks.fuse import Fuser, dropout_rng, enhance_prompt, i2v_sparse, sparse_fields, t2v_dense
+from tasks.curate.lib.fuse import Fuser, dropout_rng, enhance_prompt, i2v_sparse, sparse_fields, t2v_dense
 
 CAPTION = StructuredCaption.model_validate({
     "subjects": [

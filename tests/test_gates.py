@@ -20,11 +20,11 @@ def test_loose_profile_removes_every_basic_defect_the_reviewer_sees(tmp_path):
     from benchmarks.filters import build_clips
     from infra.config_datasets import load_columns, load_profile
     from infra.config_filters import ScoreConfig
-    from tasks.audit import clip_truth
-    from tasks.datasets import apply_profile
-    from tasks.filters import BasicFilter, build_filters
-    from tasks.filters.quality import VTSSFilter
-    from tasks.score import score_clip
+    from tasks.curate.datasets import apply_profile
+    from tasks.curate.filters import BasicFilter, build_filters
+    from tasks.curate.filters.quality import VTSSFilter
+    from tasks.curate.lib.audit import clip_truth
+    from tasks.curate.score import score_clip
 
     cv2.setNumThreads(1)
     clips = build_clips(str(tmp_path / "corpus"), str(tmp_path / "clips"), VIDEOS, SEED, truth_cuts=True)

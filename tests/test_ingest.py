@@ -1,4 +1,4 @@
-"""tasks.ingest: one row per file, content-derived ids, bad files recorded and never raised."""
+"""tasks.curate.ingest: one row per file, content-derived ids, bad files recorded and never raised."""
 
 import shutil
 
@@ -10,7 +10,7 @@ from s3_server import moto_s3
 from infra import storage
 from infra.config import IngestConfig
 from infra.video import write_video
-from tasks.ingest import SOURCES_SCHEMA, list_sources, probe_source
+from tasks.curate.ingest import SOURCES_SCHEMA, list_sources, probe_source
 
 CFG = IngestConfig()
 BUCKET = "reelflow-ingest-test"  # its own bucket: moto keeps one in-process store across servers
@@ -111,7 +111,7 @@ def test_s3_listing_and_probe(monkeypatch, good):
 def test_listing_key_follows_a_moved_run_store(tmp_path):
     """The synthetic corpus lives inside the run: a copied run store must resume ingest, not redo it."""
     from infra.inputs import list_inputs
-    from tasks.ingest import _listing_key
+    from tasks.curate.ingest import _listing_key
 
     cfg = IngestConfig()
     first = tmp_path / "a" / "run1"

@@ -106,7 +106,7 @@ def test_encoder_fingerprint_ignores_the_transformer(checkpoint, tmp_path):
 
 def test_cache_root_defaults_beside_the_runs():
     assert LatentsConfig(cache_dir="/x/c").cache_dir == "/x/c"
-    from tasks.latent_cache import cache_root
+    from tasks.train.lib.latent_cache import cache_root
 
     assert cache_root(LatentsConfig(), "/data/runs") == "/data/latent-cache"
     assert cache_root(LatentsConfig(), "s3://bucket/team/runs") == "s3://bucket/team/latent-cache"
@@ -161,7 +161,7 @@ def test_stage_caches_reuses_and_records_errors(make_cfg, tmp_path, checkpoint):
     from infra.session import open_run
     from infra.video import iter_frames
     from models.checkpoint import load_pipeline_components
-    from tasks import latents as stage
+    from tasks.train import latents as stage
 
     ctx = open_run(make_cfg(), "latents-a")
     dataset = _dataset(ctx, tmp_path)
@@ -210,7 +210,7 @@ def test_stage_caches_reuses_and_records_errors(make_cfg, tmp_path, checkpoint):
 
 
 def _shard(folder, keys):
-    from tasks.latent_cache import write_shard
+    from tasks.train.lib.latent_cache import write_shard
 
     tensors = {f"{k}.latent": torch.full((16, 1, 2, 2), float(i)) for i, k in enumerate(keys)}
     tensors |= {f"{k}.text": torch.ones(3, 32) * i for i, k in enumerate(keys)}
@@ -223,7 +223,7 @@ def _rows(index):
 
 
 def test_index_names_only_committed_shards(tmp_path):
-    from tasks.latent_cache import LatentCache, load_index
+    from tasks.train.lib.latent_cache import LatentCache, load_index
 
     folder = str(tmp_path / "cache" / "fp" / "32p")
     assert load_index(folder) == {}
@@ -245,7 +245,7 @@ def test_cache_on_s3(monkeypatch, tmp_path):
     from s3_server import moto_s3
 
     from infra import storage
-    from tasks.latent_cache import LatentCache, load_index
+    from tasks.train.lib.latent_cache import LatentCache, load_index
 
     with moto_s3(monkeypatch, "reelflow-latents-test") as (endpoint, _):
         storage.configure_storage(endpoint)

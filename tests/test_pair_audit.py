@@ -1,5 +1,5 @@
 """Pairwise audit of the human preference pairs: store, web API (auth, no traversal, validation),
-file mode and the interactive wait of ``tasks.pair_audit.human_labels``."""
+file mode and the interactive wait of ``tasks.post.lib.pair_audit.human_labels``."""
 
 import json
 import threading
@@ -22,8 +22,8 @@ from infra.pair_audit_store import (
     open_pair_audit,
     pair_audit_id,
 )
-from tasks.audit import AuditIncomplete
-from tasks.pair_audit import apply_labels, human_labels
+from tasks.curate.lib.audit import AuditIncomplete
+from tasks.post.lib.pair_audit import apply_labels, human_labels
 
 TOKENS = {"tok-alice-123": "alice"}
 BEARER = {"Authorization": "Bearer tok-alice-123"}

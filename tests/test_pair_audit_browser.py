@@ -10,7 +10,7 @@ from synthetic_pool import stage_ctx
 from test_audit_browser import TOKEN, browser  # noqa: F401 (the browser fixture)
 
 from infra.pair_audit_store import PairVerdictStore, pair_audit_id
-from tasks.pair_audit import human_labels
+from tasks.post.lib.pair_audit import human_labels
 
 pytestmark = pytest.mark.slow
 

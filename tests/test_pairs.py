@@ -131,7 +131,7 @@ def test_pair_plan_puts_real_and_milder_first():
 
 
 def test_chosen_side_is_random_and_label_follows_it():
-    from tasks.pairs import orient
+    from tasks.post.pairs import orient
 
     rng = np.random.default_rng(0)
     sides = [orient("real", "t2v", rng) for _ in range(200)]
@@ -141,7 +141,7 @@ def test_chosen_side_is_random_and_label_follows_it():
 
 
 def test_discard_rule():
-    from tasks.pairs import difference_check
+    from tasks.post.pairs import difference_check
 
     a = np.zeros((3, 4, 4, 3), np.float32)
     assert difference_check(a, a + 0.02, 0.01) == {}
@@ -174,7 +174,7 @@ def test_plan_draws_view_members_and_human_prompts():
 
     from infra.config import ConfigError
     from infra.config_post import PairsConfig
-    from tasks.pairs import plan_items
+    from tasks.post.pairs import plan_items
 
     df = pd.DataFrame({"clip_id": list("abcde"), "caption_t2v": ["x a", "x b", "", "x d", "x e"],
                        "error": [None, None, None, "bad", None], "in_D_v": [True, True, True, True, False]})
@@ -190,7 +190,7 @@ def test_plan_draws_view_members_and_human_prompts():
 def test_worker_pending_human_pairs_and_error_rows(tmp_path, checkpoint):
     from infra.config_post import PairsConfig
     from models.zero_shot import build_tiny_clip
-    from tasks.pairs import SCHEMA, PairsWorker
+    from tasks.post.pairs import SCHEMA, PairsWorker
 
     cfg = PairsConfig(frames=9, human_samples_per_prompt=3, sample_steps=1, min_difference=0.0)
     worker = PairsWorker(checkpoint, cfg.model_dump(mode="json"), (32, 64), 32, build_tiny_clip(str(tmp_path / "clip")),
@@ -240,7 +240,7 @@ def test_stage_table_files_labels_and_provenance(make_cfg, tmp_path):
     from infra import manifest as mf
     from infra.session import open_run
     from infra.video import probe_video
-    from tasks import pairs as stage
+    from tasks.post import pairs as stage
 
     cfg = make_cfg("post.pairs.resolution=256p", "post.pairs.frames=9", "post.pairs.max_clips=3",
                    "post.pairs.sample_steps=1", "post.pairs.noise_std=0.002", "post.pairs.human_prompts=1",

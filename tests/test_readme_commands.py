@@ -46,7 +46,7 @@ def home(tmp_path_factory):
     from infra.config import load_config
     from infra.config_datasets import DatasetsConfig
     from infra.runs import record_end, record_start
-    from tasks import datasets
+    from tasks.curate import datasets
 
     root = tmp_path_factory.mktemp("home")
     cfg = load_config("tiny", [f"storage.run_root={root / 'runs'}", f"state_dir={root / '.reelflow'}"])

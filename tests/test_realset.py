@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from benchmarks.realset.build import render_film  # noqa: E402
 from benchmarks.realset.plan import plan_film  # noqa: E402
 from benchmarks.realset.sources import fetch_packages  # noqa: E402
-from tasks.corpus.generate import encode_mp4  # noqa: E402
+from tasks.corpus.lib.films import encode_mp4  # noqa: E402
 
 SEED = 37  # 840 frames, 10 boundaries, a black segment between cuts, a freeze, a flash and an occluder
 

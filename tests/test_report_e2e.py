@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from infra import manifest as mf
+from infra.checkpoints import checkpoint_dir
 from infra.session import tracker_for
-from tasks.pretrain import checkpoint_dir
 
 pytestmark = pytest.mark.slow
 # Simulated audits (the manual filter behind D_720p_sft needs verdicts); on a 2-film corpus a gate's sample

@@ -18,7 +18,7 @@ from infra import manifest as mf
 from infra.stage import StageContext
 from infra.tracking import Tracker
 from infra.video import write_video
-from tasks import reward
+from tasks.post import reward
 
 FRAMES, SIZE = 9, 56
 

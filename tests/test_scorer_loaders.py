@@ -92,7 +92,7 @@ def test_niqe_loads_the_public_mat_layout_and_scores_by_hand(tmp_path):
 
     from infra.config_filters import QualityConfig
     from models.niqe import NIQE, niqe_features
-    from tasks.filters.quality import QualityFilter, niqe_to_score
+    from tasks.curate.filters.quality import QualityFilter, niqe_to_score
 
     grey = np.random.default_rng(3).integers(0, 256, (96, 96)).astype(np.uint8)  # one block per scale
     feats = niqe_features(grey)

@@ -16,7 +16,7 @@ from infra.config import CorpusConfig, SegmentConfig
 from models.shot_merge import Boundary, Candidate, boundaries_to_shots, enforce_min_shot, merge_candidates
 from models.shot_segmenter import ShotDetector
 from tasks.corpus import generate_corpus, load_truth
-from tasks.segment import SHOTS_SCHEMA, SegmentWorker, segment_video, shot_id
+from tasks.curate.segment import SHOTS_SCHEMA, SegmentWorker, segment_video, shot_id
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from benchmarks.segment import evaluate, rows_to_boundaries  # noqa: E402

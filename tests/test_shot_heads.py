@@ -17,7 +17,7 @@ from models.shot_heads import (
     save_expert,
     train_shot_heads,
 )
-from tasks.train_expert import synthetic_shot_set, train_expert
+from tasks.curate.lib.train_expert import synthetic_shot_set, train_expert
 
 torch.set_num_threads(1)
 
@@ -88,7 +88,7 @@ def test_labelled_jsonl_is_checked(tmp_path):
     write_video(np.zeros((6, 64, 64, 3), np.uint8), clip, 12.0)
     good = tmp_path / "labels.jsonl"
     good.write_text("\n".join(json.dumps({"clip_uri": clip, "shot_type": t}) for t in TASKS["shot_type"]))
-    from tasks.train_expert import load_labelled_clips
+    from tasks.curate.lib.train_expert import load_labelled_clips
 
     loaded = load_labelled_clips(str(good))
     assert len(loaded) == 5 and loaded[0][0].shape == (64, 64, 3) and loaded[0][1] == {"shot_type": "extreme close-up"}

@@ -10,8 +10,8 @@ import pytest
 from infra.config_filters import ScoreConfig
 from tasks.corpus.defects import Planted, _footage_params, apply_footage
 from tasks.corpus.truth import Defect
-from tasks.filters.frames import frames_from_arrays
-from tasks.filters.sticker import StickerFilter
+from tasks.curate.filters.frames import frames_from_arrays
+from tasks.curate.filters.sticker import StickerFilter
 from tests.test_filters import moving_scene
 
 CFG = ScoreConfig()

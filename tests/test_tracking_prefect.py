@@ -21,7 +21,7 @@ def test_stage_logs_names_and_summary_reach_prefect(make_cfg, tmp_path):
     from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, LogFilter
     from prefect.logging.handlers import APILogHandler
 
-    from flows.curate import stage_task
+    from flows.stages import stage_task
     from flows.summary import attach_prefect_logs, reported
 
     cfg = make_cfg()

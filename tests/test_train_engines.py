@@ -15,7 +15,7 @@ import torch
 from engine_workers import train
 
 from infra.config_train import TrainConfig
-from tasks.train.launch import WorkerError, launch
+from tasks.train.lib.launch import WorkerError, launch
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 5
@@ -154,7 +154,7 @@ def test_uneven_batches_match_single_process(world):
 
 
 def test_shard_rows_cover_each_batch_once():
-    from tasks.train.data import shard_rows
+    from tasks.train.lib.data import shard_rows
 
     for n in range(1, 9):
         for world in range(1, 5):

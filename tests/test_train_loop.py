@@ -16,9 +16,9 @@ from train_helpers import OverfitSet, stage_cfg
 
 from models import flow_matching as fm
 from models.checkpoint import build_components
-from tasks.train.data import Position, batch_stream, bucket_batch_size
-from tasks.train.engine import PlainEngine
-from tasks.train.loop import LoopSpec, forward_loss, step_noise, train
+from tasks.train.lib.data import Position, batch_stream, bucket_batch_size
+from tasks.train.lib.engine import PlainEngine
+from tasks.train.lib.loop import LoopSpec, forward_loss, step_noise, train
 
 GOLDEN = Path(__file__).parent / "golden" / "train_loss_tiny.json"
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ def _run(steps: int, steps_dir: str, **update):
 def _eval_loss(model) -> float:
     """Loss at fixed noise and t over the whole set (deterministic; what 'the model fits' means)."""
     data = OverfitSet()
-    from tasks.train.data import collate
+    from tasks.train.lib.data import collate
 
     total = 0.0
     with torch.no_grad():
@@ -131,13 +131,13 @@ def test_resume_after_kill_reproduces_the_loss_curve_bit_exactly(tmp_path):
         "import os, signal, sys; sys.path.insert(0, 'tests')\n"
         "import torch; torch.set_num_threads(1)\n"
         "from test_train_loop import _run\n"
-        "from tasks.train import loop\n"
+        "from tasks.train.lib import loop\n"
         "orig = loop.train\n"
         "def die(row):\n"
         "    if row['step'] == 7: os.kill(os.getpid(), signal.SIGKILL)\n"
         f"from train_helpers import OverfitSet, stage_cfg\n"
         "from models.checkpoint import build_components\n"
-        "from tasks.train.engine import PlainEngine\n"
+        "from tasks.train.lib.engine import PlainEngine\n"
         "cfg, stage = stage_cfg(12)\n"
         "m = build_components('tiny')['transformer']\n"
         f"loop.train(PlainEngine(m, stage), OverfitSet(), loop.LoopSpec(stage, cfg, cfg.resolutions['256p'], {str(killed)!r}, 16), on_step=die)\n"
@@ -157,8 +157,8 @@ def test_step_checkpoints_keep_the_last_n(tmp_path):
 
 def test_diffusion_forcing_objective_uses_non_decreasing_noise_per_frame(tmp_path):
     from models.dit import without_fps_embedding
-    from tasks.train.data import collate
-    from tasks.train.forcing import DiffusionForcing
+    from tasks.train.lib.data import collate
+    from tasks.train.lib.objective_forcing import DiffusionForcing
 
     cfg, stage = stage_cfg(6, objective="diffusion_forcing", fps_embedding=False)
     data = OverfitSet()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from infra.config import load_config
-from tasks.latent_cache import Sample
+from tasks.train.lib.latent_cache import Sample
 
 
 class OverfitSet:

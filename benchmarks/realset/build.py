@@ -4,7 +4,7 @@ frame by frame, encode it with the synthetic corpus's encoder, write its truth s
     python -m benchmarks.realset.build [--videos 14] [--seed 0] [--out benchmarks/.cache/realset]
 
 Films are ``real_0000.mp4`` ... with ``real_0000.truth.json`` beside them, in
-:mod:`tasks.corpus.truth`'s schema. One film is a pure function of (seed, index, the packages'
+:mod:`tasks.corpus.lib.truth`'s schema. One film is a pure function of (seed, index, the packages'
 photos); the truth is written last, so its presence marks a complete film.
 """
 
@@ -24,9 +24,9 @@ from benchmarks.realset import camera as cam
 from benchmarks.realset import overlays as ov
 from benchmarks.realset.plan import FilmPlan, Take, plan_film
 from benchmarks.realset.sources import PACKAGES, cached_photos
-from tasks.corpus.generate import write_film
-from tasks.corpus.transitions import apply_hard_negatives, blend, frame_recipes
-from tasks.corpus.truth import VideoTruth, truth_path
+from tasks.corpus.lib.films import write_film
+from tasks.corpus.lib.transitions import apply_hard_negatives, blend, frame_recipes
+from tasks.corpus.lib.truth import VideoTruth, truth_path
 
 DEFAULT_CACHE = os.path.join(os.path.dirname(os.path.dirname(__file__)), ".cache", "realset")
 
@@ -150,7 +150,7 @@ def build_realset(out_dir: str, videos: int = 14, seed: int = 0, width: int = 64
 
 
 def summary(paths: list[str]) -> dict:
-    from tasks.corpus.truth import load_truth
+    from tasks.corpus.lib.truth import load_truth
 
     truths: list[VideoTruth] = [load_truth(p) for p in paths]
     kinds = [t.kind for tr in truths for t in tr.transitions]

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from tasks.corpus.camera import speed_class
-from tasks.corpus.truth import CameraMotion
+from tasks.corpus.lib.camera import speed_class
+from tasks.corpus.lib.truth import CameraMotion
 
 MOVES = {"static": 0.14, "pan": 0.22, "tilt": 0.12, "zoom": 0.16, "roll": 0.08, "drift": 0.16, "slow_tilt": 0.12}
 COVER = 0.62  # the crop at zoom 1 covers this share of the photo's limiting side

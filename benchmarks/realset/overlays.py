@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tasks.corpus.defects import CAPTIONS, SENTENCES, pixelate
+from tasks.corpus.lib.defects import CAPTIONS, SENTENCES, pixelate
 
 FONT_GLOBS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans*.ttf", "/usr/share/fonts/truetype/liberation/Liberation*.ttf",
               "/usr/share/fonts/truetype/dejavu/DejaVuSerif*.ttf")

@@ -14,8 +14,8 @@ import numpy as np
 
 from benchmarks.realset import camera as cam
 from benchmarks.realset import overlays as ov
-from tasks.corpus.transitions import Join, Layout, PlannedHardNegative, make_layout
-from tasks.corpus.truth import Defect, HardNegative, Shot, Subject, VideoTruth
+from tasks.corpus.lib.transitions import Join, Layout, PlannedHardNegative, make_layout
+from tasks.corpus.lib.truth import Defect, HardNegative, Shot, Subject, VideoTruth
 
 JOINS = {"cut": 0.40, "dissolve": 0.28, "fade": 0.20, "black": 0.12}  # "black": cut, black run, cut
 OVERLAYS = {"subtitle": 1.4, "caption_text": 0.7, "mosaic_drift": 0.8, "mosaic_track": 0.8, "logo": 1.2,

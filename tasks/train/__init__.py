@@ -1,1 +1,2 @@
-"""Training: flow-matching trainer, engines (plain, DeepSpeed), step checkpoints, stages (issue 5)."""
+"""Training phase (report sections 3.3, 3.4.3): the stages ``latents`` and ``training`` (pretrain-*, sft-*,
+forcing); lib/ holds the loop, engines and objectives they share."""

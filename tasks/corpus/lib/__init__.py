@@ -1,0 +1,1 @@
+"""Helpers of the corpus stage: the procedural film generator and its ground truth. Nothing here is a stage."""

@@ -1,0 +1,42 @@
+"""Black-screen filter (report section 3.1, element filters: "black screen").
+
+A frame is black when even its brightest pixels are dark (99th-percentile luma below
+``luma_max``), so a dark but lit scene is not black. The score is the longest black run in seconds:
+a flash of 3 black frames inside a shot is what a training clip must not contain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from infra.config_filters import BlackConfig
+from tasks.curate.filters.frames import ClipFrames
+
+
+def longest_run(mask: np.ndarray) -> int:
+    """Length of the longest run of True in a 1-D boolean array."""
+    best = run = 0
+    for value in mask:
+        run = run + 1 if value else 0
+        best = max(best, run)
+    return best
+
+
+def black_frames(thumbs: np.ndarray, luma_max: float) -> np.ndarray:
+    """(N,) bool: frames whose 99th-percentile luma is below ``luma_max``."""
+    flat = thumbs.reshape(len(thumbs), -1)
+    k = int(0.99 * (flat.shape[1] - 1))
+    return np.partition(flat, k, axis=1)[:, k] < luma_max
+
+
+class BlackFilter:
+    name = "black"
+    columns = {"score_black_s": pa.float64(), "score_black_ratio": pa.float64()}
+
+    def __init__(self, cfg: BlackConfig):
+        self.cfg = cfg
+
+    def __call__(self, clip: ClipFrames) -> dict:
+        black = black_frames(clip.thumbs, self.cfg.luma_max)
+        return {"score_black_s": longest_run(black) / clip.fps, "score_black_ratio": float(black.mean())}

@@ -1,0 +1,67 @@
+"""Letterbox / pillarbox filter (report section 3.1: "black borders", cropped for the strict profile).
+
+A row (column) is part of a bar when at least ``DARK_SHARE`` of its pixels are darker than
+``luma_max`` in every non-black sample; bars grow inwards from the frame edges. Burned-in
+subtitles often sit on the bottom bar, hence a share rather than "every pixel". Output: the share of
+the frame outside the picture (``score_border``) and the crop box of the picture, in clip pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from infra.config_filters import BorderConfig
+from tasks.curate.filters.black import black_frames
+from tasks.curate.filters.frames import ClipFrames
+
+DARK_SHARE = 0.75
+BAR_LUMA = 20.0  # BorderConfig.luma_max's default: the bar level other filters use
+
+
+def _edge_run(bar: np.ndarray) -> int:
+    """How many leading entries of ``bar`` are True."""
+    return int(np.argmin(bar)) if not bar.all() else len(bar)
+
+
+def picture_box(grey: np.ndarray, luma_max: float, min_bar: float) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the picture inside bars, in the samples' pixels; grey is (S, H, W)."""
+    _, h, w = grey.shape
+    dark = grey < luma_max
+    rows = (dark.mean(axis=2) >= DARK_SHARE).all(axis=0)
+    cols = (dark.mean(axis=1) >= DARK_SHARE).all(axis=0)
+    top, bottom = _edge_run(rows), _edge_run(rows[::-1])
+    left, right = _edge_run(cols), _edge_run(cols[::-1])
+    if top + bottom >= h or left + right >= w:  # all dark: no picture to frame
+        return 0, 0, w, h
+    top, bottom = (t if t >= min_bar * h else 0 for t in (top, bottom))
+    left, right = (t if t >= min_bar * w else 0 for t in (left, right))
+    return left, top, w - left - right, h - top - bottom
+
+
+def clip_picture_box(clip: ClipFrames, luma_max: float = BAR_LUMA, min_bar: float = 0.02) -> tuple[int, int, int, int]:
+    """:func:`picture_box` of a clip's lit samples (the whole frame when all are black), computed once
+    per decode and shared: the border filter's crop, the picture corners of the text and logo filters,
+    the picture the copy detector embeds."""
+    key = ("picture_box", luma_max, min_bar)
+    if key not in clip._cache:
+        grey = clip.grey_samples
+        lit = grey[~black_frames(grey, luma_max)]
+        clip._cache[key] = (picture_box(lit, luma_max, min_bar) if len(lit)
+                            else (0, 0, grey.shape[2], grey.shape[1]))
+    return clip._cache[key]
+
+
+class BorderFilter:
+    name = "border"
+    columns = {"score_border": pa.float64(), "border_crop": pa.list_(pa.int32())}
+
+    def __init__(self, cfg: BorderConfig):
+        self.cfg = cfg
+
+    def __call__(self, clip: ClipFrames) -> dict:
+        x, y, w, h = clip_picture_box(clip, self.cfg.luma_max, self.cfg.min_bar)  # all black: the whole frame
+        sh, sw = clip.samples.shape[1:3]
+        sx, sy = clip.width / sw, clip.height / sh
+        box = [round(x * sx), round(y * sy), round(w * sx), round(h * sy)]
+        return {"score_border": 1.0 - (w * h) / (sw * sh), "border_crop": box}
