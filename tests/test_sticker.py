@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from infra.config_filters import ScoreConfig
-from tasks.corpus.defects import Planted, _footage_params, apply_footage
-from tasks.corpus.truth import Defect
+from tasks.corpus.lib.defects import Planted, _footage_params
+from tasks.corpus.lib.drawing import apply_footage
+from tasks.corpus.lib.truth import Defect
 from tasks.curate.filters.frames import frames_from_arrays
 from tasks.curate.filters.sticker import StickerFilter
 from tests.test_filters import moving_scene
