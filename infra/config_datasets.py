@@ -35,6 +35,9 @@ class Rule(_Cfg):
 
     off_in: list[str] = Field(
         default_factory=list, description="Pipeline profiles where the rule does not apply (tiny: random aesthetic head)")
+    videos_only: bool = Field(
+        False, description="The rule reads time (duration, motion, freezes): image samples (media=image, the "
+        "report's joint image+video stages) are not judged by it")
 
     def threshold(self, pipeline_profile: str) -> float:
         return self.by_profile.get(pipeline_profile, self.value)

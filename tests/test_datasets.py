@@ -61,6 +61,25 @@ def test_rejected_by_lists_every_failing_rule():
     assert list(strict.rejected_by[2]) == ["text"] and "score_text=missing" in strict.rejected_detail[2][0]
 
 
+def test_images_join_the_image_and_video_datasets_and_leave_at_540p():
+    """Report 3.3: 256p and 360p train on images and videos jointly, 540p on videos. A still (a 1-frame
+    clip, media=image) is not judged by rules that read time; a video with the same scores is."""
+    pool = scored_pool(2)
+    cols = load_columns()
+    still = {"score_black": 0.0, "score_static": 0.0, "score_mosaic": 0.0, "score_sticker": 0.0, "score_text": 0.0,
+             "score_subtitle": 0.0, "score_border": 0.0, "score_logo": 0.0, "dup_keep": True,
+             "score_motion": 0.0, "score_duration": 1 / 24, "score_resolution": 720}
+    for name, value in still.items():
+        pool[cols[name]] = value
+    pool["media"] = ["image", "video"]
+    v360 = view(pool, "D_360p")
+    assert v360.in_D_360p[0] and list(v360.rejected_by[0]) == []
+    assert set(v360.rejected_by[1]) == {"too_static", "short"} and not v360.in_D_360p[1]
+    assert view(pool, "D_256p").in_D_256p[0]
+    v540 = view(pool, "D_540p")
+    assert "short" in set(v540.rejected_by[0]) and not v540.in_D_540p[0]  # 540p trains on videos only
+
+
 def test_column_mapping_is_config_and_missing_columns_fail_clearly():
     pool = scored_pool(50)
     actual = load_columns()["score_logo"]

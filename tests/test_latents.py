@@ -259,3 +259,18 @@ def test_cache_on_s3(monkeypatch, tmp_path):
         finally:
             storage.configure_storage(None)
             monkeypatch.delenv("REELFLOW_S3_ENDPOINT_URL", raising=False)
+
+
+def test_a_still_is_one_image_sample_in_image_and_video_stages_and_none_in_video_stages():
+    """An image source reaches training as a 1-frame clip (media=image): the 256p/360p stages take it
+    as an image sample (report 3.3, joint image+video pretraining); a videos-only stage has no use for it."""
+    from tasks.train.latents import plan_clip
+
+    still = {"clip_id": "still", "fps": 24.0, "num_frames": 1, "width": 320, "height": 180, "crop_box": None,
+             "caption_t2v": "a lighthouse", "clip_uri": "clips/still.mp4", "media": "image"}
+    samples, why = plan_clip(still, RES, "images+videos", 1, {})
+    assert why is None and [(s["kind"], s["frames"], s["latent_frames"]) for s in samples] == [("image", [0], 1)]
+    assert samples[0]["bucket"] and samples[0]["caption"] == "a lighthouse"
+    assert len(plan_clip(still, RES, "images+videos", 3, {})[0]) == 1  # one still, not three copies of it
+    samples, why = plan_clip(still, RES, "videos", 1, {})
+    assert samples == [] and "too short" in why

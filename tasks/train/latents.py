@@ -88,7 +88,8 @@ def plan_clip(row: dict, res: ResolutionConfig, media: str, images_per_video: in
         picks.append(("video", resample_indices(n, fps, frames, offset), ar, bucket_h, bucket_w))
     if media == "images+videos":
         ar = nearest_aspect_ratio(width, height, res.aspect_ratios)
-        picks += [("image", [int((i + 0.5) * n / images_per_video)], ar, *res.size(ar)) for i in range(images_per_video)]
+        stills = 1 if row.get("media") == "image" else images_per_video  # an image source is one still
+        picks += [("image", [int((i + 0.5) * n / stills)], ar, *res.size(ar)) for i in range(stills)]
     if not picks:
         return [], (f"too short: {n} frames at {fps:g} fps are {resampled_count(n, fps, rate)} at {rate} fps, "
                     f"fewer than the shortest duration bin ({min(res.video_frames)} frames)")

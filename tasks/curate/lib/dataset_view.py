@@ -70,13 +70,17 @@ def failures(table: pa.Table, profile, columns: dict[str, str], pipeline_profile
         fails.append(~held)
         details.append(pa.array([f"not in {base}"] * int((~held).sum()), pa.string()))
     reasons = pc.cast(table.column("manual_reason"), pa.string()) if "manual_reason" in table.column_names else None
+    image = np.zeros(n, bool)
+    if "media" in table.column_names:
+        image = pc.fill_null(pc.equal(pc.cast(table.column("media"), pa.string()), "image"), False).to_numpy(
+            zero_copy_only=False)
     for rule in (r for r in profile.rules if pipeline_profile not in r.off_in):
         column = resolve_column(rule, columns, table.column_names)
         values = numeric(table, column)
         threshold = rule.threshold(pipeline_profile)
         with np.errstate(invalid="ignore"):
             keep = ops[rule.op](values, threshold) | (np.isnan(values) & (profile.missing == "pass"))
-        bad = ~keep
+        bad = ~keep & ~image if rule.videos_only else ~keep
         text = pc.binary_join_element_wise(f"{rule.name} ({column}=", _fmt(values[bad]),
                                            f", needs {rule.op} {threshold:g})", "")
         if column == "manual_good" and reasons is not None:  # the reviewer's reason beside the rule that read it
