@@ -46,6 +46,7 @@ from infra.audit_store import (
     save_result,
     save_sample,
 )
+from infra.audit_wait import AuditIncomplete, wait_for_labels  # noqa: F401 (AuditIncomplete: callers import it here)
 from infra.config_datasets import AuditConfig
 from infra.manifest import Manifest
 from infra.stage import StageContext
@@ -56,10 +57,6 @@ log = logging.getLogger("reelflow.audit")
 
 class AuditFailed(RuntimeError):
     """The bad-case rate is at or above the gate's threshold."""
-
-
-class AuditIncomplete(RuntimeError):
-    """Verdicts are missing (file mode) or the wait timed out; re-running resumes."""
 
 
 def sample_size(population: int, rate: float, min_sample: int, max_sample: int) -> int:
@@ -214,20 +211,8 @@ def supply_verdicts(ctx: StageContext, cfg: AuditConfig, sample: AuditSample, st
 
 
 def wait_for_verdicts(ctx: StageContext, cfg: AuditConfig, sample: AuditSample, store: VerdictStore) -> GateResult:
-    started, next_report = time.time(), 0.0
-    while True:
-        result = evaluate(sample, store.reviews())
-        if result.complete:
-            return result
-        if time.time() >= next_report:
-            log.warning("audit gate %s waiting: %d/%d clips labelled; reviewers: reelflow audit serve %s",
-                        sample.gate, result.labelled, result.total, ctx.run_id)
-            next_report = time.time() + 30
-        if cfg.wait_timeout_s is not None and time.time() - started > cfg.wait_timeout_s:
-            raise AuditIncomplete(
-                f"audit gate {sample.gate}: {result.total - result.labelled} of {result.total} clips still unlabelled "
-                f"after {cfg.wait_timeout_s:g}s; verdicts given so far are kept, re-run to keep waiting")
-        time.sleep(cfg.poll_s)
+    return wait_for_labels(lambda: evaluate(sample, store.reviews()), f"audit gate {sample.gate}", "clips",
+                           ctx.run_id, cfg, log)
 
 
 def _log(ctx: StageContext, mode: str, sample: AuditSample, result: GateResult, store: VerdictStore) -> None:

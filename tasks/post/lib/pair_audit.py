@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 
 import pandas as pd
 
 from infra import storage
 from infra.audit_store import audit_uri
+from infra.audit_wait import AuditIncomplete, wait_for_labels
 from infra.config import value_hash
 from infra.config_datasets import AuditConfig
 from infra.manifest import Manifest
@@ -40,7 +40,6 @@ from infra.pair_audit_store import (
     save_logged,
 )
 from infra.stage import StageContext
-from tasks.curate.lib.audit import AuditIncomplete
 
 log = logging.getLogger("reelflow.pair_audit")
 
@@ -72,17 +71,8 @@ def _supply(run_uri: str, sample: PairAuditSample, store: PairVerdictStore, path
 
 
 def _wait(sample: PairAuditSample, store: PairVerdictStore, cfg: AuditConfig, run_id: str) -> None:
-    started, next_report = time.time(), 0.0
-    while not (state := pair_state(sample, store.latest())).complete:
-        if time.time() >= next_report:
-            log.warning("pair audit %s waiting: %d/%d human pairs labelled; reviewers: reelflow audit serve %s",
-                        sample.audit_id, state.labelled, state.total, run_id)
-            next_report = time.time() + 30
-        if cfg.wait_timeout_s is not None and time.time() - started > cfg.wait_timeout_s:
-            raise AuditIncomplete(
-                f"pair audit {sample.audit_id}: {state.total - state.labelled} of {state.total} human pairs still "
-                f"unlabelled after {cfg.wait_timeout_s:g}s; labels given so far are kept, re-run to keep waiting")
-        time.sleep(cfg.poll_s)
+    wait_for_labels(lambda: pair_state(sample, store.latest()), f"pair audit {sample.audit_id}", "human pairs",
+                    run_id, cfg, log)
 
 
 def labels_key(labels: dict[str, dict]) -> str:
