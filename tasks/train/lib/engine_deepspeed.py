@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from infra.build_locks import clear_stale_locks
 from infra.config_train import TrainConfig, TrainStageConfig
 from tasks.train.lib.engine import StepStats, build_optimizer, lr_lambda
 
@@ -68,6 +69,7 @@ class DeepSpeedEngine:
     def __init__(self, model: nn.Module, stage_cfg: TrainStageConfig, train_cfg: TrainConfig):
         import deepspeed
 
+        clear_stale_locks()  # a killed build of DeepSpeed's comm op would make this start wait forever
         self._owns_group = _init_process_group()
         deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False, verbose=False)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
