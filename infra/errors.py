@@ -142,6 +142,18 @@ def retry(
     raise AssertionError("unreachable")
 
 
+def retry_input(fn: Callable[[], T], what: str) -> tuple[T | None, Exception | None]:
+    """:func:`retry` for work on one input: ``(result, None)``, or ``(None, error)`` when the input itself
+    is bad (that error becomes the input's row); a machine fault that outlives its retries still raises
+    :class:`TransientError`, failing the stage unpublished."""
+    try:
+        return retry(fn, what), None
+    except TransientError:
+        raise
+    except Exception as exc:
+        return None, exc
+
+
 def find_transient(exc: BaseException) -> TransientError | None:
     """The :class:`TransientError` a worker raised, through Ray's wrappers (which chain the cause
     or subclass it), so the driver can report its message rather than a remote traceback."""

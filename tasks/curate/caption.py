@@ -26,7 +26,7 @@ import pyarrow as pa
 from infra import storage
 from infra.config_caption import CaptionConfig
 from infra.contact_sheet import contact_sheet
-from infra.errors import TransientError, retry, surface_transient
+from infra.errors import retry_input, surface_transient
 from infra.manifest import Manifest, read_arrow
 from infra.raydata import flat_map_rows
 from infra.stage import StageContext, StageWork, run_stage
@@ -129,12 +129,11 @@ class CaptionWorker:
         for i, row in enumerate(rows):
             if row.get("error") is not None:
                 continue
-            try:  # a machine fault (full disk, S3 5xx) is retried, then fails the stage: never a row
-                retry(lambda i=i, row=row: self._measure(i, row, timing, labels, samples),
-                      f"caption: reading {row.get('clip_uri')}")
-            except TransientError:
-                raise
-            except Exception as exc:  # unreadable clip or a failing expert: that clip's error, not a dead stage
+            # A machine fault (full disk, S3 5xx) is retried, then fails the stage; an unreadable clip or a
+            # failing expert is that clip's error.
+            _, exc = retry_input(lambda i=i, row=row: self._measure(i, row, timing, labels, samples),
+                                 f"caption: reading {row.get('clip_uri')}")
+            if exc is not None:
                 out[i]["error"] = f"{row.get('clip_uri')}: caption decode/sub-experts failed ({type(exc).__name__}: {exc})"
         order = sorted(samples)
         started = time.perf_counter()

@@ -17,7 +17,7 @@ import pyarrow as pa
 from infra import manifest as mf
 from infra import storage
 from infra.config_filters import ScoreConfig
-from infra.errors import TransientError, retry, surface_transient
+from infra.errors import retry_input, surface_transient
 from infra.manifest import Manifest
 from infra.raydata import flat_map_rows
 from infra.stage import StageContext, StageWork, run_stage
@@ -55,11 +55,9 @@ def score_clip(row: dict, filters: dict, cfg: ScoreConfig, basic: BasicFilter, v
             out.update(vtss(out))
 
     if out["error"] is None:
-        try:  # a machine fault (full disk, S3 5xx) is retried, then fails the stage: never a row
-            retry(scores, f"score: reading {row['clip_uri']}")
-        except TransientError:
-            raise
-        except Exception as exc:  # unreadable clip: a row with error, not a dead stage
+        # A machine fault (full disk, S3 5xx) is retried, then fails the stage; an unreadable clip is a row.
+        _, exc = retry_input(scores, f"score: reading {row['clip_uri']}")
+        if exc is not None:
             out.update(dict.fromkeys(score_columns()))
             out["error"] = f"{row['clip_uri']}: scoring failed ({type(exc).__name__}: {exc})"
     out["score_timing"] = json.dumps({k: round(v, 5) for k, v in timing.items()})

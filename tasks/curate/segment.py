@@ -26,7 +26,7 @@ from infra import manifest as mf
 from infra import storage
 from infra.config import SegmentConfig
 from infra.contact_sheet import contact_sheet
-from infra.errors import TransientError, retry, surface_transient
+from infra.errors import retry_input, surface_transient
 from infra.manifest import Manifest
 from infra.raydata import flat_map_items
 from infra.stage import StageContext, StageWork, run_stage
@@ -149,12 +149,11 @@ def segment_video(source: dict, cfg: SegmentConfig, detectors: TransNet | None =
         with storage.local_copy(source["source_uri"]) as path:
             return detect_boundaries(path, float(source.get("fps") or 0), cfg, transnet)
 
-    try:  # a machine fault (full disk, S3 5xx) is retried, then fails the stage: never a row
-        boundaries, num_frames = retry(detect, f"segment: reading {source['source_uri']}")
-    except TransientError:
-        raise
-    except Exception as exc:  # a bad video is a row, never a crash of the stage
+    # A machine fault (full disk, S3 5xx) is retried, then fails the stage; a bad video is a row.
+    found, exc = retry_input(detect, f"segment: reading {source['source_uri']}")
+    if exc is not None:
         return [_error_row(source, f"segment: decoding failed: {type(exc).__name__}: {exc}")]
+    boundaries, num_frames = found
     if num_frames == 0:
         return [_error_row(source, "segment: the video decodes to zero frames")]
     rows = []
