@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
+import warnings
 
 _STATE = tempfile.mkdtemp(prefix="reelflow-test-state-")
 os.environ.setdefault("PREFECT_HOME", os.path.join(_STATE, "prefect"))
@@ -30,3 +37,65 @@ def make_cfg(tmp_path):
         )
 
     return build
+
+
+# One Prefect API server for the whole session (the controller's, inherited by the xdist workers and
+# every `reelflow` subprocess a test starts), instead of a temporary server started by each process that
+# runs a flow: each of those costs about 9 CPU-seconds to start, and the end-to-end tests start many.
+# A test that brings its own server (the browser tests) sets PREFECT_API_URL itself.
+_PREFECT_SERVER: subprocess.Popen | None = None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_prefect_server() -> None:
+    global _PREFECT_SERVER
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log = open(os.path.join(_STATE, "prefect-server.log"), "wb")
+    # The command and environment Prefect's own temporary server uses (prefect.server.api.server), once.
+    import prefect
+
+    app_dir = str(prefect.__module_path__.parent)
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory",
+                             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+                             "--log-level", "error", "--lifespan", "on"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, "PREFECT_UI_ENABLED": "0",
+                                                         "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    _PREFECT_SERVER = proc
+                    os.environ["PREFECT_API_URL"] = url
+                    return
+        except OSError:
+            time.sleep(0.3)
+    # Not fatal: every process then starts its own temporary server, as outside the tests.
+    _stop(proc)
+    warnings.warn(f"the tests' Prefect server did not start (log: {log.name}); flows use temporary servers",
+                  stacklevel=2)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def pytest_configure(config):
+    if not os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("PREFECT_API_URL"):
+        _start_prefect_server()
+
+
+def pytest_unconfigure(config):
+    if _PREFECT_SERVER is not None:
+        _stop(_PREFECT_SERVER)

@@ -1,4 +1,4 @@
-"""Prefect shows what ran (real Prefect server, the tests' ephemeral one): stage loggers' records land on the
+"""Prefect shows what ran (real Prefect server, the one the tests share): stage loggers' records land on the
 flow run, task runs are named after the stage they run, and a flow run publishes its summary as a markdown
 artifact with the funnel and links to its MLflow runs."""
 
@@ -53,7 +53,8 @@ def test_stage_logs_names_and_summary_reach_prefect(make_cfg, tmp_path):
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
         logs = client.read_logs(log_filter=LogFilter(flow_run_id={"any_": [flow_run_id]}))
-        artifact = client.read_artifacts(artifact_filter=ArtifactFilter(key={"any_": ["post-train-pf"]}))
+        artifact = client.read_artifacts(artifact_filter=ArtifactFilter(key={"any_": ["post-train-pf"]},
+                                                                     flow_run_id={"any_": [flow_run_id]}))
     assert [r.name for r in runs] == ["dpo-2"]
     lines = [entry.message for entry in logs]
     assert any("stage dpo-2 running (test line)" in m for m in lines), lines
