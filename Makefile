@@ -7,7 +7,8 @@ ARGS     ?=
 PYTEST_ARGS ?=
 # Two test processes, one test file each at a time (module fixtures, such as a reference run, are
 # built once): the end-to-end tests spend much of their time waiting on servers, subprocesses and
-# Ray workers. PYTEST_WORKERS=0 runs everything in one process.
+# Ray workers. Files go out in the order tests/conftest.py puts them (longest first), not xdist's
+# most-tests-first. PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= 2
 STATE    := $(CURDIR)/.reelflow
 RUNS     := $(CURDIR)/runs
@@ -42,7 +43,7 @@ run: $(STAMP)   # the pipeline needs no browser: Chromium comes with setup/test
 	$(BIN)/reelflow run --audit simulated $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -92,10 +92,24 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def pytest_configure(config):
-    if not os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("PREFECT_API_URL"):
+    if not (os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("PREFECT_API_URL") or config.option.collectonly):
         _start_prefect_server()
 
 
 def pytest_unconfigure(config):
     if _PREFECT_SERVER is not None:
         _stop(_PREFECT_SERVER)
+
+
+# The test files that take longest (end-to-end runs, measured in the suite on 2 cores), longest first: the two
+# test processes take whole files (--dist loadfile), and handing out the long ones first leaves only short
+# files for the end, so neither process waits on the other's last long file.
+_LONGEST_FIRST = ("test_faults_e2e.py", "test_train_engines.py", "test_report_e2e.py", "test_pipeline_e2e.py",
+                  "test_ui_screenshots.py", "test_latents.py", "test_resume_kill.py", "test_cluster_gpu_suite.py",
+                  "test_filters.py", "test_df_memory.py", "test_cluster_storage.py", "test_readme_commands.py",
+                  "test_pairs.py", "test_gates.py", "test_captioner.py", "test_generate_cli.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
