@@ -1,12 +1,14 @@
 """The whole job, the report end to end: (synthetic corpus when no input) -> curation (3.1-3.2) ->
 progressive pretraining + 540p SFT (3.3) -> pairs, reward model, Flow-DPO x3, diffusion forcing,
-720p SFT (3.4) -> a long video from the final checkpoint. ``until`` stops after any named stage."""
+720p SFT (3.4) -> a long video from the final checkpoint -> distillation (the captioner, 3.2). ``until``
+stops after any named stage; the job's result is the final video's manifest."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from flows.curate import curate
+from flows.distill import distill_flow
 from flows.post_train import post_train_flow
 from flows.pretrain import pretrain_flow
 from flows.stages import stage_task, stops_in
@@ -50,4 +52,8 @@ def _phases(ctx, cfg: PipelineConfig, run_id: str, until: str | None) -> Manifes
     checkpoints = pretrain_flow(cfg, run_id, datasets, until)
     if stops_in("pretrain", until):
         return checkpoints[until]
-    return post_train_flow(cfg, run_id, datasets, checkpoints["sft-540p"], until)
+    final = post_train_flow(cfg, run_id, datasets, checkpoints["sft-540p"], until)
+    if stops_in("post-train", until):
+        return final
+    distilled = distill_flow(cfg, run_id, curated, until)
+    return distilled[until] if until else final

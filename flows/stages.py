@@ -13,10 +13,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from infra.config import STAGE_ORDER, UNTIL_CHOICES  # noqa: F401 (UNTIL_CHOICES: the same names, flat)
+from infra.config_distill import DISTILL_STAGES
 from infra.config_train import POST_STAGES, TRAIN_STAGES
 from infra.manifest import Manifest
 
-PHASES = {"curate": STAGE_ORDER, "pretrain": TRAIN_STAGES, "post-train": POST_STAGES}
+PHASES = {"curate": STAGE_ORDER, "pretrain": TRAIN_STAGES, "post-train": POST_STAGES, "distill": DISTILL_STAGES}
 
 
 def stage_task(fn, name: str, run_name: str | None = None):

@@ -15,7 +15,8 @@ from infra.stage import StageContext
 
 CHECKPOINT = "checkpoint"  # the diffusers folder of a DiT stage: <stage>/checkpoint/
 REWARD_MODEL = "reward_model"  # the reward model folder of the reward stage: reward/reward_model/
-_FOLDERS = {"dit": CHECKPOINT, "reward": REWARD_MODEL}
+CAPTIONER = "captioner"  # the distilled captioner's folder: captioner-distill/captioner/
+_FOLDERS = {"dit": CHECKPOINT, "reward": REWARD_MODEL, "captioner": CAPTIONER}
 
 
 def checkpoint_dir_of(stage_uri: str) -> str:
@@ -39,7 +40,7 @@ def steps_dir(ctx: StageContext, name: str, key: str) -> str:
 
 
 def register(ctx: StageContext, published: Manifest, kind: str) -> str:
-    """Register the folder ``published`` holds as a version of this run's ``kind`` model ("dit" or "reward"),
+    """Register the folder ``published`` holds as a version of this run's ``kind`` model ("dit", "reward" or "captioner"),
     aliased by the stage's name. A resumed run whose alias already points at the folder adds nothing."""
     if kind not in _FOLDERS:
         raise ValueError(f"model kind {kind!r} is unknown; known: {', '.join(_FOLDERS)}")

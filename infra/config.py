@@ -19,6 +19,7 @@ from infra.config_base import Cfg as _Cfg
 from infra.config_base import ConfigError, format_validation_error, load_yaml  # noqa: F401 (re-exported)
 from infra.config_caption import CaptionConfig
 from infra.config_datasets import AuditConfig, BalanceConfig, DatasetsConfig
+from infra.config_distill import DISTILL_STAGES, CaptionerDistillConfig
 from infra.config_filters import ScoreConfig
 from infra.config_post import PostTrainConfig
 from infra.config_train import POST_STAGES, TRAIN_STAGES, TrainConfig
@@ -176,11 +177,12 @@ class StagesConfig(_Cfg):
     score: ScoreConfig = ScoreConfig()
     caption: CaptionConfig = CaptionConfig()
     balance: BalanceConfig = BalanceConfig()
+    captioner_distill: CaptionerDistillConfig = CaptionerDistillConfig()
 
 
 # The curate flow's stages in order (``--until`` accepts any of them).
 STAGE_ORDER = ("ingest", "segment", "clips", "score", "caption", "D_256p", "D_360p", "D_540p", "D_post", "D_540p_sft", "D_720p_sft")
-UNTIL_CHOICES = STAGE_ORDER + TRAIN_STAGES + POST_STAGES  # every stage --until (and --replay) names, in order
+UNTIL_CHOICES = STAGE_ORDER + TRAIN_STAGES + POST_STAGES + DISTILL_STAGES  # every stage --until (and --replay) names, in order
 
 
 class PipelineConfig(_Cfg):

@@ -71,10 +71,11 @@ def test_the_whole_report_then_resume(make_cfg):
     assert set(model.aliases) == set(TRAIN) | {"dpo-1", "dpo-2", "dpo-3"} | set(POST_TRAIN) | {"newest"}
     assert model.aliases["newest"] == model.aliases["sft-720p"]  # the last stage registered
     assert "reward" in tracker.client.get_registered_model(f"{cfg.tracking.experiment}-tiny-reward").aliases
+    assert "captioner-distill" in tracker.client.get_registered_model(f"{cfg.tracking.experiment}-tiny-captioner").aliases
     parent = tracker.find_parent("pt")
     children = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
     ran = {r.data.tags["reelflow.stage"] for r in children}
-    assert {*TRAIN, "pairs", "reward", "dpo-1", "dpo-2", "dpo-3", *POST_TRAIN, "video"} <= ran
+    assert {*TRAIN, "pairs", "reward", "dpo-1", "dpo-2", "dpo-3", *POST_TRAIN, "video", "captioner-distill"} <= ran
     final = DiffusionPipeline.from_pretrained(checkpoint_dir(published_post := mf.load_success(os.path.join(root, "sft-720p"))))
     assert isinstance(final, SkyReelsV2DiffusionForcingPipeline) and published_post.stats["final_loss"] > 0
     video = mf.read_table(result).iloc[0]

@@ -1,0 +1,30 @@
+"""Config of the captioner's distillation (report section 3.2, SkyCaptioner-V1)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from infra.config_base import Cfg
+
+
+class CaptionerDistillConfig(Cfg):
+    """The captioner fine-tuned on the caption stage's output (captioner + sub-experts + fusion).
+
+    Defaults are the tiny scale's (a random tiny Qwen2.5-VL learns from tens of clips); the GPU profiles set
+    the report's recipe: AdamW, lr 1e-5, 2 epochs, global batch 512, on the 7B model."""
+
+    enabled: bool = Field(True, description="false: the stage is skipped")
+    holdout: float = Field(0.25, gt=0, lt=1, description="Share of clips held out (by clip id hash) for the measure")
+    max_clips: int | None = Field(48, ge=4, description="Clips used at most (train + held out); None = all")
+    per_category: int | None = Field(None, ge=1, description="Concept balance: training clips per category at most; "
+                                     "None = the mean count per category (rarer categories are all kept)")
+    lr: float = Field(3e-3, gt=0)
+    epochs: int = Field(12, ge=1)
+    batch: int = Field(4, ge=1, description="Examples per optimizer step (gradients accumulated)")
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+    torch_threads: int | None = Field(None, ge=1, description="Threads while training; None = torch's default")
+
+
+# The distillation phase's stages, after the report's main line (``--until`` accepts them).
+DISTILL_STAGES = ("captioner-distill",)

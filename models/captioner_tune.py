@@ -1,0 +1,107 @@
+"""Distilling SkyCaptioner (report section 3.2): the captioner fine-tuned on the structured captions that
+the base model, the sub-experts and fusion make together, so that one model gives the fields the experts
+used to overwrite.
+
+The report fine-tunes Qwen2.5-VL-7B on 2M concept-balanced captions (AdamW, lr 1e-5, 2 epochs, global
+batch 512) and measures per-field accuracy (76.3% mean against 51.4% for the base model). Here the same
+objective runs at any scale: a teacher caption becomes a supervised example (the captioner's own chat
+prompt with the clip's video tokens, the caption JSON as the answer, loss on the answer tokens only), the
+model is fine-tuned with AdamW, and captions are compared field by field with the teacher's.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from models.caption_schema import StructuredCaption
+from models.captioner import chat_prompt, video_inputs
+
+IGNORE = -100  # label of a token the loss skips (the prompt and the video)
+# The fields a sub-expert gives the teacher (shot heads, camera motion, expression) and the concept-balancing
+# category the captioner itself gives: the fields a distilled captioner must learn to say on its own.
+EXPERT_FIELDS = ("shot_type", "shot_angle", "shot_position", "camera.tx", "camera.ty", "camera.tz", "camera.roll",
+                 "camera.pitch", "camera.yaw", "camera.speed", "expression.emotion")
+FIELDS = ("category", *EXPERT_FIELDS)
+
+
+def field_values(caption: StructuredCaption) -> dict[str, str]:
+    """The compared fields of one caption as strings (``expression.emotion`` of the main subject, 'none'
+    when it has no expression)."""
+    main = caption.main_subject()
+    camera = caption.camera_motion
+    values = {"category": caption.category, "shot_type": caption.shot_type, "shot_angle": caption.shot_angle,
+              "shot_position": caption.shot_position,
+              "expression.emotion": main.expression.emotion if main.expression is not None else "none"}
+    values |= {f"camera.{axis}": str(getattr(camera, axis)) for axis in ("tx", "ty", "tz", "roll", "pitch", "yaw", "speed")}
+    return values
+
+
+def agreement(predicted: Sequence[StructuredCaption | None], reference: Sequence[StructuredCaption]) -> dict[str, float]:
+    """Share of clips whose field equals the reference's, per field; a missing prediction disagrees."""
+    if len(predicted) != len(reference) or not reference:
+        raise ValueError(f"agreement needs equal, non-empty lists (got {len(predicted)} and {len(reference)})")
+    hits = dict.fromkeys(FIELDS, 0)
+    for pred, ref in zip(predicted, reference, strict=True):
+        want = field_values(ref)
+        got = field_values(pred) if pred is not None else {}
+        for name in FIELDS:
+            hits[name] += got.get(name) == want[name]
+    return {name: hits[name] / len(reference) for name in FIELDS}
+
+
+def supervised_example(tokenizer, vision_cfg, frames: np.ndarray, fps: float, answer: str, min_pixels: int,
+                       max_pixels: int) -> dict[str, torch.Tensor]:
+    """One teacher caption as the model's training input: the chat prompt with the clip's video tokens
+    (exactly as :class:`models.captioner.TransformersCaptioner` asks), then ``answer`` and the end-of-turn
+    token; labels mask everything before the answer."""
+    pixels, grid = video_inputs(frames, vision_cfg, min_pixels, max_pixels)
+    video_tokens = int(grid.prod()) // vision_cfg.spatial_merge_size ** 2
+    prompt = tokenizer(chat_prompt(video_tokens), return_tensors="pt").input_ids[0]
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    target = torch.tensor(tokenizer(answer, add_special_tokens=False).input_ids + [eos])
+    ids = torch.cat([prompt, target])
+    labels = torch.cat([torch.full_like(prompt, IGNORE), target])
+    return {"input_ids": ids[None], "labels": labels[None], "attention_mask": torch.ones_like(ids)[None],
+            "pixel_values_videos": pixels, "video_grid_thw": grid,
+            "second_per_grid_ts": torch.tensor([vision_cfg.temporal_patch_size / fps])}
+
+
+def fine_tune(model, examples: list[dict[str, torch.Tensor]], *, lr: float, epochs: int, batch: int, seed: int,
+              weight_decay: float = 0.0, on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    """AdamW over ``examples`` for ``epochs`` (seeded shuffle); gradients of ``batch`` examples are summed
+    into one step (the examples have different lengths, so a batch is accumulated, not padded). Returns
+    the mean answer-token loss of each step."""
+    if not examples:
+        raise ValueError("fine_tune: no training examples")
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    order = random.Random(seed)
+    losses, step = [], 0
+    for _ in range(epochs):
+        idx = list(range(len(examples)))
+        order.shuffle(idx)
+        for start in range(0, len(idx), batch):
+            chunk = idx[start:start + batch]
+            optimizer.zero_grad(set_to_none=True)
+            tokens = sum(int((examples[i]["labels"] != IGNORE).sum()) for i in chunk)
+            total = 0.0
+            for i in chunk:
+                out = model(**examples[i])
+                count = int((examples[i]["labels"] != IGNORE).sum())
+                # out.loss is the mean over this example's answer tokens; weight it to a per-token mean over the batch
+                (out.loss * count / tokens).backward()
+                total += float(out.loss.detach()) * count / tokens
+            optimizer.step()
+            if not math.isfinite(total):
+                raise FloatingPointError(f"captioner fine-tuning diverged at step {step} (loss {total}); lower the lr")
+            losses.append(total)
+            if on_step is not None:
+                on_step(step, total)
+            step += 1
+    model.eval()
+    return losses

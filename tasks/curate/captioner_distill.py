@@ -1,0 +1,177 @@
+"""Stage ``captioner-distill`` (report section 3.2, SkyCaptioner-V1): the captioner fine-tuned on the
+captions the caption stage made with the base model, the sub-experts and fusion, so that one model says
+what the experts used to overwrite.
+
+The report distils into Qwen2.5-VL-7B from 2M concept-balanced captions; here the same steps run on the
+caption stage's output: clips with a caption are split by a hash of their id (``holdout`` of them are
+never trained on), the training share is concept-balanced (at most ``per_category`` clips per main-subject
+category), each teacher caption becomes a supervised example of the captioner's own prompt
+(``models.captioner_tune``), the base captioner is fine-tuned, and both the base and the distilled
+captioner caption the held-out clips. The measure is per-field agreement with the teacher (the fields the
+sub-experts and the concept category give), before and after.
+
+Output: one row per clip used (split, category, teacher caption, the base and distilled captions of the
+held-out clips), the distilled model under ``captioner/`` (registered in MLflow, alias
+``captioner-distill``; the caption stage runs it with ``stages.caption.captioner.model_path`` pointing at
+that folder) and ``evaluation.json`` (agreement per field, before and after; the loss of each step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from infra import storage
+from infra.checkpoints import CAPTIONER, register
+from infra.config_caption import CaptionConfig
+from infra.config_distill import CaptionerDistillConfig
+from infra.manifest import Manifest, read_table
+from infra.stage import StageContext, StageWork, run_stage
+from infra.video import iter_frames
+from models.caption_schema import StructuredCaption
+from models.captioner import MARKER, TransformersCaptioner, build_tiny_captioner, sample_indices
+from models.captioner_tune import FIELDS, agreement, fine_tune, supervised_example
+
+log = logging.getLogger("reelflow.captioner_distill")
+NAME, EVALUATION = "captioner-distill", "evaluation.json"
+SCHEMA = pa.schema([("clip_id", pa.string()), ("split", pa.string()), ("category", pa.string()),
+                    ("teacher", pa.string()), ("base", pa.string()), ("distilled", pa.string()), ("error", pa.string())])
+
+
+def _bucket(clip_id: str) -> float:
+    return int(hashlib.sha256(clip_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def split_of(clip_id: str, holdout: float) -> str:
+    """'holdout' or 'train', fixed by the clip id alone (a rerun, or more clips, never moves a clip)."""
+    return "holdout" if _bucket(clip_id) < holdout else "train"
+
+
+def split_rows(rows: list[dict], holdout: float) -> list[dict]:
+    """Each row with its ``split``; with two rows or more, neither side is empty (a small pool moves the clip
+    nearest the border, so the measure always has a held-out clip and training a clip to learn from)."""
+    if len(rows) < 2:
+        raise ValueError(f"captioner-distill needs at least 2 captioned clips, got {len(rows)}: "
+                         "curate more clips, or switch the stage off (stages.captioner_distill.enabled=false)")
+    by_bucket = sorted(rows, key=lambda r: _bucket(str(r["clip_id"])))
+    held = sum(split_of(str(r["clip_id"]), holdout) == "holdout" for r in rows)
+    held = min(max(held, 1), len(rows) - 1)
+    return [{**r, "split": "holdout" if i < held else "train"} for i, r in enumerate(by_bucket)]
+
+
+def balanced(rows: list[dict], per_category: int | None) -> list[dict]:
+    """At most ``per_category`` rows of each category (default: the mean count per category), in input order:
+    the head categories are cut, the rare ones kept whole (report 3.2: the captioner's training data is
+    concept-balanced)."""
+    counts = Counter(r["category"] for r in rows)
+    cap = per_category or max(1, math.ceil(len(rows) / max(len(counts), 1)))
+    taken: Counter = Counter()
+    out = []
+    for row in rows:
+        if taken[row["category"]] < cap:
+            taken[row["category"]] += 1
+            out.append(row)
+    return out
+
+
+def clip_samples(uri: str, num_frames: int, fps: float, sample_fps: float, max_frames: int) -> tuple[np.ndarray, float]:
+    """The frames the captioner sees (``sample_fps``, at most ``max_frames``) and the rate they were taken at."""
+    wanted = set(sample_indices(num_frames, fps, sample_fps, max_frames).tolist())
+    with storage.local_copy(uri) as path:
+        frames = [f for i, f in iter_frames(path) if i in wanted]
+    if not frames:
+        raise ValueError(f"{uri}: no frames decoded")
+    return np.stack(frames), max(len(frames) / max(num_frames / fps, 1e-6), 1e-3)
+
+
+def _captions(captioner: TransformersCaptioner, videos: list[tuple[np.ndarray, float]]) -> list[StructuredCaption | None]:
+    return [r.caption for r in captioner.caption_batch(videos)]
+
+
+def run(ctx: StageContext, cfg: CaptionerDistillConfig, caption_cfg: CaptionConfig, captions: Manifest) -> Manifest:
+    """Stage ``captioner-distill`` on the caption stage's manifest."""
+
+    def body(work: StageWork) -> pa.Table:
+        table = read_table(captions)
+        rows = table[table["error"].isna() & table["caption_json"].notna()].to_dict("records")
+        rows = split_rows(sorted(rows, key=lambda r: hashlib.sha256(str(r["clip_id"]).encode()).hexdigest())[:cfg.max_clips],
+                          cfg.holdout)
+        held = [r for r in rows if r["split"] == "holdout"]
+        train = balanced([r for r in rows if r["split"] == "train"], cfg.per_category)
+        cap_cfg = caption_cfg.captioner
+        videos = {r["clip_id"]: clip_samples(r["clip_uri"], int(r["num_frames"]), float(r["fps"]),
+                                             cap_cfg.sample_fps, cap_cfg.max_frames) for r in train + held}
+        base_path = cap_cfg.model_path or build_tiny_captioner(os.path.join(caption_cfg.cache_dir, "captioner-tiny"))
+        base_path = storage.fetch_folder(base_path) if storage.is_remote(base_path) else base_path
+        threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.torch_threads or threads)
+        try:
+            student = TransformersCaptioner(base_path, cap_cfg)
+            teacher = [StructuredCaption.model_validate_json(r["caption_json"]) for r in held]
+            before = _captions(student, [videos[r["clip_id"]] for r in held])
+            examples = [supervised_example(student.tokenizer, student.model.config.vision_config, *videos[r["clip_id"]],
+                                           r["caption_json"], cap_cfg.min_pixels, cap_cfg.max_pixels) for r in train]
+            torch.manual_seed(cfg.seed)
+            started = time.time()
+            losses = fine_tune(student.model, examples, lr=cfg.lr, epochs=cfg.epochs, batch=cfg.batch, seed=cfg.seed,
+                               weight_decay=cfg.weight_decay,
+                               on_step=lambda step, loss: ctx.tracker.log_metrics(work.mlflow_run, {"loss": loss}, step))
+            train_seconds = time.time() - started
+            after = _captions(student, [videos[r["clip_id"]] for r in held])
+            local = os.path.join(work.scratch_dir, CAPTIONER)
+            student.model.save_pretrained(local)
+            student.tokenizer.save_pretrained(local)
+        finally:
+            torch.set_num_threads(threads)
+        with open(os.path.join(local, MARKER), "w", encoding="utf-8") as fh:
+            json.dump({"distilled_from": base_path, "stage": NAME, "run_id": ctx.run_id}, fh)
+        storage.upload_folder(local, storage.join(work.tmp_uri, CAPTIONER))
+        evaluation = {"fields": list(FIELDS), "before": agreement(before, teacher), "after": agreement(after, teacher),
+                      "train_clips": len(train), "holdout_clips": len(held),
+                      "train_categories": dict(Counter(r["category"] for r in train)),
+                      "valid_after": sum(c is not None for c in after) / len(after),
+                      "train_seconds": train_seconds, "loss": [round(x, 5) for x in losses]}
+        for when in ("before", "after"):
+            evaluation[f"mean_{when}"] = float(np.mean(list(evaluation[when].values())))
+            work.metrics.update({f"agreement_{when}_{k.replace('.', '_')}": v for k, v in evaluation[when].items()})
+            work.metrics[f"agreement_{when}_mean"] = evaluation[f"mean_{when}"]
+        work.metrics.update(train_seconds=train_seconds, final_loss=losses[-1], first_loss=losses[0],
+                            valid_after=evaluation["valid_after"])
+        text = json.dumps(evaluation, indent=1)
+        storage.write_text(storage.join(work.tmp_uri, EVALUATION), text)
+        with open(os.path.join(work.scratch_dir, EVALUATION), "w", encoding="utf-8") as fh:
+            fh.write(text)
+        work.artifacts.append(os.path.join(work.scratch_dir, EVALUATION))
+        work.stats.update(captioner=storage.join(work.final_uri, CAPTIONER), agreement_before=evaluation["mean_before"],
+                          agreement_after=evaluation["mean_after"], train_clips=len(train), holdout_clips=len(held))
+        log.warning("captioner-distill: agreement with the teacher on %d held-out clips %.3f -> %.3f (%d training "
+                    "clips, %.0fs)", len(held), evaluation["mean_before"], evaluation["mean_after"], len(train), train_seconds)
+        by_id = {r["clip_id"]: (b, a) for r, b, a in zip(held, before, after, strict=True)}
+        out = [{"clip_id": r["clip_id"], "split": r["split"], "category": r["category"], "teacher": r["caption_json"],
+                "base": _json(by_id.get(r["clip_id"], (None, None))[0]),
+                "distilled": _json(by_id.get(r["clip_id"], (None, None))[1]), "error": None} for r in train + held]
+        return pa.Table.from_pylist(out, schema=SCHEMA)
+
+    published = run_stage(ctx, NAME, cfg, [captions], body, key_extra=_caption_key(caption_cfg))
+    register(ctx, published, "captioner")
+    return published
+
+
+def _json(caption: StructuredCaption | None) -> str | None:
+    return caption.model_dump_json() if caption is not None else None
+
+
+def _caption_key(caption_cfg: CaptionConfig) -> str:
+    """The base captioner and its sampling are inputs too (they decide the examples and the start point)."""
+    c = caption_cfg.captioner
+    return hashlib.sha256(json.dumps([c.model_path, c.sample_fps, c.max_frames, c.min_pixels, c.max_pixels,
+                                      c.string_cap]).encode()).hexdigest()[:12]
