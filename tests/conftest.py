@@ -20,10 +20,29 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(_STATE, "mpl"))
+# Under `make test` two test processes share the cores with the Ray workers and servers they start: a torch
+# (OpenMP) pool of one thread per core in each of them oversubscribes the machine, and its threads then spin
+# on each other (a tiny captioner fine-tune measured 12x slower at load 9). One thread per test process, and
+# for the `reelflow` subprocesses the tests start.
+_ONE_THREAD = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+if _ONE_THREAD:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
 from infra.config import PipelineConfig, load_config  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Test modules set their own thread counts at import; in a parallel run every test gets one thread."""
+    if not _ONE_THREAD:
+        yield
+        return
+    import torch
+
+    torch.set_num_threads(1)
+    yield
 
 
 @pytest.fixture
