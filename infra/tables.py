@@ -66,6 +66,18 @@ CLIPS_SCHEMA = pa.schema(
 )
 
 
+# Wide per-clip arrays (thousands of float32 per row) live in a side store beside the clip table, keyed
+# by clip_id, read only by the stages that need them: inside the table they would dominate every table
+# stage's reads (1M clips x 6,300 floats = 25 GB). Tables of runs made before still carry them: readers
+# of the clip table skip them with :func:`narrow`.
+WIDE_COLUMNS = ("dedup_embedding",)
+
+
+def narrow(names: list[str]) -> list[str]:
+    """``names`` without the wide per-clip arrays (``WIDE_COLUMNS``): the columns a table stage reads."""
+    return [n for n in names if n not in WIDE_COLUMNS]
+
+
 def flag(dataset: str) -> str:
     """The boolean column a dataset view adds to the pool: ``in_<dataset>`` (True = the clip is a member)."""
     return f"in_{dataset}"

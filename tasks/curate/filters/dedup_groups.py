@@ -111,10 +111,12 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
 
 
 def group_by_index(clip_ids: Sequence[str], means: np.ndarray, lengths: Sequence[int], cfg,
-                   similarity: Callable[[int, int], float], exact: bool | None = None) -> dict:
+                   similarity: Callable[[int, int], float], exact: bool | None = None,
+                   load: Callable[[np.ndarray], None] | None = None) -> dict:
     """Groups of the clips whose mean signatures are ``means`` (N, D): arrays ``score_dup``,
     ``group`` (index of the kept clip), ``keep`` and the counts behind them. ``similarity(i, j)`` is the
-    full clip similarity (it loads the two embeddings)."""
+    full clip similarity; ``load(indices)``, if given, is called once with every clip ``similarity`` will
+    be asked about (to read their embeddings in one pass)."""
     n = len(clip_ids)
     vectors = index_vectors(means)
     pairs, nearest = candidate_pairs(vectors, cfg.screen_min - SCREEN_MARGIN, exact)
@@ -123,6 +125,8 @@ def group_by_index(clip_ids: Sequence[str], means: np.ndarray, lengths: Sequence
     corr = pair_correlations(means, probe[:, 0], probe[:, 1])
     screened = corr >= cfg.screen_min
     sim = corr.copy()
+    if load is not None and screened.any():
+        load(np.unique(probe[screened]))
     sim[screened] = [similarity(int(i), int(j)) for i, j in probe[screened]]
     score = np.full(n, -1.0)
     np.maximum.at(score, probe[:, 0], sim)
