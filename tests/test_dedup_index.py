@@ -170,3 +170,13 @@ def test_a_run_scored_before_the_side_store_still_reads(tmp_path):
     bare.mkdir()
     with pytest.raises(FileNotFoundError, match="re-run score"):
         group_from_side_store(str(bare), ids, lengths, CFG)
+
+
+def test_gpu_index_is_a_config_choice_with_a_clear_error_without_cuda():
+    faiss = pytest.importorskip("faiss")
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        pytest.skip("a CUDA faiss with a GPU is here: the GPU path runs instead of failing")
+    ids, embs, lengths = synthetic_embeddings(20)
+    with pytest.raises(RuntimeError, match="index_device=cpu"):
+        group_duplicates(ids, embs, lengths, CFG.model_copy(update={"index_device": "gpu"}))
+    assert DedupConfig().index_device == "cpu"

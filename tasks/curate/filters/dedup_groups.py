@@ -5,7 +5,8 @@ time and memory. Here each clip's mean signature becomes a unit vector whose inn
 another's is their Pearson correlation (masked cells filled with the clip's own mean, so they add
 nothing), and a FAISS index returns each clip's neighbours above ``screen_min - SCREEN_MARGIN``: exact
 (``IndexFlatIP``) up to ``EXACT_MAX`` clips, an inverted-file index beyond (``IndexIVFFlat``, ``nprobe``
-lists searched: near-linear). Candidate pairs are then re-checked with the exact masked correlation
+lists searched: near-linear), on the GPU when ``index_device`` says so (faiss built with CUDA; this machine
+has none, so that path is untested here). Candidate pairs are then re-checked with the exact masked correlation
 (the margin covers clips whose masks differ), the survivors get the full ``clip_similarity``, and the
 groups are the connected components of the pairs at ``similarity_min`` (union-find by vectorised label
 propagation). Full embeddings are asked for only for clips in a candidate pair (``load``): they can
@@ -35,15 +36,31 @@ def index_vectors(means: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.where(norm > 1e-6, x / np.maximum(norm, 1e-6), 0.0), dtype=np.float32)
 
 
-def _index(vectors: np.ndarray, exact: bool):
+GPU_K_MAX = 2048  # FAISS GPU search returns at most this many neighbours per query
+
+
+def _on_device(index, device: str):
+    """``index`` itself for the CPU, a GPU copy for ``gpu`` (a clear error when faiss has no CUDA)."""
+    import faiss
+
+    if device == "cpu":
+        return index
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
+        raise RuntimeError("dedup.index_device=gpu needs faiss built with CUDA and a visible GPU; this faiss is "
+                           f"{'CPU-only' if not hasattr(faiss, 'StandardGpuResources') else 'without a GPU'}: "
+                           "install faiss-gpu or set dedup.index_device=cpu")
+    return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+
+
+def _index(vectors: np.ndarray, exact: bool, device: str = "cpu"):
     import faiss
 
     d = vectors.shape[1]
     if exact:
-        index = faiss.IndexFlatIP(d)
+        index = _on_device(faiss.IndexFlatIP(d), device)
     else:
         nlist = int(max(64, min(4 * np.sqrt(len(vectors)), 8192)))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index = _on_device(faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT), device)
         rng = np.random.default_rng(0)
         train = vectors[rng.choice(len(vectors), min(len(vectors), nlist * 40), replace=False)]
         index.train(train)
@@ -52,12 +69,13 @@ def _index(vectors: np.ndarray, exact: bool):
     return index
 
 
-def candidate_pairs(vectors: np.ndarray, radius: float, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def candidate_pairs(vectors: np.ndarray, radius: float, exact: bool | None = None,
+                    device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(pairs (P, 2) with i < j whose index similarity >= ``radius``, nearest other clip per clip, -1 if
     none). Each clip asks for k neighbours; those whose k-th is still in range ask again with 4k."""
     n = len(vectors)
     exact = n <= EXACT_MAX if exact is None else exact
-    index = _index(vectors, exact)
+    index = _index(vectors, exact, device)
     nearest = np.full(n, -1, np.int64)
     found = []
     todo, k = np.arange(n), min(NEIGHBOURS, n)
@@ -72,6 +90,10 @@ def candidate_pairs(vectors: np.ndarray, radius: float, exact: bool | None = Non
         found.append(np.stack([todo[rows], ids[rows, cols]], axis=1))
         saturated = (hit | (ids == todo[:, None])).all(axis=1) if k < n else np.zeros(len(todo), bool)
         todo, k = todo[saturated], min(4 * k, n)
+        if device != "cpu" and k > GPU_K_MAX and len(todo):  # the few clips in very large groups: on the CPU
+            import faiss
+
+            index, device = faiss.index_gpu_to_cpu(index), "cpu"
     pairs = np.concatenate(found) if found else np.empty((0, 2), np.int64)
     pairs = np.sort(pairs, axis=1)
     pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
@@ -119,7 +141,8 @@ def group_by_index(clip_ids: Sequence[str], means: np.ndarray, lengths: Sequence
     be asked about (to read their embeddings in one pass)."""
     n = len(clip_ids)
     vectors = index_vectors(means)
-    pairs, nearest = candidate_pairs(vectors, cfg.screen_min - SCREEN_MARGIN, exact)
+    pairs, nearest = candidate_pairs(vectors, cfg.screen_min - SCREEN_MARGIN, exact,
+                                     getattr(cfg, "index_device", "cpu"))
     with_nearest = np.stack([np.arange(n), nearest], axis=1)[nearest >= 0]
     probe = np.unique(np.sort(np.concatenate([pairs, with_nearest]), axis=1), axis=0)
     corr = pair_correlations(means, probe[:, 0], probe[:, 1])
