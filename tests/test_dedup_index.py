@@ -180,3 +180,17 @@ def test_gpu_index_is_a_config_choice_with_a_clear_error_without_cuda():
     with pytest.raises(RuntimeError, match="index_device=cpu"):
         group_duplicates(ids, embs, lengths, CFG.model_copy(update={"index_device": "gpu"}))
     assert DedupConfig().index_device == "cpu"
+
+
+def test_candidate_search_in_small_chunks_finds_the_same_pairs(monkeypatch):
+    """Queries go to the index in chunks (bounded answers); a 200-clip group makes k grow past 16 and 64."""
+    from tasks.curate.filters import dedup_groups
+
+    rng = np.random.default_rng(5)
+    group = np.repeat(rng.normal(size=(1, 144)), 200, axis=0) + rng.normal(scale=0.05, size=(200, 144))
+    vectors = index_vectors(np.vstack([rng.normal(size=(1500, 144)), group]).astype(np.float32))
+    whole, nearest = candidate_pairs(vectors, 0.35)
+    monkeypatch.setattr(dedup_groups, "RESULTS_MAX", 1000)
+    chunked, nearest_chunked = candidate_pairs(vectors, 0.35)
+    assert np.array_equal(whole, chunked) and np.array_equal(nearest, nearest_chunked)
+    assert len(whole) >= 200 * 199 // 2  # every pair of the group, past the first k

@@ -23,6 +23,7 @@ EXACT_MAX = 20_000  # up to this many clips the index is exact (a flat inner-pro
 SCREEN_MARGIN = 0.15  # index radius below screen_min: masked cells shift a correlation by less than this
 NEIGHBOURS = 16  # first k asked of the index; doubled for clips whose k-th neighbour is still in range
 NPROBE = 16
+RESULTS_MAX = 1 << 22  # neighbours held per search call (queries x k): 48 MB of answers at most
 
 
 def index_vectors(means: np.ndarray) -> np.ndarray:
@@ -72,7 +73,8 @@ def _index(vectors: np.ndarray, exact: bool, device: str = "cpu"):
 def candidate_pairs(vectors: np.ndarray, radius: float, exact: bool | None = None,
                     device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(pairs (P, 2) with i < j whose index similarity >= ``radius``, nearest other clip per clip, -1 if
-    none). Each clip asks for k neighbours; those whose k-th is still in range ask again with 4k."""
+    none). Each clip asks for k neighbours; those whose k-th is still in range ask again with 4k. Queries
+    go in chunks, so memory is the index plus one chunk's answers, whatever N."""
     n = len(vectors)
     exact = n <= EXACT_MAX if exact is None else exact
     index = _index(vectors, exact, device)
@@ -80,16 +82,20 @@ def candidate_pairs(vectors: np.ndarray, radius: float, exact: bool | None = Non
     found = []
     todo, k = np.arange(n), min(NEIGHBOURS, n)
     while len(todo):
-        sims, ids = index.search(vectors[todo], k)
-        others = (ids != todo[:, None]) & (ids >= 0)
-        first = np.argmax(others, axis=1)
-        has = others[np.arange(len(todo)), first]
-        nearest[todo[has]] = ids[np.arange(len(todo)), first][has]
-        hit = others & (sims >= radius)
-        rows, cols = np.nonzero(hit)
-        found.append(np.stack([todo[rows], ids[rows, cols]], axis=1))
-        saturated = (hit | (ids == todo[:, None])).all(axis=1) if k < n else np.zeros(len(todo), bool)
-        todo, k = todo[saturated], min(4 * k, n)
+        still = []
+        step = max(1, RESULTS_MAX // k)  # queries per search: the (queries, k) answers stay bounded, never N x N
+        for part in (todo[s:s + step] for s in range(0, len(todo), step)):
+            sims, ids = index.search(vectors[part], k)
+            others = (ids != part[:, None]) & (ids >= 0)
+            first = np.argmax(others, axis=1)
+            has = others[np.arange(len(part)), first]
+            nearest[part[has]] = ids[np.arange(len(part)), first][has]
+            hit = others & (sims >= radius)
+            rows, cols = np.nonzero(hit)
+            found.append(np.stack([part[rows], ids[rows, cols]], axis=1))
+            if k < n:
+                still.append(part[(hit | (ids == part[:, None])).all(axis=1)])
+        todo, k = (np.concatenate(still) if still else np.empty(0, np.int64)), min(4 * k, n)
         if device != "cpu" and k > GPU_K_MAX and len(todo):  # the few clips in very large groups: on the CPU
             import faiss
 
