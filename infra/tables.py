@@ -78,6 +78,19 @@ def narrow(names: list[str]) -> list[str]:
     return [n for n in names if n not in WIDE_COLUMNS]
 
 
+def read_narrow(manifest) -> pa.Table:
+    """A published clip table without its wide per-clip arrays (those columns are never decoded): what a
+    table stage reads, whether the run was scored before or after they moved to the side store."""
+    import pyarrow.parquet as pq
+
+    from infra import manifest as mf
+    from infra import storage
+
+    with storage.open_uri(manifest.data_uri, "rb") as fh:
+        names = pq.ParquetFile(fh).schema_arrow.names
+    return mf.read_arrow(manifest, narrow(names) if len(narrow(names)) < len(names) else None)
+
+
 def flag(dataset: str) -> str:
     """The boolean column a dataset view adds to the pool: ``in_<dataset>`` (True = the clip is a member)."""
     return f"in_{dataset}"

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from infra.config import ConfigError
-from infra.tables import WIDE_COLUMNS, flag, narrow
+from infra.tables import WIDE_COLUMNS, flag, read_narrow
 
 VIEW_COLUMNS = ("rejected_by", "rejected_detail", "crop_box")
 
@@ -112,16 +112,8 @@ def rejection_lists(names: list[str], matrix: np.ndarray, details: list[pa.Array
 
 
 def read_pool(manifest) -> pa.Table:
-    """A published clip table without its wide per-clip arrays: a run scored before they moved to the side
-    store still holds ``dedup_embedding`` in its table, and those columns are never decoded here."""
-    import pyarrow.parquet as pq
-
-    from infra import manifest as mf
-    from infra import storage
-
-    with storage.open_uri(manifest.data_uri, "rb") as fh:
-        names = pq.ParquetFile(fh).schema_arrow.names
-    return mf.read_arrow(manifest, narrow(names) if len(narrow(names)) < len(names) else None)
+    """The pool (or base dataset) a view reads: :func:`infra.tables.read_narrow` (no wide per-clip arrays)."""
+    return read_narrow(manifest)
 
 
 def view_table(table: pa.Table, cfg, ops: dict) -> tuple[pa.Table, dict[str, dict[str, int]]]:
