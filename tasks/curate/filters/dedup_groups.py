@@ -26,15 +26,20 @@ NPROBE = 16
 RESULTS_MAX = 1 << 22  # neighbours held per search call (queries x k): 48 MB of answers at most
 
 
-def index_vectors(means: np.ndarray) -> np.ndarray:
+def index_vectors(means: np.ndarray, chunk: int = 65536) -> np.ndarray:
     """(N, D) mean signatures (NaN = masked cell) -> unit vectors: inner product = Pearson correlation
-    when no cell is masked; a flat or fully masked signature -> zeros (no neighbours)."""
-    x = np.asarray(means, np.float32)
-    fill = np.nanmean(np.where(np.isnan(x).all(axis=1, keepdims=True), 0.0, x), axis=1, keepdims=True)
-    x = np.where(np.isnan(x), fill, x)
-    x = x - x.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(np.where(norm > 1e-6, x / np.maximum(norm, 1e-6), 0.0), dtype=np.float32)
+    when no cell is masked; a flat or fully masked signature -> zeros (no neighbours). Row by row, in
+    chunks: the temporaries stay a chunk's size, not N's."""
+    means = np.asarray(means, np.float32)
+    out = np.empty(means.shape, np.float32)
+    for s in range(0, len(means), chunk):
+        x = means[s:s + chunk]
+        fill = np.nanmean(np.where(np.isnan(x).all(axis=1, keepdims=True), 0.0, x), axis=1, keepdims=True)
+        x = np.where(np.isnan(x), fill, x)
+        x = x - x.mean(axis=1, keepdims=True)
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        out[s:s + chunk] = np.where(norm > 1e-6, x / np.maximum(norm, 1e-6), 0.0)
+    return out
 
 
 GPU_K_MAX = 2048  # FAISS GPU search returns at most this many neighbours per query
@@ -106,7 +111,7 @@ def candidate_pairs(vectors: np.ndarray, radius: float, exact: bool | None = Non
     return pairs, nearest
 
 
-def pair_correlations(means: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def pair_correlations(means: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """Pearson correlation of means[a[p]] and means[b[p]] over the cells both have (as ``dedup.correlations``)."""
     out = np.empty(len(a), np.float64)
     for s in range(0, len(a), chunk):
