@@ -5,7 +5,8 @@ seed (the filters benchmark's corpus: films with planted re-uploads, cut at the 
 clip's copy-detection embedding (one decode per clip, the dedup filter alone: no OCR masks), then
 ``group_duplicates`` (index) and ``group_duplicates_exact`` (N x N screen) over the same embeddings.
 Agreement = identical ``dup_group`` / ``dup_keep`` for every clip; ``score_dup`` compared too; and the
-truth's planted near-duplicate clips found by each.
+truth's planted near-duplicate clips found by each. ``--real-videos N`` adds the real-content set
+(:mod:`benchmarks.realset`: photographs filmed and edited, with re-uploads), all its clips in one pool.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from tasks.curate.filters.dedup import DedupFilter, group_duplicates, group_dupl
 from tasks.curate.filters.frames import decode_clip
 
 
-def corpus_agreement(videos: int, seed: int, work: str) -> dict:
+def corpus_agreement(videos: int, seed: int, work: str, paths: list[str] | None = None) -> dict:
     cfg = ScoreConfig()
-    clips = build_clips(os.path.join(work, f"corpus-{seed}"), os.path.join(work, f"clips-{seed}"), videos, seed,
-                        truth_cuts=True)
+    name = f"{seed}-real" if paths else str(seed)
+    clips = build_clips(os.path.join(work, f"corpus-{name}"), os.path.join(work, f"clips-{name}"), videos, seed,
+                        truth_cuts=True, paths=paths, photographs=paths is not None)
     flt = DedupFilter(cfg.dedup)
     embeddings = [flt(decode_clip(c["clip_uri"], int(c["num_frames"]), float(c["fps"]), cfg.decode))["dedup_embedding"]
                   for c in clips]
@@ -65,6 +67,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=12)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 21])
+    parser.add_argument("--real-videos", type=int, default=14, help="films of the real-content set (0: none)")
+    parser.add_argument("--real-films", default=None,
+                        help="folder of the real-content films (built there if missing; default: the realset cache)")
     parser.add_argument("--work", default="/tmp/reelflow-bench-dedup")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "dedup.json"))
     args = parser.parse_args(argv)
@@ -72,6 +77,14 @@ def main(argv=None) -> dict:
 
     cv2.setNumThreads(1)
     corpora = {str(s): corpus_agreement(args.videos, s, args.work) for s in args.seeds}
+    if args.real_videos:
+        from benchmarks.realset.build import DEFAULT_CACHE, build_realset
+
+        films = args.real_films or os.path.join(DEFAULT_CACHE, "films_seed0_640x360")
+        paths = [os.path.join(films, f"real_{k:04d}.mp4") for k in range(args.real_videos)]
+        if not all(os.path.exists(p.replace(".mp4", ".truth.json")) for p in paths):  # built once, then reused
+            paths = build_realset(films, args.real_videos, 0, progress=False)
+        corpora["real"] = corpus_agreement(args.real_videos, 0, args.work, paths)
     report = {"target": "index groups identical to the all-pairs screen on every corpus",
               "pass": all(c["groups_identical"] for c in corpora.values()), "videos": args.videos,
               "corpora": corpora, "host": platform.node(), "cpus": len(os.sched_getaffinity(0)),

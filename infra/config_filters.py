@@ -105,6 +105,8 @@ class DedupConfig(_Cfg):
         (1.0, 1.035, 1.07, 1.105), min_length=1, description="Centre crops tried (1 first): a re-edit zoomed in up to the last one is found")
     similarity_min: float = Field(0.85, gt=0, le=1, description="Clip similarity at which two clips are near-duplicates")
     screen_min: float = Field(0.5, ge=-1, le=1, description="Pairs whose mean signatures correlate below this are not compared in full")
+    index_device: Literal["cpu", "gpu"] = Field(
+        "cpu", description="Where the near-duplicate vector index runs: gpu needs faiss built with CUDA (a GPU profile's choice)")
 
     @field_validator("scales")
     @classmethod

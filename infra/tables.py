@@ -66,6 +66,31 @@ CLIPS_SCHEMA = pa.schema(
 )
 
 
+# Wide per-clip arrays (thousands of float32 per row) live in a side store beside the clip table, keyed
+# by clip_id, read only by the stages that need them: inside the table they would dominate every table
+# stage's reads (1M clips x 6,300 floats = 25 GB). Tables of runs made before still carry them: readers
+# of the clip table skip them with :func:`narrow`.
+WIDE_COLUMNS = ("dedup_embedding",)
+
+
+def narrow(names: list[str]) -> list[str]:
+    """``names`` without the wide per-clip arrays (``WIDE_COLUMNS``): the columns a table stage reads."""
+    return [n for n in names if n not in WIDE_COLUMNS]
+
+
+def read_narrow(manifest) -> pa.Table:
+    """A published clip table without its wide per-clip arrays (those columns are never decoded): what a
+    table stage reads, whether the run was scored before or after they moved to the side store."""
+    import pyarrow.parquet as pq
+
+    from infra import manifest as mf
+    from infra import storage
+
+    with storage.open_uri(manifest.data_uri, "rb") as fh:
+        names = pq.ParquetFile(fh).schema_arrow.names
+    return mf.read_arrow(manifest, narrow(names) if len(narrow(names)) < len(names) else None)
+
+
 def flag(dataset: str) -> str:
     """The boolean column a dataset view adds to the pool: ``in_<dataset>`` (True = the clip is a member)."""
     return f"in_{dataset}"

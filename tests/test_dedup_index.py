@@ -113,3 +113,84 @@ def test_side_store_keeps_embeddings_out_of_the_clip_table(tmp_path):
     assert got.column("clip_id").to_pylist() == [ids[7], ids[30]]
     want = unflatten(embs[30], CFG)[0].mean(axis=0)
     assert np.allclose(got.column("dedup_mean")[1].as_py(), want, equal_nan=True)
+
+
+def test_groups_from_the_side_store_equal_the_in_memory_groups(tmp_path):
+    """The score stage groups from its side store: means for all clips, embeddings only for screened pairs."""
+    from tasks.curate.filters import dedup
+    from tasks.curate.filters.dedup import group_from_side_store, write_side_store
+
+    ids, embs, lengths = synthetic_embeddings(200, seed=3)
+    embs[4] = None  # an error row: no embedding, null groups
+    rows = [{"clip_id": c, "dedup_embedding": e} for c, e in zip(ids, embs, strict=True)]
+    write_side_store(rows, str(tmp_path), CFG, chunk=16)
+    asked = []
+    real = dedup.read_side_store
+
+    def spy(uri, columns, clip_ids=None, cfg=None):
+        if "dedup_embedding" in columns:
+            asked.extend(clip_ids)
+        return real(uri, columns, clip_ids, cfg)
+
+    dedup.read_side_store = spy
+    try:
+        got = group_from_side_store(str(tmp_path), ids, lengths, CFG)
+    finally:
+        dedup.read_side_store = real
+    assert got == group_duplicates(ids, embs, lengths, CFG)
+    assert [(r["dup_group"], r["dup_keep"]) for r in got] == [
+        (r["dup_group"], r["dup_keep"]) for r in group_duplicates_exact(ids, embs, lengths, CFG)]
+    assert got[4] == {"score_dup": None, "dup_group": None, "dup_keep": None}
+    assert sum(r["dup_keep"] is False for r in got) > 20
+    # only clips of screened pairs had their embeddings read (a third of the takes here are unrelated)
+    assert 0 < len(set(asked)) < len(ids) - 20 and len(asked) == len(set(asked))
+
+
+def test_a_run_scored_before_the_side_store_still_reads(tmp_path):
+    """An old score table holds dedup_embedding: grouping reads it from there, the views never decode it."""
+    import time
+
+    import pyarrow as pa
+
+    from infra import manifest as mf
+    from tasks.curate.filters.dedup import group_from_side_store
+    from tasks.curate.lib.dataset_view import read_pool
+
+    ids, embs, lengths = synthetic_embeddings(60, seed=4)
+    embs[2] = None
+    old = pa.table({"clip_id": ids, "num_frames": lengths, "dedup_embedding": pa.array(embs, pa.list_(pa.float32()))})
+    run = tmp_path / "runs" / "old"
+    run.mkdir(parents=True)
+    manifest = mf.publish(old, str(run / ".score.tmp"), str(run / "score"), stage="score", config_hash="x", inputs=[],
+                          code_version="old", started=time.time())
+    got = group_from_side_store(str(run / "score"), ids, lengths, CFG)
+    assert got == group_duplicates(ids, embs, lengths, CFG)
+    assert read_pool(manifest).column_names == ["clip_id", "num_frames"]
+    bare = run / "bare"
+    bare.mkdir()
+    with pytest.raises(FileNotFoundError, match="re-run score"):
+        group_from_side_store(str(bare), ids, lengths, CFG)
+
+
+def test_gpu_index_is_a_config_choice_with_a_clear_error_without_cuda():
+    faiss = pytest.importorskip("faiss")
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        pytest.skip("a CUDA faiss with a GPU is here: the GPU path runs instead of failing")
+    ids, embs, lengths = synthetic_embeddings(20)
+    with pytest.raises(RuntimeError, match="index_device=cpu"):
+        group_duplicates(ids, embs, lengths, CFG.model_copy(update={"index_device": "gpu"}))
+    assert DedupConfig().index_device == "cpu"
+
+
+def test_candidate_search_in_small_chunks_finds_the_same_pairs(monkeypatch):
+    """Queries go to the index in chunks (bounded answers); a 200-clip group makes k grow past 16 and 64."""
+    from tasks.curate.filters import dedup_groups
+
+    rng = np.random.default_rng(5)
+    group = np.repeat(rng.normal(size=(1, 144)), 200, axis=0) + rng.normal(scale=0.05, size=(200, 144))
+    vectors = index_vectors(np.vstack([rng.normal(size=(1500, 144)), group]).astype(np.float32))
+    whole, nearest = candidate_pairs(vectors, 0.35)
+    monkeypatch.setattr(dedup_groups, "RESULTS_MAX", 1000)
+    chunked, nearest_chunked = candidate_pairs(vectors, 0.35)
+    assert np.array_equal(whole, chunked) and np.array_equal(nearest, nearest_chunked)
+    assert len(whole) >= 200 * 199 // 2  # every pair of the group, past the first k

@@ -27,9 +27,10 @@ from infra import storage
 from infra.config_caption import CaptionConfig
 from infra.contact_sheet import contact_sheet
 from infra.errors import retry_input, surface_transient
-from infra.manifest import Manifest, read_arrow
+from infra.manifest import Manifest
 from infra.raydata import flat_map_rows
 from infra.stage import StageContext, StageWork, run_stage
+from infra.tables import read_narrow
 from infra.video import iter_frames
 from models.camera_motion import MotionParams, estimate_motion, to_gray
 from models.caption_schema import CameraMotion, Expression, StructuredCaption
@@ -201,7 +202,7 @@ def run(ctx: StageContext, cfg: CaptionConfig, clips: Manifest) -> Manifest:
     """Stage ``caption``: the clip table plus ``caption_json``, ``caption_t2v``, ``caption_i2v``, ``category``."""
 
     def body(work: StageWork) -> pa.Table:
-        table = read_arrow(clips)  # clip paths resolved against where the run is now
+        table = read_narrow(clips)  # paths resolved against where the run is now; no wide per-clip arrays
         started = time.time()
         rows, timing = caption_rows(table.to_pylist(), table.schema, cfg, cfg.actors)
         seconds = max(time.time() - started, 1e-9)

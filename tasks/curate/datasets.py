@@ -47,6 +47,7 @@ from tasks.curate.lib.dataset_view import (  # noqa: F401
     add_verdicts,
     failures,
     flag,
+    read_pool,
     rejection_lists,
     view_table,
 )
@@ -159,7 +160,7 @@ def run(ctx: StageContext, cfg: DatasetStageConfig, pool: Manifest,
     ``verdicts``: a manual review's (``cfg.review``), joined as ``manual_good`` before the rules."""
 
     def body(work: StageWork) -> pa.Table:
-        table = mf.read_arrow(pool)  # Arrow all the way: no pandas copy of the pool
+        table = read_pool(pool)  # Arrow all the way: no pandas copy of the pool, no wide arrays
         if cfg.base is not None and flag(cfg.base) not in table.column_names:
             raise ConfigError(f"{cfg.dataset} filters {cfg.base}, but input {pool.stage!r} has no {flag(cfg.base)}")
         if verdicts is not None:

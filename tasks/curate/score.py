@@ -24,7 +24,7 @@ from infra.stage import StageContext, StageWork, run_stage
 from infra.tables import CLIPS_SCHEMA
 from models.aesthetic import build_tiny
 from tasks.curate.filters import BasicFilter, build_filters, score_columns
-from tasks.curate.filters.dedup import WIDE_COLUMNS, group_duplicates, write_side_store
+from tasks.curate.filters.dedup import WIDE_COLUMNS, group_from_side_store, write_side_store
 from tasks.curate.filters.frames import decode_clip
 from tasks.curate.filters.quality import VTSSFilter
 
@@ -80,12 +80,13 @@ class ScoreWorker:
         return [score_clip(row, self.filters, self.cfg, self.basic, self.vtss)]
 
 
-def add_duplicate_groups(rows: list[dict], cfg: ScoreConfig) -> None:
-    """Fill ``score_dup`` / ``dup_group`` / ``dup_keep`` across all clips (in place)."""
+def add_duplicate_groups(rows: list[dict], cfg: ScoreConfig, side_uri: str) -> None:
+    """Fill ``score_dup`` / ``dup_group`` / ``dup_keep`` across all clips (in place), from the side store
+    written in ``side_uri`` (mean signatures for all, full embeddings only for screened pairs)."""
     if not cfg.dedup.enabled:
         return
-    groups = group_duplicates([r["clip_id"] for r in rows], [r["dedup_embedding"] for r in rows],
-                              [r["num_frames"] or 0 for r in rows], cfg.dedup)
+    groups = group_from_side_store(side_uri, [r["clip_id"] for r in rows], [r["num_frames"] or 0 for r in rows],
+                                   cfg.dedup)
     for row, group in zip(rows, groups, strict=True):
         row.update(group)
 
@@ -115,8 +116,11 @@ def run(ctx: StageContext, cfg: ScoreConfig, clips: Manifest) -> Manifest:
             scored = flat_map_rows(mf.read_rows(clips), ScoreWorker, {"cfg": run_cfg.model_dump()},
                                    concurrency=cfg.actors, progress="score (clips)")
         seconds = max(time.time() - started, 1e-9)
-        add_duplicate_groups(scored, cfg)
         work.stats.update(side_store_rows=write_side_store(scored, work.tmp_uri, cfg.dedup))
+        for row in scored:  # the side store holds them now; the driver lets them go
+            for name in WIDE_COLUMNS:
+                row.pop(name, None)
+        add_duplicate_groups(scored, cfg, work.tmp_uri)
         ok = [r for r in scored if r["error"] is None]
         per_filter = timing_summary(ok)
         work.metrics.update(scored=len(ok), clips_per_s=len(ok) / seconds,

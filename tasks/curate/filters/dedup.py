@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from infra.config_filters import DedupConfig
+from infra.tables import WIDE_COLUMNS  # noqa: F401  (the score stage's schema leaves them out)
 from tasks.curate.filters.black import black_frames
 from tasks.curate.filters.border import BAR_LUMA, clip_picture_box
 from tasks.curate.filters.frames import ClipFrames
@@ -134,9 +135,7 @@ class DedupFilter:
 
 
 GROUP_COLUMNS = {"score_dup": pa.float64(), "dup_group": pa.string(), "dup_keep": pa.bool_()}
-# Wide per-clip arrays live beside the clip table, not in it: thousands of floats per row would dominate
-# every table stage's reads, though only near-duplicate grouping needs them.
-WIDE_COLUMNS = ("dedup_embedding",)
+# Wide per-clip arrays (infra.tables.WIDE_COLUMNS) live beside the clip table, not in it.
 SIDE_STORE = "dedup_embeddings.parquet"
 SIDE_SCHEMA = pa.schema([("clip_id", pa.string()), ("dedup_mean", pa.list_(pa.float32())),
                          ("dedup_embedding", pa.list_(pa.float32()))])
@@ -162,17 +161,66 @@ def write_side_store(rows: list[dict], folder_uri: str, cfg: DedupConfig, chunk:
     return count
 
 
-def read_side_store(stage_uri: str, columns: list[str], clip_ids: list[str] | None = None) -> pa.Table:
+def read_side_store(stage_uri: str, columns: list[str], clip_ids: list[str] | None = None,
+                    cfg: DedupConfig | None = None) -> pa.Table:
     """Columns of a score stage's side store, optionally only the rows of ``clip_ids`` (a filter pushed
-    down to the Parquet reader: the other row groups' embeddings are not decoded)."""
+    down to the Parquet reader: the other row groups' embeddings are not decoded). A stage scored before
+    the side store existed keeps ``dedup_embedding`` in its table: read from there (``cfg`` rebuilds the
+    means), or a clear error when neither holds the embeddings."""
     import pyarrow.dataset as ds
 
     from infra import storage
+    from infra.manifest import DATA_FILE
 
-    dataset = ds.dataset(storage.join(stage_uri, SIDE_STORE), format="parquet",
-                         filesystem=storage.filesystem(stage_uri) if storage.is_remote(stage_uri) else None)
+    fs = storage.filesystem(stage_uri) if storage.is_remote(stage_uri) else None
     where = ds.field("clip_id").isin(clip_ids) if clip_ids is not None else None
-    return dataset.to_table(columns=["clip_id", *[c for c in columns if c != "clip_id"]], filter=where)
+    wanted = ["clip_id", *[c for c in columns if c != "clip_id"]]
+    if storage.exists(storage.join(stage_uri, SIDE_STORE)):
+        return ds.dataset(storage.join(stage_uri, SIDE_STORE), format="parquet", filesystem=fs).to_table(
+            columns=wanted, filter=where)
+    table_uri = storage.join(stage_uri, DATA_FILE)
+    old = ds.dataset(table_uri, format="parquet", filesystem=fs) if storage.exists(table_uri) else None
+    if old is None or "dedup_embedding" not in old.schema.names:
+        raise FileNotFoundError(f"{stage_uri} has neither {SIDE_STORE} nor a dedup_embedding column: near-duplicate "
+                                "embeddings come from a score stage with dedup enabled; re-run score for this run "
+                                "(reelflow run ... --from score)")
+    table = old.to_table(columns=["clip_id", "dedup_embedding"],
+                         filter=ds.field("dedup_embedding").is_valid() if where is None else where
+                         & ds.field("dedup_embedding").is_valid())
+    if "dedup_mean" in wanted:
+        if cfg is None:
+            raise ValueError(f"{stage_uri} predates the side store: pass its DedupConfig to rebuild dedup_mean")
+        means = [mean_signature(unflatten(e, cfg)).tolist() for e in table.column("dedup_embedding").to_pylist()]
+        table = table.append_column("dedup_mean", pa.array(means, pa.list_(pa.float32())))
+    return table.select(wanted)
+
+
+def group_from_side_store(stage_uri: str, clip_ids: list[str], lengths: list[int], cfg: DedupConfig) -> list[dict]:
+    """:func:`group_duplicates` over a side store: only the mean signatures are read for all clips; the
+    full embeddings only for the clips of screened pairs (memory: the index + those clips, never N x N
+    and never every embedding). Clips absent from the store (errors) get nulls."""
+    from tasks.curate.filters.dedup_groups import group_by_index
+
+    store = read_side_store(stage_uri, ["dedup_mean"], cfg=cfg)
+    ids = store.column("clip_id").to_pylist()
+    dim = cfg.grid * cfg.grid
+    means = store.column("dedup_mean").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    means = means.astype(np.float32, copy=False).reshape(len(ids), dim)
+    length_of = dict(zip(clip_ids, lengths, strict=True))
+    full: dict[int, np.ndarray] = {}
+
+    def load(indices: np.ndarray) -> None:
+        got = read_side_store(stage_uri, ["dedup_embedding"], [ids[i] for i in indices], cfg)
+        where = {c: k for k, c in enumerate(ids)}
+        for cid, emb in zip(got.column("clip_id").to_pylist(), got.column("dedup_embedding"), strict=True):
+            full[where[cid]] = unflatten(emb.values.to_numpy(zero_copy_only=False), cfg)
+
+    found = group_by_index(ids, means, [length_of.get(c) or 0 for c in ids], cfg,
+                           lambda a, b: clip_similarity(full[a], full[b]), load=load) if ids else None
+    by_id = {} if found is None else {c: {"score_dup": float(found["score_dup"][k]), "dup_group": ids[found["group"][k]],
+                                          "dup_keep": bool(found["keep"][k])} for k, c in enumerate(ids)}
+    empty = {"score_dup": None, "dup_group": None, "dup_keep": None}
+    return [by_id.get(c, empty) for c in clip_ids]
 
 
 def similarity_matrix(embeddings: list[np.ndarray], screen_min: float) -> np.ndarray:

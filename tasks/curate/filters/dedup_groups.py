@@ -5,7 +5,8 @@ time and memory. Here each clip's mean signature becomes a unit vector whose inn
 another's is their Pearson correlation (masked cells filled with the clip's own mean, so they add
 nothing), and a FAISS index returns each clip's neighbours above ``screen_min - SCREEN_MARGIN``: exact
 (``IndexFlatIP``) up to ``EXACT_MAX`` clips, an inverted-file index beyond (``IndexIVFFlat``, ``nprobe``
-lists searched: near-linear). Candidate pairs are then re-checked with the exact masked correlation
+lists searched: near-linear), on the GPU when ``index_device`` says so (faiss built with CUDA; this machine
+has none, so that path is untested here). Candidate pairs are then re-checked with the exact masked correlation
 (the margin covers clips whose masks differ), the survivors get the full ``clip_similarity``, and the
 groups are the connected components of the pairs at ``similarity_min`` (union-find by vectorised label
 propagation). Full embeddings are asked for only for clips in a candidate pair (``load``): they can
@@ -22,28 +23,50 @@ EXACT_MAX = 20_000  # up to this many clips the index is exact (a flat inner-pro
 SCREEN_MARGIN = 0.15  # index radius below screen_min: masked cells shift a correlation by less than this
 NEIGHBOURS = 16  # first k asked of the index; doubled for clips whose k-th neighbour is still in range
 NPROBE = 16
+RESULTS_MAX = 1 << 22  # neighbours held per search call (queries x k): 48 MB of answers at most
 
 
-def index_vectors(means: np.ndarray) -> np.ndarray:
+def index_vectors(means: np.ndarray, chunk: int = 65536) -> np.ndarray:
     """(N, D) mean signatures (NaN = masked cell) -> unit vectors: inner product = Pearson correlation
-    when no cell is masked; a flat or fully masked signature -> zeros (no neighbours)."""
-    x = np.asarray(means, np.float32)
-    fill = np.nanmean(np.where(np.isnan(x).all(axis=1, keepdims=True), 0.0, x), axis=1, keepdims=True)
-    x = np.where(np.isnan(x), fill, x)
-    x = x - x.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(np.where(norm > 1e-6, x / np.maximum(norm, 1e-6), 0.0), dtype=np.float32)
+    when no cell is masked; a flat or fully masked signature -> zeros (no neighbours). Row by row, in
+    chunks: the temporaries stay a chunk's size, not N's."""
+    means = np.asarray(means, np.float32)
+    out = np.empty(means.shape, np.float32)
+    for s in range(0, len(means), chunk):
+        x = means[s:s + chunk]
+        fill = np.nanmean(np.where(np.isnan(x).all(axis=1, keepdims=True), 0.0, x), axis=1, keepdims=True)
+        x = np.where(np.isnan(x), fill, x)
+        x = x - x.mean(axis=1, keepdims=True)
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        out[s:s + chunk] = np.where(norm > 1e-6, x / np.maximum(norm, 1e-6), 0.0)
+    return out
 
 
-def _index(vectors: np.ndarray, exact: bool):
+GPU_K_MAX = 2048  # FAISS GPU search returns at most this many neighbours per query
+
+
+def _on_device(index, device: str):
+    """``index`` itself for the CPU, a GPU copy for ``gpu`` (a clear error when faiss has no CUDA)."""
+    import faiss
+
+    if device == "cpu":
+        return index
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
+        raise RuntimeError("dedup.index_device=gpu needs faiss built with CUDA and a visible GPU; this faiss is "
+                           f"{'CPU-only' if not hasattr(faiss, 'StandardGpuResources') else 'without a GPU'}: "
+                           "install faiss-gpu or set dedup.index_device=cpu")
+    return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+
+
+def _index(vectors: np.ndarray, exact: bool, device: str = "cpu"):
     import faiss
 
     d = vectors.shape[1]
     if exact:
-        index = faiss.IndexFlatIP(d)
+        index = _on_device(faiss.IndexFlatIP(d), device)
     else:
         nlist = int(max(64, min(4 * np.sqrt(len(vectors)), 8192)))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index = _on_device(faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT), device)
         rng = np.random.default_rng(0)
         train = vectors[rng.choice(len(vectors), min(len(vectors), nlist * 40), replace=False)]
         index.train(train)
@@ -52,33 +75,43 @@ def _index(vectors: np.ndarray, exact: bool):
     return index
 
 
-def candidate_pairs(vectors: np.ndarray, radius: float, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def candidate_pairs(vectors: np.ndarray, radius: float, exact: bool | None = None,
+                    device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(pairs (P, 2) with i < j whose index similarity >= ``radius``, nearest other clip per clip, -1 if
-    none). Each clip asks for k neighbours; those whose k-th is still in range ask again with 4k."""
+    none). Each clip asks for k neighbours; those whose k-th is still in range ask again with 4k. Queries
+    go in chunks, so memory is the index plus one chunk's answers, whatever N."""
     n = len(vectors)
     exact = n <= EXACT_MAX if exact is None else exact
-    index = _index(vectors, exact)
+    index = _index(vectors, exact, device)
     nearest = np.full(n, -1, np.int64)
     found = []
     todo, k = np.arange(n), min(NEIGHBOURS, n)
     while len(todo):
-        sims, ids = index.search(vectors[todo], k)
-        others = (ids != todo[:, None]) & (ids >= 0)
-        first = np.argmax(others, axis=1)
-        has = others[np.arange(len(todo)), first]
-        nearest[todo[has]] = ids[np.arange(len(todo)), first][has]
-        hit = others & (sims >= radius)
-        rows, cols = np.nonzero(hit)
-        found.append(np.stack([todo[rows], ids[rows, cols]], axis=1))
-        saturated = (hit | (ids == todo[:, None])).all(axis=1) if k < n else np.zeros(len(todo), bool)
-        todo, k = todo[saturated], min(4 * k, n)
+        still = []
+        step = max(1, RESULTS_MAX // k)  # queries per search: the (queries, k) answers stay bounded, never N x N
+        for part in (todo[s:s + step] for s in range(0, len(todo), step)):
+            sims, ids = index.search(vectors[part], k)
+            others = (ids != part[:, None]) & (ids >= 0)
+            first = np.argmax(others, axis=1)
+            has = others[np.arange(len(part)), first]
+            nearest[part[has]] = ids[np.arange(len(part)), first][has]
+            hit = others & (sims >= radius)
+            rows, cols = np.nonzero(hit)
+            found.append(np.stack([part[rows], ids[rows, cols]], axis=1))
+            if k < n:
+                still.append(part[(hit | (ids == part[:, None])).all(axis=1)])
+        todo, k = (np.concatenate(still) if still else np.empty(0, np.int64)), min(4 * k, n)
+        if device != "cpu" and k > GPU_K_MAX and len(todo):  # the few clips in very large groups: on the CPU
+            import faiss
+
+            index, device = faiss.index_gpu_to_cpu(index), "cpu"
     pairs = np.concatenate(found) if found else np.empty((0, 2), np.int64)
     pairs = np.sort(pairs, axis=1)
     pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
     return pairs, nearest
 
 
-def pair_correlations(means: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def pair_correlations(means: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """Pearson correlation of means[a[p]] and means[b[p]] over the cells both have (as ``dedup.correlations``)."""
     out = np.empty(len(a), np.float64)
     for s in range(0, len(a), chunk):
@@ -111,18 +144,23 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
 
 
 def group_by_index(clip_ids: Sequence[str], means: np.ndarray, lengths: Sequence[int], cfg,
-                   similarity: Callable[[int, int], float], exact: bool | None = None) -> dict:
+                   similarity: Callable[[int, int], float], exact: bool | None = None,
+                   load: Callable[[np.ndarray], None] | None = None) -> dict:
     """Groups of the clips whose mean signatures are ``means`` (N, D): arrays ``score_dup``,
     ``group`` (index of the kept clip), ``keep`` and the counts behind them. ``similarity(i, j)`` is the
-    full clip similarity (it loads the two embeddings)."""
+    full clip similarity; ``load(indices)``, if given, is called once with every clip ``similarity`` will
+    be asked about (to read their embeddings in one pass)."""
     n = len(clip_ids)
     vectors = index_vectors(means)
-    pairs, nearest = candidate_pairs(vectors, cfg.screen_min - SCREEN_MARGIN, exact)
+    pairs, nearest = candidate_pairs(vectors, cfg.screen_min - SCREEN_MARGIN, exact,
+                                     getattr(cfg, "index_device", "cpu"))
     with_nearest = np.stack([np.arange(n), nearest], axis=1)[nearest >= 0]
     probe = np.unique(np.sort(np.concatenate([pairs, with_nearest]), axis=1), axis=0)
     corr = pair_correlations(means, probe[:, 0], probe[:, 1])
     screened = corr >= cfg.screen_min
     sim = corr.copy()
+    if load is not None and screened.any():
+        load(np.unique(probe[screened]))
     sim[screened] = [similarity(int(i), int(j)) for i, j in probe[screened]]
     score = np.full(n, -1.0)
     np.maximum.at(score, probe[:, 0], sim)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from infra.config import ConfigError
-from infra.tables import flag
+from infra.tables import WIDE_COLUMNS, flag, read_narrow
 
 VIEW_COLUMNS = ("rejected_by", "rejected_detail", "crop_box")
 
@@ -111,10 +111,15 @@ def rejection_lists(names: list[str], matrix: np.ndarray, details: list[pa.Array
     return by, detail
 
 
+def read_pool(manifest) -> pa.Table:
+    """The pool (or base dataset) a view reads: :func:`infra.tables.read_narrow` (no wide per-clip arrays)."""
+    return read_narrow(manifest)
+
+
 def view_table(table: pa.Table, cfg, ops: dict) -> tuple[pa.Table, dict[str, dict[str, int]]]:
     """The dataset table (the input's columns, earlier view columns dropped, + rejected_by / rejected_detail /
     in_<dataset> / crop_box) and per rule: clips it rejects and clips only it rejects."""
-    out = table.drop_columns([c for c in VIEW_COLUMNS if c in table.column_names])
+    out = table.drop_columns([c for c in (*VIEW_COLUMNS, *WIDE_COLUMNS) if c in table.column_names])
     out = out.drop_columns([flag(cfg.dataset)] if flag(cfg.dataset) in out.column_names else [])
     names, matrix, details = failures(out, cfg.profile, cfg.columns, cfg.pipeline_profile, cfg.base, ops)
     by, detail = rejection_lists(names, matrix, details)
