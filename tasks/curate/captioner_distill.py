@@ -25,6 +25,7 @@ import math
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -97,68 +98,100 @@ def _captions(captioner: TransformersCaptioner, videos: list[tuple[np.ndarray, f
     return [r.caption for r in captioner.caption_batch(videos)]
 
 
+@dataclass
+class Distilled:
+    """What :func:`distill` made: the rows used (with ``split``), the held-out captions of the base and the
+    distilled captioner, the loss of each step and the measure (:func:`evaluate`)."""
+
+    train: list[dict]
+    held: list[dict]
+    before: list[StructuredCaption | None]
+    after: list[StructuredCaption | None]
+    losses: list[float]
+    train_seconds: float
+    evaluation: dict
+
+
+def distill(rows: list[dict], cfg: CaptionerDistillConfig, caption_cfg: CaptionConfig, out_folder: str,
+            on_step=None) -> Distilled:
+    """Split, balance, fine-tune and measure on captioned clip rows (``clip_id``, ``clip_uri``, ``num_frames``,
+    ``fps``, ``category``, ``caption_json``); the distilled captioner is saved in ``out_folder`` (local)."""
+    rows = split_rows(sorted(rows, key=lambda r: hashlib.sha256(str(r["clip_id"]).encode()).hexdigest())[:cfg.max_clips],
+                      cfg.holdout)
+    held = [r for r in rows if r["split"] == "holdout"]
+    train = balanced([r for r in rows if r["split"] == "train"], cfg.per_category)
+    cap_cfg = caption_cfg.captioner
+    videos = {r["clip_id"]: clip_samples(r["clip_uri"], int(r["num_frames"]), float(r["fps"]),
+                                         cap_cfg.sample_fps, cap_cfg.max_frames) for r in train + held}
+    base_path = cap_cfg.model_path or build_tiny_captioner(os.path.join(caption_cfg.cache_dir, "captioner-tiny"))
+    base_path = storage.fetch_folder(base_path) if storage.is_remote(base_path) else base_path
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.torch_threads or threads)
+    try:
+        student = TransformersCaptioner(base_path, cap_cfg)
+        teacher = [StructuredCaption.model_validate_json(r["caption_json"]) for r in held]
+        before = _captions(student, [videos[r["clip_id"]] for r in held])
+        examples = [supervised_example(student.tokenizer, student.model.config.vision_config, *videos[r["clip_id"]],
+                                       r["caption_json"], cap_cfg.min_pixels, cap_cfg.max_pixels) for r in train]
+        torch.manual_seed(cfg.seed)
+        started = time.time()
+        losses = fine_tune(student.model, examples, lr=cfg.lr, epochs=cfg.epochs, batch=cfg.batch, seed=cfg.seed,
+                           weight_decay=cfg.weight_decay, on_step=on_step)
+        train_seconds = time.time() - started
+        after = _captions(student, [videos[r["clip_id"]] for r in held])
+        student.model.save_pretrained(out_folder)
+        student.tokenizer.save_pretrained(out_folder)
+    finally:
+        torch.set_num_threads(threads)
+    with open(os.path.join(out_folder, MARKER), "w", encoding="utf-8") as fh:
+        json.dump({"distilled_from": base_path, "stage": NAME}, fh)
+    evaluation = evaluate(before, after, teacher)
+    evaluation.update(train_clips=len(train), holdout_clips=len(held), train_seconds=train_seconds,
+                      train_categories=dict(Counter(r["category"] for r in train)), loss=[round(x, 5) for x in losses])
+    return Distilled(train, held, before, after, losses, train_seconds, evaluation)
+
+
+def evaluate(before: list, after: list, teacher: list[StructuredCaption]) -> dict:
+    """Per-field agreement with the teacher before and after, their means, and the distilled captions' validity."""
+    out = {"fields": list(FIELDS), "before": agreement(before, teacher), "after": agreement(after, teacher),
+           "valid_after": sum(c is not None for c in after) / len(after)}
+    for when in ("before", "after"):
+        out[f"mean_{when}"] = float(np.mean(list(out[when].values())))
+    return out
+
+
 def run(ctx: StageContext, cfg: CaptionerDistillConfig, caption_cfg: CaptionConfig, captions: Manifest) -> Manifest:
     """Stage ``captioner-distill`` on the caption stage's manifest."""
 
     def body(work: StageWork) -> pa.Table:
         table = read_table(captions)
         rows = table[table["error"].isna() & table["caption_json"].notna()].to_dict("records")
-        rows = split_rows(sorted(rows, key=lambda r: hashlib.sha256(str(r["clip_id"]).encode()).hexdigest())[:cfg.max_clips],
-                          cfg.holdout)
-        held = [r for r in rows if r["split"] == "holdout"]
-        train = balanced([r for r in rows if r["split"] == "train"], cfg.per_category)
-        cap_cfg = caption_cfg.captioner
-        videos = {r["clip_id"]: clip_samples(r["clip_uri"], int(r["num_frames"]), float(r["fps"]),
-                                             cap_cfg.sample_fps, cap_cfg.max_frames) for r in train + held}
-        base_path = cap_cfg.model_path or build_tiny_captioner(os.path.join(caption_cfg.cache_dir, "captioner-tiny"))
-        base_path = storage.fetch_folder(base_path) if storage.is_remote(base_path) else base_path
-        threads = torch.get_num_threads()
-        torch.set_num_threads(cfg.torch_threads or threads)
-        try:
-            student = TransformersCaptioner(base_path, cap_cfg)
-            teacher = [StructuredCaption.model_validate_json(r["caption_json"]) for r in held]
-            before = _captions(student, [videos[r["clip_id"]] for r in held])
-            examples = [supervised_example(student.tokenizer, student.model.config.vision_config, *videos[r["clip_id"]],
-                                           r["caption_json"], cap_cfg.min_pixels, cap_cfg.max_pixels) for r in train]
-            torch.manual_seed(cfg.seed)
-            started = time.time()
-            losses = fine_tune(student.model, examples, lr=cfg.lr, epochs=cfg.epochs, batch=cfg.batch, seed=cfg.seed,
-                               weight_decay=cfg.weight_decay,
-                               on_step=lambda step, loss: ctx.tracker.log_metrics(work.mlflow_run, {"loss": loss}, step))
-            train_seconds = time.time() - started
-            after = _captions(student, [videos[r["clip_id"]] for r in held])
-            local = os.path.join(work.scratch_dir, CAPTIONER)
-            student.model.save_pretrained(local)
-            student.tokenizer.save_pretrained(local)
-        finally:
-            torch.set_num_threads(threads)
-        with open(os.path.join(local, MARKER), "w", encoding="utf-8") as fh:
-            json.dump({"distilled_from": base_path, "stage": NAME, "run_id": ctx.run_id}, fh)
+        local = os.path.join(work.scratch_dir, CAPTIONER)
+        result = distill(rows, cfg, caption_cfg, local,
+                         on_step=lambda step, loss: ctx.tracker.log_metrics(work.mlflow_run, {"loss": loss}, step))
         storage.upload_folder(local, storage.join(work.tmp_uri, CAPTIONER))
-        evaluation = {"fields": list(FIELDS), "before": agreement(before, teacher), "after": agreement(after, teacher),
-                      "train_clips": len(train), "holdout_clips": len(held),
-                      "train_categories": dict(Counter(r["category"] for r in train)),
-                      "valid_after": sum(c is not None for c in after) / len(after),
-                      "train_seconds": train_seconds, "loss": [round(x, 5) for x in losses]}
+        evaluation = result.evaluation
         for when in ("before", "after"):
-            evaluation[f"mean_{when}"] = float(np.mean(list(evaluation[when].values())))
             work.metrics.update({f"agreement_{when}_{k.replace('.', '_')}": v for k, v in evaluation[when].items()})
             work.metrics[f"agreement_{when}_mean"] = evaluation[f"mean_{when}"]
-        work.metrics.update(train_seconds=train_seconds, final_loss=losses[-1], first_loss=losses[0],
-                            valid_after=evaluation["valid_after"])
+        work.metrics.update(train_seconds=result.train_seconds, final_loss=result.losses[-1],
+                            first_loss=result.losses[0], valid_after=evaluation["valid_after"])
         text = json.dumps(evaluation, indent=1)
         storage.write_text(storage.join(work.tmp_uri, EVALUATION), text)
         with open(os.path.join(work.scratch_dir, EVALUATION), "w", encoding="utf-8") as fh:
             fh.write(text)
         work.artifacts.append(os.path.join(work.scratch_dir, EVALUATION))
         work.stats.update(captioner=storage.join(work.final_uri, CAPTIONER), agreement_before=evaluation["mean_before"],
-                          agreement_after=evaluation["mean_after"], train_clips=len(train), holdout_clips=len(held))
+                          agreement_after=evaluation["mean_after"], train_clips=len(result.train),
+                          holdout_clips=len(result.held))
         log.warning("captioner-distill: agreement with the teacher on %d held-out clips %.3f -> %.3f (%d training "
-                    "clips, %.0fs)", len(held), evaluation["mean_before"], evaluation["mean_after"], len(train), train_seconds)
-        by_id = {r["clip_id"]: (b, a) for r, b, a in zip(held, before, after, strict=True)}
+                    "clips, %.0fs)", len(result.held), evaluation["mean_before"], evaluation["mean_after"],
+                    len(result.train), result.train_seconds)
+        by_id = {r["clip_id"]: (b, a) for r, b, a in zip(result.held, result.before, result.after, strict=True)}
         out = [{"clip_id": r["clip_id"], "split": r["split"], "category": r["category"], "teacher": r["caption_json"],
                 "base": _json(by_id.get(r["clip_id"], (None, None))[0]),
-                "distilled": _json(by_id.get(r["clip_id"], (None, None))[1]), "error": None} for r in train + held]
+                "distilled": _json(by_id.get(r["clip_id"], (None, None))[1]), "error": None}
+               for r in result.train + result.held]
         return pa.Table.from_pylist(out, schema=SCHEMA)
 
     published = run_stage(ctx, NAME, cfg, [captions], body, key_extra=_caption_key(caption_cfg))
