@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from infra.config_base import Cfg as _Cfg
-from infra.config_base import ConfigError, format_validation_error, load_yaml
+from infra.config_base import ConfigError, StageResources, format_validation_error, load_yaml
 
 FILTERS_DIR = Path(__file__).resolve().parent.parent / "configs" / "filters"
 Op = Literal["<", "<=", ">", ">="]
@@ -202,6 +202,7 @@ class BalanceConfig(_Cfg):
     category_column: str = Field("category", description="Caption column holding the subject category")
     seed: int = 0
     classifier: ZeroShotConfig = ZeroShotConfig()
+    resources: StageResources = Field(default_factory=StageResources, description="Ray resources per classifier actor")
 
     @field_validator("target")
     @classmethod
