@@ -238,8 +238,10 @@ def value_hash(value: Any) -> str:
 
 
 def config_hash(cfg: BaseModel) -> str:
-    """Stable hash of a config's values: part of every stage's resume key."""
-    return value_hash(cfg.model_dump(mode="json"))
+    """Stable hash of a config's values: part of every stage's resume key. A stage's ``resources`` are left
+    out: they say where its actors run, not what they compute (rows come back in item order), so moving a
+    run to GPU nodes or resizing a pool resumes its published stages."""
+    return value_hash(cfg.model_dump(mode="json", exclude={"resources"} if "resources" in type(cfg).model_fields else None))
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

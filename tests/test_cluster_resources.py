@@ -112,3 +112,12 @@ def test_stage_actors_get_the_declared_resources_and_missing_ones_fail_fast():
         assert row["tag"] == "x" and row["gpus"] == "0"
         assert row["resources"]["GPU"] == 1 and row["resources"]["worker_node"] == 1
         assert row["resources"]["CPU"] == 0.5 and row["resources"]["memory"] == 0.25 * 2**30
+
+
+def test_resources_are_not_part_of_a_stage_resume_key():
+    from infra.config import config_hash
+
+    tiny, gpu = load_config("tiny"), load_config("tiny", ["stages.segment.resources.num_gpus=1",
+                                                          "stages.segment.resources.actors=4"])
+    assert config_hash(tiny.stages.segment) == config_hash(gpu.stages.segment)  # where it runs, not what it computes
+    assert config_hash(tiny.stages.segment) != config_hash(load_config("tiny", ["stages.segment.merge=vote"]).stages.segment)
