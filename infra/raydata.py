@@ -9,6 +9,7 @@ models load once per actor, not once per video.
 from __future__ import annotations
 
 import pickle
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -23,6 +24,11 @@ class ResourceError(RuntimeError):
     """A stage asks for a resource that no node of the Ray cluster has: its actors would wait forever."""
 
 
+# A node that is coming back (a lost worker restarted by its supervisor) gets this long to rejoin before a
+# stage that needs its resources fails.
+RESOURCE_WAIT_S = 60.0
+
+
 def actor_options(resources: StageResources) -> dict[str, Any]:
     """Ray's per-actor options for a stage's declared resources (None = the raydata default)."""
     opts: dict[str, Any] = {"num_cpus": resources.num_cpus if resources.num_cpus is not None else 1.0,
@@ -35,7 +41,7 @@ def actor_options(resources: StageResources) -> dict[str, Any]:
 
 
 def check_cluster_has(stage: str, opts: dict[str, Any], cluster: dict[str, float]) -> None:
-    """Fail now, naming the stage and the resource, when no cluster capacity could ever place one actor
+    """Fail, naming the stage and the resource, when no cluster capacity could ever place one actor
     (Ray would leave the pool pending without an error)."""
     wanted = {"CPU": opts["num_cpus"], "GPU": opts["num_gpus"], "memory": opts.get("memory", 0),
               **opts.get("resources", {})}
@@ -95,8 +101,16 @@ def flat_map_rows(
     if not items:
         return []
     opts = actor_options(resources)
-    cluster = ray.cluster_resources()
-    check_cluster_has(stage, opts, cluster)
+    deadline = time.monotonic() + RESOURCE_WAIT_S
+    while True:
+        cluster = ray.cluster_resources()
+        try:
+            check_cluster_has(stage, opts, cluster)
+            break
+        except ResourceError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(2.0)
     if resources.actors is not None:
         concurrency = min(resources.actors, len(items))
     else:

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from infra import raydata
 from infra.config import ConfigError, declared_resources, load_config
 from infra.raydata import ResourceError, StageResources, flat_map_rows, local_device
 from tasks.train.lib.launch import worker_resources
@@ -83,7 +84,7 @@ def test_in_process_stage_declaring_a_gpu_it_cannot_see_fails_clearly():
         local_device("dpo-1", StageResources(num_gpus=1))
 
 
-def test_stage_actors_get_the_declared_resources_and_missing_ones_fail_fast():
+def test_stage_actors_get_the_declared_resources_and_missing_ones_fail_fast(monkeypatch):
     import shutil
     import tempfile
 
@@ -92,6 +93,7 @@ def test_stage_actors_get_the_declared_resources_and_missing_ones_fail_fast():
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(test_cluster_resources)
+    monkeypatch.setattr(raydata, "RESOURCE_WAIT_S", 0.0)  # no node is coming back here
     temp = tempfile.mkdtemp(prefix="rf-")  # short: Ray's socket paths must fit in 107 bytes
     if ray.is_initialized():  # an earlier test's in-process Ray (the pipeline's) must not answer for this one
         ray.shutdown()
