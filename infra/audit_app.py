@@ -1,9 +1,11 @@
 """``reelflow audit serve``: the reviewers' web page for a run's audit gates (report section 3.1).
 
-Pages: ``/`` lists the run's audits with progress; ``/audit/{id}`` plays each sampled clip and
-takes Good / Bad + reason by mouse or keyboard; every click is POSTed and stored at once
-(``infra.audit_store``), so closing the tab or killing the server loses nothing. The pairwise view
-of the ``pairs`` stage's pending human pairs (``/pairs/{id}``) lives in ``infra.pair_audit_app``.
+One app for every kind of human review (``infra.audit_pages``): ``/`` lists the run's reviews with
+progress; ``/audit/{id}`` plays each clip sampled by a dataset gate or manual review and takes Good /
+Bad + reason, ``/pairs/{id}`` shows the pending human preference pairs and takes Better A / B / Tie;
+by mouse or keyboard. Every kind has the same three routes (page, ``/api/`` state, ``POST`` a label),
+and every label is stored at once (``infra.review_store``), so closing the tab or killing the server
+loses nothing.
 
 Security: every route but ``/healthz`` and ``/login`` needs a reviewer token (``?token=`` once at
 ``/login`` sets an HttpOnly SameSite=Strict cookie; API clients may send ``Authorization: Bearer``),
@@ -33,25 +35,14 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from infra import storage
 from infra.audit_guard import COOKIE, Guard, reviewer_of
-from infra.audit_store import (
-    ID_RE,
-    RULE_TEXT,
-    Reason,
-    Verdict,
-    VerdictStore,
-    clip_location,
-    evaluate,
-    load_result,
-    load_sample,
-    remove_stale_parts,
-)
-from infra.audit_view import audit_rows, clip_states
-from infra.config_datasets import REASONS
-from infra.pair_audit_app import add_pair_routes, pair_rows
+from infra.audit_models import ID_RE, RULE_TEXT
+from infra.audit_pages import GATE_PAGE, PAGES, PAIRS_PAGE, ReviewPage, VerdictIn  # noqa: F401 (VerdictIn re-exported)
+from infra.audit_store import clip_location
+from infra.review_store import VerdictStore, load_review, remove_stale_parts
 
 WEB = Path(__file__).resolve().parent / "audit_web"
 
@@ -72,13 +63,6 @@ def new_token() -> str:
     return secrets.token_urlsafe(18)
 
 
-class VerdictIn(BaseModel):
-    clip_id: str = Field(pattern=ID_RE.pattern)
-    verdict: str = Field(pattern="^(good|bad)$")
-    reason: Reason | None = None
-    note: str = Field("", max_length=500)
-
-
 def _inside(uri: str, root: str) -> bool:
     if storage.is_remote(uri) or storage.is_remote(root):
         return uri.startswith(root.rstrip("/") + "/")
@@ -92,7 +76,7 @@ def create_app(run_uri: str, tokens: dict[str, str]) -> FastAPI:
     run_uri = storage.normalize(run_uri)
     remove_stale_parts(run_uri)  # what a killed server or flow left half-written
     app = FastAPI(title="reelflow audit", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(Guard, tokens=tokens)
+    app.add_middleware(Guard, tokens=tokens, label_paths=tuple(page.path for page in PAGES))
     templates = Jinja2Templates(directory=str(WEB))
     app.mount("/static", StaticFiles(directory=str(WEB / "static")), name="static")
 
@@ -108,10 +92,10 @@ def create_app(run_uri: str, tokens: dict[str, str]) -> FastAPI:
             raise HTTPException(401, "reviewer token required: open the link printed by `reelflow audit serve`")
         return name
 
-    def sample_of(audit_id: str):
-        sample = load_sample(run_uri, audit_id) if ID_RE.match(audit_id) else None
+    def sample_of(page: ReviewPage, audit_id: str):
+        sample = load_review(run_uri, page.kind, audit_id) if ID_RE.match(audit_id) else None
         if sample is None:
-            raise HTTPException(404, "no such audit in this run")
+            raise HTTPException(404, page.missing)
         return sample
 
     @app.get("/healthz")
@@ -128,47 +112,28 @@ def create_app(run_uri: str, tokens: dict[str, str]) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request, who: str = Depends(reviewer)):
-        return templates.TemplateResponse(request, "index.html", {"rows": audit_rows(run_uri), "pair_rows": pair_rows(run_uri),
-                                                                  "who": who, "run_uri": run_uri, "rule": RULE_TEXT})
+        return templates.TemplateResponse(request, "index.html", {
+            "rows": GATE_PAGE.rows(run_uri), "pair_rows": PAIRS_PAGE.rows(run_uri), "who": who, "run_uri": run_uri,
+            "rule": RULE_TEXT})
 
-    @app.get("/audit/{audit_id}", response_class=HTMLResponse)
-    def audit_page(request: Request, audit_id: str, who: str = Depends(reviewer)):
-        sample = sample_of(audit_id)
-        state = evaluate(sample, VerdictStore(run_uri, audit_id).reviews())
-        return templates.TemplateResponse(request, "audit.html", {
-            "sample": sample, "who": who, "reasons": REASONS, "state": state, "rule": RULE_TEXT,
-            "result": load_result(run_uri, audit_id), "run_id": run_uri.rstrip("/").rsplit("/", 1)[-1]})
-
-    @app.get("/api/audit/{audit_id}")
-    def audit_state(audit_id: str, who: str = Depends(reviewer)) -> dict:
-        sample = sample_of(audit_id)
-        reviews = VerdictStore(run_uri, audit_id).reviews()
-        return {"audit_id": audit_id, "simulated": sample.simulated, "read_only": sample.simulated,
-                "tolerate": sample.tolerate, "clips": clip_states(sample, reviews, who),
-                "state": evaluate(sample, reviews).model_dump()}
-
-    @app.post("/api/audit/{audit_id}/verdicts")
-    def add_verdict(audit_id: str, body: VerdictIn, who: str = Depends(reviewer)) -> dict:
-        sample = sample_of(audit_id)
-        if sample.simulated:
-            raise HTTPException(409, "this audit is simulated from the corpus truth; it takes no human verdicts")
-        if body.clip_id not in {c.clip_id for c in sample.clips}:
-            raise HTTPException(404, "no such clip in the sample of this audit")
-        try:
-            verdict = Verdict(**body.model_dump(), reviewer=who, source="human")
-        except ValueError:
-            raise HTTPException(422, "a bad verdict needs a reason from the taxonomy") from None
-        store = VerdictStore(run_uri, audit_id)
-        store.append(verdict)
-        return evaluate(sample, store.reviews()).model_dump()
+    for page in PAGES:
+        _add_review_routes(app, page, run_uri, templates, reviewer, sample_of)
 
     @app.get("/clip/{audit_id}/{clip_id}")
     def clip(audit_id: str, clip_id: str, who: str = Depends(reviewer)) -> Response:
-        sample = sample_of(audit_id)
+        sample = sample_of(GATE_PAGE, audit_id)
         found = next((c for c in sample.clips if c.clip_id == clip_id), None)
         if found is None or not found.clip_uri:
             raise HTTPException(404, "no such clip in this audit")
         return video(found.clip_uri)
+
+    @app.get("/pair-video/{audit_id}/{pair_id}/{side}")
+    def pair_video(audit_id: str, pair_id: str, side: str, who: str = Depends(reviewer)) -> Response:
+        sample = sample_of(PAIRS_PAGE, audit_id)
+        found = next((p for p in sample.pairs if p.pair_id == pair_id), None)
+        if found is None or side not in ("a", "b"):
+            raise HTTPException(404, "no such pair video in this audit")
+        return video(found.a_uri if side == "a" else found.b_uri)
 
     def video(stored: str) -> Response:
         uri = clip_location(run_uri, stored)
@@ -178,8 +143,37 @@ def create_app(run_uri: str, tokens: dict[str, str]) -> FastAPI:
             return FileResponse(uri, media_type="video/mp4")  # Range requests: seeking works
         return StreamingResponse(_chunks(uri), media_type="video/mp4")
 
-    add_pair_routes(app, run_uri, templates, reviewer, video)
     return app
+
+
+def _add_review_routes(app: FastAPI, page: ReviewPage, run_uri: str, templates: Jinja2Templates, reviewer,
+                       sample_of) -> None:
+    """A kind's page, its state and its label route: the same three routes for every kind of review."""
+
+    def show(request: Request, audit_id: str, who: str = Depends(reviewer)):
+        return templates.TemplateResponse(request, page.template, page.page(run_uri, sample_of(page, audit_id), who))
+
+    def state(audit_id: str, who: str = Depends(reviewer)) -> dict:
+        return page.state(run_uri, sample_of(page, audit_id), who)
+
+    def add_label(audit_id: str, body: BaseModel, who: str = Depends(reviewer)) -> dict:
+        sample = sample_of(page, audit_id)
+        if page.read_only(sample):
+            raise HTTPException(409, page.read_only_text)
+        if getattr(body, page.kind.key) not in page.kind.item_ids(sample):
+            raise HTTPException(404, page.no_item)
+        try:
+            verdict = page.label(body, who)
+        except ValueError:
+            raise HTTPException(422, page.refused) from None
+        store = VerdictStore(run_uri, audit_id, page.kind)
+        store.append(verdict)
+        return page.counted(sample, store)
+
+    add_label.__annotations__["body"] = page.label_in  # FastAPI reads the body's model from the annotation
+    app.add_api_route(f"/{page.path}/{{audit_id}}", show, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route(f"/api/{page.path}/{{audit_id}}", state, methods=["GET"])
+    app.add_api_route(f"/api/{page.path}/{{audit_id}}/verdicts", add_label, methods=["POST"])
 
 
 def _chunks(uri: str, size: int = 1 << 20):

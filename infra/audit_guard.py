@@ -27,14 +27,17 @@ class BodyLimit:
     max_depth: int = 0  # 0: the route takes no JSON
 
 
-# Routes that take a body: one verdict is a few hundred bytes (a note is at most 500 characters,
-# 4 bytes each in UTF-8) and two levels deep. Every other route takes no body at all.
-BODY_LIMITS = {re.compile(r"^/api/(audit|pairs)/[^/]+/verdicts$"): BodyLimit(8 * 1024, 2)}
+# The routes that take a body are the label routes of the review kinds (``/api/<kind path>/<id>/verdicts``):
+# one verdict is a few hundred bytes (a note is at most 500 characters, 4 bytes each in UTF-8) and two
+# levels deep. Every other route takes no body at all.
+LABEL = BodyLimit(8 * 1024, 2)
 NO_BODY = BodyLimit(0)
+LABEL_PATHS = ("audit", "pairs")
 
 
-def limit_for(path: str) -> BodyLimit:
-    return next((limit for pattern, limit in BODY_LIMITS.items() if pattern.match(path)), NO_BODY)
+def limit_for(path: str, label_paths: tuple[str, ...] = LABEL_PATHS) -> BodyLimit:
+    labels = re.compile(rf"^/api/({'|'.join(map(re.escape, label_paths))})/[^/]+/verdicts$")
+    return LABEL if labels.match(path) else NO_BODY
 
 
 def reviewer_of(headers: dict[str, str], tokens: dict[str, str]) -> str | None:
@@ -91,8 +94,8 @@ class TooLarge(Exception):
 class Guard:
     """ASGI middleware: authentication, per-route body size and JSON depth, before the app."""
 
-    def __init__(self, app, tokens: dict[str, str]):
-        self.app, self.tokens = app, tokens
+    def __init__(self, app, tokens: dict[str, str], label_paths: tuple[str, ...] = LABEL_PATHS):
+        self.app, self.tokens, self.label_paths = app, tokens, label_paths
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -101,7 +104,7 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if not PUBLIC.match(path) and reviewer_of(headers, self.tokens) is None:
             return await _reply(send, 401, "reviewer token required: open the link printed by `reelflow audit serve`")
-        limit = limit_for(path)
+        limit = limit_for(path, self.label_paths)
         try:
             declared = int(headers.get("content-length", "0") or 0)
         except ValueError:

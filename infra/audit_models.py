@@ -1,4 +1,5 @@
-"""What the audit stores: a gate's sample, one reviewer's verdict, and the gate's state (report 3.1).
+"""What the audits store: a gate's sample, one reviewer's verdict, and the gate's state (report 3.1);
+the pending human pairs and their preference labels (report 3.4.1).
 
 Kept apart from the store's I/O (``infra.audit_store``) so the records and the counting rule can be
 read without it. Notes and reviewer names are cleaned of control characters on the way in: they are
@@ -14,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from infra.config_datasets import REASONS
+from infra.config_post import MOTION_FAILURES
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # A clip is bad at a gate when ANY reviewer's latest verdict is bad for a reason the gate does not
@@ -117,3 +119,59 @@ class GateResult(BaseModel):
                 + (f"; tolerated at this gate: {self.tolerated}" if self.tolerated else "")
                 + (f"; reviewers disagree on {len(self.disagreements)} clips (counted bad if any reviewer says bad)"
                    if self.disagreements else ""))
+
+
+# --- pairwise preference labels (report section 3.4.1) --------------------------------------------------
+
+# What a reviewer is shown, by the ``kind`` of the pairs table (tasks/post/pairs.py).
+PAIR_KINDS = {"human": "two text-to-video samples of the same prompt from the same checkpoint, different seeds "
+                       "(neither is real footage; the side of each is random)"}
+MotionFailure = Literal["excess motion", "insufficient motion", "subject distortion", "local detail damage",
+                        "physics violation", "unnatural motion"]
+assert MotionFailure.__args__ == MOTION_FAILURES
+Label = Literal["a", "b", "tie"]
+
+
+class PairVerdict(ReviewerNote):
+    pair_id: str = Field(pattern=ID_RE.pattern)
+    label: Label
+    failure: MotionFailure | None = None  # what is wrong with the worse video; none for a tie
+    source: Literal["human", "file"] = "human"
+
+    @model_validator(mode="after")
+    def _failure(self) -> PairVerdict:
+        if self.label != "tie" and self.failure is None:
+            raise ValueError(f"better {self.label}: name the worse video's failure, one of: {', '.join(MOTION_FAILURES)}")
+        if self.label == "tie":
+            self.failure = None
+        return self
+
+
+class PendingPair(BaseModel):
+    pair_id: str
+    kind: str = "human"  # what the two videos are: see PAIR_KINDS
+    generator: str | None = None  # the checkpoint that generated both
+    prompt: str | None = None
+    a_uri: str  # relative to the run root (older samples: absolute)
+    b_uri: str
+    a_desc: str | None = None  # kept for provenance, never shown: the page must not hint at a side
+    b_desc: str | None = None
+
+
+class PairAuditSample(BaseModel):
+    audit_id: str
+    stage_uri: str  # the stage folder, relative to the run root
+    fingerprint: str
+    created_at: float = Field(default_factory=time.time)
+    pairs: list[PendingPair]
+
+
+class PairAuditState(BaseModel):
+    audit_id: str
+    total: int
+    labelled: int
+    better_a: int
+    better_b: int
+    ties: int
+    by_failure: dict[str, int]
+    complete: bool

@@ -1,24 +1,15 @@
-"""Durable audit state in the run's store: the sample of each gate and every verdict given.
+"""The gate audits' side of the review store (``infra.review_store``): the sample of each dataset gate
+or manual review, the gate's recorded result, and the counting rule.
 
-Layout: ``{run_uri}/audits/{audit_id}/sample.json`` (written once, when the gate opens) and
-``verdicts/{ns}-{clip_id}-{rand}.json``, one file per verdict. One object per verdict rather than an
-appended JSONL because object stores (s3://) cannot append; locally each file is written to a
-temporary name, fsync'd and renamed, so a killed server or flow loses at most the click in flight,
-and a half-written verdict never exists under its real name. Each reviewer's latest verdict on a
-clip counts (a reviewer may change their mind; the full history stays); when reviewers disagree,
-every verdict is kept and shown, and the gate counts the clip by ``RULE``. Sample paths are stored
-relative to the run root, so a copied or moved run still finds its clips. Imported by the web app
-(infra) and the gate (tasks), so it lives in infra.
+Layout (``infra.review_store``, kind ``GATES``): ``{run_uri}/audits/{audit_id}/sample.json`` and
+``verdicts/``, one durable file per verdict, plus ``result.json`` (the gate's last evaluation). Each
+reviewer's latest verdict on a clip counts (a reviewer may change their mind; the full history stays);
+when reviewers disagree, every verdict is kept and shown, and the gate counts the clip by ``RULE``.
+Sample paths are stored relative to the run root, so a copied or moved run still finds its clips.
+Imported by the web app (infra) and the gate (tasks), so it lives in infra.
 """
 
 from __future__ import annotations
-
-import os
-import tempfile
-import time
-import uuid
-
-from pydantic import BaseModel
 
 from infra import manifest as mf
 from infra import storage
@@ -34,60 +25,25 @@ from infra.audit_models import (  # noqa: F401  (the store's records, re-exporte
     Verdict,
     clean_text,
 )
+from infra.review_store import (  # noqa: F401  (one store for every kind of review; re-exported)
+    GATES,
+    RESULT,
+    SAMPLE,
+    VerdictStore,
+    list_reviews,
+    load_review,
+    remove_stale_parts,
+    review_uri,
+    save_review,
+    write_durably,
+)
 
-AUDITS = "audits"
-SAMPLE = "sample.json"
-RESULT = "result.json"
+AUDITS = GATES.root
+audit_uri = review_uri
+
 
 def audits_uri(run_uri: str) -> str:
     return storage.join(run_uri, AUDITS)
-
-
-def audit_uri(run_uri: str, audit_id: str, root: str = AUDITS) -> str:
-    if not ID_RE.match(audit_id):
-        raise ValueError(f"not an audit id: {audit_id!r}")
-    return storage.join(run_uri, root, audit_id)
-
-
-def write_durably(uri: str, text: str) -> None:
-    if storage.is_remote(uri):
-        storage.write_text(uri, text)  # a PUT is atomic
-        return
-    folder = os.path.dirname(uri)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; published records are readable
-            os.fsync(fh.fileno())
-        os.replace(tmp, uri)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
-
-
-def remove_stale_parts(run_uri: str, older_than_s: float = STALE_PART_S) -> list[str]:
-    """Delete the ``.part`` temporaries a killed writer left under the run's audits (never read: their
-    names start with a dot); a write in flight takes milliseconds, so anything older is dead."""
-    if storage.is_remote(run_uri):
-        return []  # object stores have no temporaries (a PUT is atomic)
-    removed, now = [], time.time()
-    for root in (AUDITS, "pair_audits"):
-        for parent, _, files in os.walk(os.path.join(run_uri, root)):
-            for name in files:
-                path = os.path.join(parent, name)
-                if name.startswith(".") and name.endswith(".part") and now - os.path.getmtime(path) > older_than_s:
-                    os.unlink(path)
-                    removed.append(path)
-    return removed
 
 
 def clip_location(run_uri: str, clip_uri: str | None) -> str | None:
@@ -104,12 +60,11 @@ def clip_location(run_uri: str, clip_uri: str | None) -> str | None:
 
 
 def save_sample(run_uri: str, sample: AuditSample) -> None:
-    write_durably(storage.join(audit_uri(run_uri, sample.audit_id), SAMPLE), sample.model_dump_json(indent=1))
+    save_review(run_uri, GATES, sample)
 
 
 def load_sample(run_uri: str, audit_id: str) -> AuditSample | None:
-    uri = storage.join(audit_uri(run_uri, audit_id), SAMPLE)
-    return AuditSample.model_validate_json(storage.read_text(uri)) if storage.exists(uri) else None
+    return load_review(run_uri, GATES, audit_id)
 
 
 def save_result(run_uri: str, result: GateResult) -> None:
@@ -122,52 +77,7 @@ def load_result(run_uri: str, audit_id: str) -> GateResult | None:
 
 
 def list_audits(run_uri: str) -> list[AuditSample]:
-    root = audits_uri(run_uri)
-    if not storage.exists(root):
-        return []
-    fs = storage.filesystem(root)
-    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(storage._path(root), detail=False))
-    found = [load_sample(run_uri, n) for n in names if ID_RE.match(n)]
-    return sorted((s for s in found if s is not None), key=lambda s: s.created_at)
-
-
-class VerdictStore:
-    """Append-only verdicts of one audit (one durable file each). ``model`` / ``key``: what a verdict is
-    and which field names its item (a clip here; a pair in ``infra.pair_audit_store``)."""
-
-    model: type[BaseModel] = Verdict
-    key = "clip_id"
-    root = AUDITS
-
-    def __init__(self, run_uri: str, audit_id: str):
-        self.uri = storage.join(audit_uri(run_uri, audit_id, self.root), "verdicts")
-
-    def append(self, verdict: BaseModel) -> None:
-        name = f"{time.time_ns():020d}-{getattr(verdict, self.key)}-{uuid.uuid4().hex[:6]}.json"
-        write_durably(storage.join(self.uri, name), verdict.model_dump_json())
-
-    def history(self) -> list:
-        if not storage.exists(self.uri):
-            return []
-        fs = storage.filesystem(self.uri)
-        paths = sorted(p for p in fs.ls(storage._path(self.uri), detail=False) if p.endswith(".json")
-                       and not p.rsplit("/", 1)[-1].startswith("."))
-        out = []
-        for path in paths:
-            uri = f"s3://{path}" if self.uri.startswith("s3://") and not path.startswith("s3://") else path
-            out.append(self.model.model_validate_json(storage.read_text(uri)))
-        return out
-
-    def latest(self) -> dict:
-        """The last verdict given on each item, by anyone (file names sort by time)."""
-        return {getattr(v, self.key): v for v in self.history()}
-
-    def reviews(self) -> dict[str, list]:
-        """Each reviewer's latest verdict on each item, in the order they were first given."""
-        out: dict[str, dict[str, BaseModel]] = {}
-        for v in self.history():
-            out.setdefault(getattr(v, self.key), {})[v.reviewer] = v
-        return {k: list(by.values()) for k, by in out.items()}
+    return list_reviews(run_uri, GATES)
 
 
 def decide(verdicts: list[Verdict], tolerate: list[str]) -> tuple[str, Verdict]:

@@ -16,14 +16,13 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from infra.config_base import Cfg as _Cfg
-from infra.config_base import ConfigError, format_validation_error, load_yaml  # noqa: F401 (re-exported)
+from infra.config_base import ConfigError, StageResources, format_validation_error, load_yaml  # noqa: F401 (re-exported)
 from infra.config_caption import CaptionConfig
 from infra.config_datasets import AuditConfig, BalanceConfig, DatasetsConfig
 from infra.config_distill import DISTILL_STAGES, CaptionerDistillConfig
 from infra.config_filters import ScoreConfig
 from infra.config_post import PostTrainConfig
 from infra.config_train import POST_STAGES, TRAIN_STAGES, TrainConfig
-from infra.raydata import StageResources
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROFILES = ("tiny", "wan-1.3b", "wan-14b", "cluster-local")
@@ -45,8 +44,15 @@ class RayConfig(_Cfg):
     address: str | None = Field(None, description="Ray cluster address; None starts a local Ray")
     num_cpus: int | None = Field(2, ge=1, description="CPUs for a local Ray (None = all)")
     object_store_mb: int = Field(1024, ge=128)
-    stages: dict[str, StageResources] = Field(
-        default_factory=dict, description="Per-stage actor pool size, CPUs, GPUs, memory (infra.raydata)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_stage_table(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "stages" in data:
+            raise ValueError("`ray.stages` is gone: each stage declares its Ray resources in its own config, e.g. "
+                             "stages.segment.resources, train.latents.resources, post.pairs.resources (see "
+                             "`declared_resources` in infra/config.py)")
+        return data
 
 
 class PrefectConfig(_Cfg):
@@ -63,6 +69,7 @@ class CorpusConfig(_Cfg):
     shot_seconds: tuple[float, float] = (1.5, 5.0)
     defect_rate: float = Field(0.35, ge=0, le=1, description="Chance a shot carries a planted defect")
     workers: int = Field(0, ge=0, description="Processes rendering films in generate_corpus; 0 = one per CPU")
+    resources: StageResources = Field(default_factory=StageResources, description="Ray resources per actor")
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> CorpusConfig:
@@ -85,6 +92,7 @@ class IngestConfig(_Cfg):
     hash_bytes: int = Field(
         0, ge=0, description="Bytes hashed for source_id; 0 = whole file (stable, slower on huge files)"
     )
+    resources: StageResources = Field(default_factory=StageResources, description="Ray resources per actor")
 
 
 class SegmentConfig(_Cfg):
@@ -140,6 +148,8 @@ class SegmentConfig(_Cfg):
     block_frames: int = Field(1024, ge=64, le=65536, description="Frames analysed per step: bounds a worker's memory")
     use_transnet: bool = Field(True, description="Load TransNetV2 (arbiter or full mode); false: never")
     use_adaptive: bool = Field(True, description="Run PySceneDetect's AdaptiveDetector as a cut detector")
+    resources: StageResources = Field(default_factory=StageResources,
+                                      description="Ray resources per actor (a GPU for TransNetV2's full mode)")
 
     @model_validator(mode="after")
     def _window_beyond_gap(self) -> SegmentConfig:
@@ -160,6 +170,7 @@ class ClipsConfig(_Cfg):
         1, ge=0, le=64, description="libx264 threads; x264's output depends on its thread count, so a fixed count "
         "makes clip files byte-identical between runs (0 = x264's automatic count: faster, not reproducible)"
     )
+    resources: StageResources = Field(default_factory=StageResources, description="Ray resources per actor")
 
     @model_validator(mode="after")
     def _min_below_max(self) -> ClipsConfig:
@@ -210,14 +221,29 @@ class PipelineConfig(_Cfg):
         return self
 
 
+def declared_resources(cfg: BaseModel, prefix: str = "") -> dict[str, StageResources]:
+    """Every stage's declared ``resources``, by the dotted path of its config ("stages.segment", "train",
+    "train.latents", "post.reward"): what the profile asks of the cluster, stage by stage."""
+    found: dict[str, StageResources] = {}
+    for name in type(cfg).model_fields:
+        value = getattr(cfg, name)
+        if isinstance(value, StageResources):
+            found[prefix.rstrip(".")] = value
+        elif isinstance(value, BaseModel):
+            found.update(declared_resources(value, f"{prefix}{name}."))
+    return found
+
+
 def value_hash(value: Any) -> str:
     """Stable 16-hex hash of JSON-able values (dict keys sorted; anything else by its str)."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def config_hash(cfg: BaseModel) -> str:
-    """Stable hash of a config's values: part of every stage's resume key."""
-    return value_hash(cfg.model_dump(mode="json"))
+    """Stable hash of a config's values: part of every stage's resume key. A stage's ``resources`` are left
+    out: they say where its actors run, not what they compute (rows come back in item order), so moving a
+    run to GPU nodes or resizing a pool resumes its published stages."""
+    return value_hash(cfg.model_dump(mode="json", exclude={"resources"} if "resources" in type(cfg).model_fields else None))
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

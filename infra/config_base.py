@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class ConfigError(ValueError):
@@ -21,6 +21,24 @@ class ConfigError(ValueError):
 class Cfg(BaseModel):
     # extra="forbid": a typo in YAML or --set must fail loudly, not be ignored.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StageResources(BaseModel):
+    """What one worker of a stage reserves on the Ray cluster: each stage's config declares it as
+    ``resources`` (its default is the stage's need; a GPU profile raises ``num_gpus`` for the model stages).
+    Ray places the stage's actors on nodes that have them and sets their CUDA_VISIBLE_DEVICES."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    actors: int | None = Field(None, ge=1, description="Actor pool size; None = as many as the cluster's CPUs "
+                               "(and GPUs) fit, at most one per item")
+    num_cpus: float | None = Field(None, gt=0, description="CPUs per actor; None = 1")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per actor; None = 0 (training: one each when the "
+                                   "cluster has GPUs)")
+    memory_gb: float | None = Field(None, gt=0, description="Heap memory reserved per actor (Ray schedules on it)")
+    custom: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per actor")
+
+    def wants_gpu(self) -> bool:
+        return bool(self.num_gpus)
 
 
 def load_yaml(path: Path) -> dict:

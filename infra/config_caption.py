@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from infra.config_base import Cfg as _Cfg
+from infra.config_base import StageResources
 
 
 class CameraMotionConfig(_Cfg):
@@ -90,6 +91,7 @@ class CaptionConfig(_Cfg):
     expression_enabled: bool = Field(True, description="Override the main human subject's expression when a face is found")
     fuse: FuseConfig = FuseConfig()
     cache_dir: str = Field(".reelflow/models", description="Where tiny random weights are built once")
-    actors: int | None = Field(None, ge=1, description="Caption actors; None = one per CPU")
+    resources: StageResources = Field(default_factory=StageResources,
+                                      description="Ray resources per caption actor (one captioner engine each)")
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per actor (the machine is shared)")
     sample_captions: int = Field(8, ge=0, le=200, description="Captions logged to MLflow (JSON + markdown + contact sheet)")

@@ -15,7 +15,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from infra.config_base import Cfg as _Cfg
-from infra.config_base import ConfigError, format_validation_error, load_yaml
+from infra.config_base import ConfigError, StageResources, format_validation_error, load_yaml
+from infra.config_detect import resolve_detect
 
 FILTERS_DIR = Path(__file__).resolve().parent.parent / "configs" / "filters"
 Op = Literal["<", "<=", ">", ">="]
@@ -85,12 +86,15 @@ def load_profile(name: str, filters_dir: Path = FILTERS_DIR) -> ThresholdProfile
     while name is not None:
         path = filters_dir / f"{name}.yaml"
         if not path.exists():
-            known = sorted(p.stem for p in filters_dir.glob("*.yaml") if p.stem != "columns")
+            known = sorted(p.stem for p in filters_dir.glob("*.yaml") if p.stem not in ("columns", "detect"))
             raise ConfigError(f"threshold profile {name!r} not found ({path}); known: {', '.join(known)}")
         if name in [p.name for p in chain]:
             raise ConfigError(f"threshold profile {name!r} extends itself (chain: {[p.name for p in chain]})")
+        raw = load_yaml(path)
+        if isinstance(raw.get("rules"), list):  # `value: detect`: the filter's own bound (detect.yaml)
+            raw["rules"] = resolve_detect(raw["rules"], filters_dir, str(path))
         try:
-            chain.append(ThresholdProfile.model_validate({"name": name, **load_yaml(path)}))
+            chain.append(ThresholdProfile.model_validate({"name": name, **raw}))
         except ValidationError as err:
             raise ConfigError(format_validation_error(err, ThresholdProfile, str(path))) from None
         name = chain[-1].extends
@@ -202,6 +206,7 @@ class BalanceConfig(_Cfg):
     category_column: str = Field("category", description="Caption column holding the subject category")
     seed: int = 0
     classifier: ZeroShotConfig = ZeroShotConfig()
+    resources: StageResources = Field(default_factory=StageResources, description="Ray resources per classifier actor")
 
     @field_validator("target")
     @classmethod

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from infra.config_base import Cfg as _Cfg
+from infra.config_base import StageResources
 
 
 class DecodeConfig(_Cfg):
@@ -153,4 +154,4 @@ class ScoreConfig(_Cfg):
     aesthetic: AestheticConfig = AestheticConfig()
     motion: MotionConfig = MotionConfig()
     quality: QualityConfig = QualityConfig()
-    actors: int | None = Field(None, ge=1, description="Score actors; None = one per CPU")
+    resources: StageResources = Field(default_factory=StageResources, description="Ray resources per score actor")

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from infra.config_base import Cfg as _Cfg
+from infra.config_base import StageResources
 
 Distortion = Literal["v2v", "i2v", "t2v", "frame_rate", "noise", "reverse"]
 # Report section 3.4.1: regenerations ordered from mildest to strongest distortion of the real clip.
@@ -39,6 +40,8 @@ class PairsConfig(_Cfg):
                                     "statistics (z-units) differ less are a tie")
     guidance_scale: float = Field(5.0, ge=1)
     seed: int = 0
+    resources: StageResources = Field(default_factory=StageResources,
+                                      description="Ray resources per regeneration actor (a GPU for the sampler)")
 
 
 class RewardConfig(_Cfg):
@@ -59,6 +62,8 @@ class RewardConfig(_Cfg):
     torch_threads: int = Field(1, ge=0, description="CPU threads of the training process; 0 = torch's default "
                                "(one thread: two thrash on a shared 2-core machine)")
     seed: int = 0
+    resources: StageResources = Field(default_factory=StageResources, description="What the stage's process needs "
+                                      "(it trains in the flow's process: num_gpus > 0 requires CUDA there)")
 
 
 class DPOConfig(_Cfg):
@@ -79,6 +84,8 @@ class DPOConfig(_Cfg):
     margin_draws: int = Field(4, ge=1, description="(t, noise) draws per pair at which the implicit reward margin "
                               "is measured at the start and the end of a round (the same draws both times)")
     seed: int = 0
+    resources: StageResources = Field(default_factory=StageResources, description="What the stage's process needs "
+                                      "(sampling and training in the flow's process: num_gpus > 0 requires CUDA there)")
 
 
 class FinalVideoConfig(_Cfg):

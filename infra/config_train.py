@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from infra.config_base import Cfg as _Cfg
+from infra.config_base import StageResources
 
 # FPS normalisation (report section 3.3): every clip is resampled to one of these rates; the learnable
 # FPS embedding has one row per rate, indexed as diffusers' SkyReels-V2 pipelines index it (16 -> 0, else 1).
@@ -74,8 +75,8 @@ class LatentsConfig(_Cfg):
     text_len: int = Field(512, ge=8, description="umT5 tokens kept per caption (diffusers pads prompts to 512)")
     batch_size: int = Field(4, ge=1, description="Clips decoded and encoded together by an encoder actor "
                             "(same-bucket videos share one VAE call, captions one umT5 call)")
-    actors: int = Field(1, ge=1, description="Encoder actors (GPU actors in production)")
-    num_gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per encoder actor; > 0 runs the encoders on CUDA")
+    resources: StageResources = Field(default_factory=lambda: StageResources(actors=1), description="Ray resources "
+                                      "per encoder actor (actors: pool size); num_gpus > 0 runs the encoders on CUDA")
     torch_threads: int = Field(1, ge=1, description="Torch CPU threads per actor (actors are the parallelism)")
     text_dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="umT5 weights' dtype (bf16 halves GPU memory); the VAE always runs in fp32"
@@ -137,12 +138,12 @@ class TrainConfig(_Cfg):
     zero_stage: Literal[0, 1, 2, 3] = 2
     num_workers: int = Field(1, ge=1, description="Training processes (Ray Train workers)")
     ray_train: bool = Field(False, description="Launch the workers through Ray Train (cluster); else in-process")
-    use_gpu: bool | None = Field(None, description="Ray Train workers ask for one GPU each; None = when the "
-                                 "cluster advertises GPUs (decided from the cluster, never the driver's hardware)")
+    resources: StageResources = Field(default_factory=StageResources, description="What each Ray Train worker "
+                                      "reserves: num_cpus (None = 1), num_gpus (None = one when the cluster advertises "
+                                      "GPUs, decided from the cluster, never the driver's hardware), memory_gb, custom")
     dist_backend: Literal["auto", "nccl", "gloo"] = Field(
         "auto", description="torch.distributed backend of Ray Train workers; auto = nccl with GPUs, else gloo "
         "(gloo when a cluster's GPU resource is only scheduled, as on cluster-local)")
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each Ray Train worker reserves")
     max_failures: int = Field(0, ge=-1, description="Ray Train worker-group restarts after a worker or node dies "
                               "(-1 = unlimited); each restart resumes from the last step checkpoint")
     sequence_parallel: int = Field(1, ge=1, description="Ulysses sequence-parallel degree (deepspeed.sequence)")

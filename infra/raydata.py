@@ -9,43 +9,62 @@ models load once per actor, not once per video.
 from __future__ import annotations
 
 import pickle
+import time
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+
+from infra.config_base import StageResources
+
+__all__ = ["ResourceError", "StageResources", "actor_options", "check_cluster_has", "flat_map_items", "flat_map_rows",
+           "local_device"]
 
 
-class StageResources(BaseModel):
-    """What one actor of a stage's pool reserves on the cluster (``ray.stages.<stage>`` in a profile).
-    Unset fields keep the stage's own default; GPU profiles give model stages ``num_gpus`` so Ray places
-    their actors on GPU nodes (and sets CUDA_VISIBLE_DEVICES)."""
-
-    model_config = ConfigDict(extra="forbid")
-    actors: int | None = Field(None, ge=1, description="Actor pool size; None = the stage's default")
-    num_cpus: float | None = Field(None, gt=0)
-    num_gpus: float | None = Field(None, ge=0)
-    memory_gb: float | None = Field(None, gt=0, description="Heap memory reserved per actor (Ray schedules on it)")
-    custom: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per actor")
+class ResourceError(RuntimeError):
+    """A stage asks for a resource that no node of the Ray cluster has: its actors would wait forever."""
 
 
-# The stage each pool's worker class serves (the keys of ``ray.stages``).
-STAGE_OF_WORKER = {"CorpusWorker": "corpus", "IngestWorker": "ingest", "SegmentWorker": "segment",
-                   "ClipsWorker": "clips", "ScoreWorker": "score", "CaptionWorker": "caption",
-                   "ZeroShotWorker": "balance", "PairsWorker": "pairs", "LatentWorker": "latents"}
-_RESOURCES: dict[str, StageResources] = {}
+# A node that is coming back (a lost worker restarted by its supervisor) gets this long to rejoin before a
+# stage that needs its resources fails.
+RESOURCE_WAIT_S = 60.0
 
 
-def configure_resources(stages: dict[str, StageResources]) -> None:
-    """Per-stage actor resources for this driver process (called where Ray is initialised)."""
-    unknown = sorted(set(stages) - set(STAGE_OF_WORKER.values()))
-    if unknown:
-        raise ValueError(f"ray.stages: unknown stage(s) {unknown}; allowed: {sorted(set(STAGE_OF_WORKER.values()))}")
-    _RESOURCES.clear()
-    _RESOURCES.update(stages)
+def actor_options(resources: StageResources) -> dict[str, Any]:
+    """Ray's per-actor options for a stage's declared resources (None = the raydata default)."""
+    opts: dict[str, Any] = {"num_cpus": resources.num_cpus if resources.num_cpus is not None else 1.0,
+                            "num_gpus": resources.num_gpus or 0.0}
+    if resources.memory_gb:
+        opts["memory"] = int(resources.memory_gb * 2**30)
+    if resources.custom:
+        opts["resources"] = dict(resources.custom)
+    return opts
 
 
-def _resources_for(worker_cls: type) -> StageResources:
-    return _RESOURCES.get(STAGE_OF_WORKER.get(worker_cls.__name__, ""), StageResources())
+def check_cluster_has(stage: str, opts: dict[str, Any], cluster: dict[str, float]) -> None:
+    """Fail, naming the stage and the resource, when no cluster capacity could ever place one actor
+    (Ray would leave the pool pending without an error)."""
+    wanted = {"CPU": opts["num_cpus"], "GPU": opts["num_gpus"], "memory": opts.get("memory", 0),
+              **opts.get("resources", {})}
+    for name, amount in wanted.items():
+        if amount and cluster.get(name, 0) < amount:
+            raise ResourceError(
+                f"stage {stage}: each actor asks for {name}={amount:g} but the Ray cluster has "
+                f"{cluster.get(name, 0):g}; start Ray with it (a GPU node, `ray start --resources`) or lower "
+                f"the stage's `resources` in the profile / with --set")
+
+
+def local_device(stage: str, resources: StageResources, default: str = "cpu") -> str:
+    """The torch device of a stage that runs in the flow's own process (reward, dpo): CUDA when it declares
+    GPUs, failing now, naming the stage, when this process sees fewer; else ``default``."""
+    if not resources.wants_gpu():
+        return default
+    import torch
+
+    if torch.cuda.device_count() < resources.num_gpus:
+        raise ResourceError(f"stage {stage}: declares num_gpus={resources.num_gpus:g} but this process sees "
+                            f"{torch.cuda.device_count()} CUDA device(s); run the flow on a GPU node or set the "
+                            f"stage's resources.num_gpus to 0")
+    return "cuda"
 
 
 class _FlatMapAdapter:
@@ -66,31 +85,38 @@ def flat_map_rows(
     items: list[Any],
     worker_cls: type,
     worker_kwargs: dict[str, Any],
+    resources: StageResources,
     *,
-    concurrency: int | None = None,
-    num_cpus: float = 1.0,
-    num_gpus: float = 0.0,
+    stage: str,
     progress: str | None = None,
 ) -> list[Any]:
     """Run ``worker_cls(**worker_kwargs)(item) -> list[row]`` over ``items`` on Ray Data and return
-    every row as the worker made it (row order = item order, then worker order). ``num_gpus`` > 0
-    makes the pool's actors GPU actors (Ray sets their CUDA_VISIBLE_DEVICES). ``progress``: a
-    driver-side bar with that label, one step per item done."""
+    every row as the worker made it (row order = item order, then worker order). Each actor of the
+    pool reserves the ``resources`` the stage's config declares (``stage`` names it in errors); GPU
+    actors get their CUDA_VISIBLE_DEVICES from Ray. ``progress``: a driver-side bar with that label,
+    one step per item done."""
     import ray
     import ray.data
 
     if not items:
         return []
-    res = _resources_for(worker_cls)  # the profile's ray.stages.<stage> overrides the caller's defaults
-    num_cpus = res.num_cpus if res.num_cpus is not None else num_cpus
-    num_gpus = res.num_gpus if res.num_gpus is not None else num_gpus
-    if res.actors is not None:
-        concurrency = min(res.actors, len(items))
-    if concurrency is None:
+    opts = actor_options(resources)
+    deadline = time.monotonic() + RESOURCE_WAIT_S
+    while True:
         cluster = ray.cluster_resources()
-        fits = int(cluster.get("CPU", 1) // max(num_cpus, 1e-3))
-        if num_gpus:  # a fixed-size pool waits for all its actors: never more GPU actors than the cluster's GPUs
-            fits = min(fits, int(cluster.get("GPU", 0) // num_gpus))
+        try:
+            check_cluster_has(stage, opts, cluster)
+            break
+        except ResourceError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(2.0)
+    if resources.actors is not None:
+        concurrency = min(resources.actors, len(items))
+    else:
+        fits = int(cluster.get("CPU", 1) // max(opts["num_cpus"], 1e-3))
+        if opts["num_gpus"]:  # a fixed-size pool waits for all its actors: never more GPU actors than the cluster's GPUs
+            fits = min(fits, int(cluster.get("GPU", 0) // opts["num_gpus"]))
         concurrency = max(1, min(len(items), fits))
     records = [{"item": pickle.dumps(item)} for item in items]
     ds = ray.data.from_items(records, override_num_blocks=len(records))
@@ -98,12 +124,9 @@ def flat_map_rows(
         _FlatMapAdapter,
         fn_constructor_kwargs={"worker_cls": worker_cls, "kwargs": worker_kwargs},
         compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=num_cpus,
-        num_gpus=num_gpus or None,
         # Ray Data restarts a dead actor and retries its tasks (max_restarts / max_task_retries -1 by default
         # for actor pools): a lost node costs the items in flight, not the stage.
-        **({"memory": int(res.memory_gb * 2**30)} if res.memory_gb else {}),
-        **({"resources": dict(res.custom)} if res.custom else {}),
+        **{**opts, "num_gpus": opts["num_gpus"] or None},
     )
     from tqdm import tqdm
 
@@ -121,10 +144,10 @@ def flat_map_items(
     worker_cls: type,
     worker_kwargs: dict[str, Any],
     schema: pa.Schema,
+    resources: StageResources,
     *,
-    concurrency: int | None = None,
-    num_cpus: float = 1.0,
+    stage: str,
 ) -> pa.Table:
     """:func:`flat_map_rows` with the rows (dicts) returned as a table with ``schema``."""
-    rows = flat_map_rows(items, worker_cls, worker_kwargs, concurrency=concurrency, num_cpus=num_cpus)
+    rows = flat_map_rows(items, worker_cls, worker_kwargs, resources, stage=stage)
     return pa.Table.from_pylist(rows, schema=schema)

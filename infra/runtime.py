@@ -95,9 +95,6 @@ def init_ray(cfg: PipelineConfig):
     """Connect to ``RAY_ADDRESS`` / ``ray.address`` or start a bounded local Ray."""
     import ray
 
-    from infra.raydata import configure_resources
-
-    configure_resources(cfg.ray.stages)  # per-stage actor resources, read by infra.raydata's pools
     if ray.is_initialized():
         return ray
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")

@@ -113,7 +113,7 @@ def test_stage_uses_caption_categories_else_zero_shot(make_cfg, tmp_path, monkey
         write_video((rng.integers(0, 255, (36, 64, 3), dtype=np.uint8) for _ in range(12)), path, 24)
         df.loc[i, ["category", "clip_uri"]] = [None, path]
 
-    def local_flat_map(items, worker_cls, kwargs, schema):  # the Ray-free equivalent
+    def local_flat_map(items, worker_cls, kwargs, schema, resources, stage):  # the Ray-free equivalent
         worker = worker_cls(**kwargs)
         import pyarrow as pa
 

@@ -207,7 +207,7 @@ def test_caption_stage_adds_columns_through_ray(make_cfg, tmp_path):
     rows.append({**base, "clip_id": "bad", "clip_uri": None, "error": "too short"})
     ctx = open_run(make_cfg(), "caption-test")
     clips = run_stage(ctx, "clips", ClipsConfig(), [], lambda work: pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA))
-    cfg = CaptionConfig(actors=1, cache_dir=str(tmp_path / "models"), captioner={"batch_size": 2})
+    cfg = CaptionConfig(resources={"actors": 1}, cache_dir=str(tmp_path / "models"), captioner={"batch_size": 2})
     manifest = stage.run(ctx, cfg, clips)
     with open(manifest.data_uri.removeprefix("file://"), "rb") as fh:
         import pyarrow.parquet as pq

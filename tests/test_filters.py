@@ -344,7 +344,7 @@ def test_score_stage_adds_columns_and_carries_error_rows(make_cfg, tmp_path):
             {**base, "clip_id": "bad", "clip_uri": None, "error": "too short"}]
     ctx = open_run(make_cfg(), "score-test")
     clips = run_stage(ctx, "clips", ClipsConfig(), [], lambda work: pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA))
-    cfg = ScoreConfig(actors=1, text={"enabled": False}, logo={"enabled": False},
+    cfg = ScoreConfig(resources={"actors": 1}, text={"enabled": False}, logo={"enabled": False},
                       aesthetic={"cache_dir": str(tmp_path / "models")})
     out = mf.read_table(score.run(ctx, cfg, clips)).set_index("clip_id")
     assert len(out) == 2 and set(score.SCORED_SCHEMA.names) <= set(out.reset_index().columns)

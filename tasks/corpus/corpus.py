@@ -68,7 +68,8 @@ def run(ctx: StageContext, cfg: CorpusConfig) -> Manifest:
     def body(work: StageWork) -> pa.Table:
         items = [{"index": i} for i in range(cfg.videos)]
         table = flat_map_items(items, CorpusWorker, {"cfg": cfg.model_dump(), "write_dir": work.tmp_uri,
-                                                     "final_dir": work.final_uri}, CORPUS_SCHEMA)
+                                                     "final_dir": work.final_uri}, CORPUS_SCHEMA,
+                               cfg.resources, stage="corpus")
         frames = sum(table.column("num_frames").to_pylist())
         work.metrics.update(videos=table.num_rows, frames=frames,
                             boundaries=sum(table.column("num_cuts").to_pylist()) + sum(table.column("num_gradual").to_pylist()))

@@ -69,7 +69,7 @@ def categorize(table: pa.Table, eligible: np.ndarray, cfg: BalanceConfig) -> tup
     if missing.any():
         todo = table.filter(pa.array(missing)).select(["clip_id", "clip_uri", "num_frames"]).to_pylist()
         found = flat_map_items(todo, ZeroShotWorker, {"cfg": cfg.classifier.model_dump(), "labels": list(cfg.target)},
-                               ZERO_SHOT_SCHEMA)
+                               ZERO_SHOT_SCHEMA, cfg.resources, stage="balance")
         by_id = dict(zip(found.column("clip_id").to_pylist(), found.column("category").to_pylist(), strict=True))
         category[missing] = [by_id.get(r["clip_id"]) for r in todo]
         source[missing] = "zero_shot"

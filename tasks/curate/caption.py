@@ -186,7 +186,7 @@ def resolve_models(cfg: CaptionConfig) -> tuple[str, str | None]:
     return captioner, shot
 
 
-def caption_rows(rows: list[dict], schema: pa.Schema, cfg: CaptionConfig, concurrency: int | None = None) -> tuple[list[dict], list[dict]]:
+def caption_rows(rows: list[dict], schema: pa.Schema, cfg: CaptionConfig) -> tuple[list[dict], list[dict]]:
     """Caption ``rows`` (dicts of ``schema``) on Ray Data: (output rows, per-row timing)."""
     captioner, shot = resolve_models(cfg)
     size = cfg.captioner.batch_size
@@ -194,7 +194,7 @@ def caption_rows(rows: list[dict], schema: pa.Schema, cfg: CaptionConfig, concur
     with surface_transient():  # a persistent fault fails the stage: nothing is published
         pairs = flat_map_rows(items, CaptionWorker, {"cfg": cfg.model_dump(), "captioner_path": captioner,
                                                      "shot_path": shot},
-                              concurrency=concurrency, progress=f"caption (batches of {size} clips)")
+                              cfg.resources, stage="caption", progress=f"caption (batches of {size} clips)")
     return [p["row"] for p in pairs], [p["timing"] for p in pairs]
 
 
@@ -204,7 +204,7 @@ def run(ctx: StageContext, cfg: CaptionConfig, clips: Manifest) -> Manifest:
     def body(work: StageWork) -> pa.Table:
         table = read_narrow(clips)  # paths resolved against where the run is now; no wide per-clip arrays
         started = time.time()
-        rows, timing = caption_rows(table.to_pylist(), table.schema, cfg, cfg.actors)
+        rows, timing = caption_rows(table.to_pylist(), table.schema, cfg)
         seconds = max(time.time() - started, 1e-9)
         attempted = [t for t in timing if "attempts" in t]
         ok = [r for r in rows if r["caption_json"] is not None]

@@ -254,7 +254,8 @@ def run(ctx: StageContext, cfg: ClipsConfig, sources: Manifest, shots: Manifest)
         started = time.time()
         with surface_transient():  # a persistent fault fails the stage: nothing is published
             table = flat_map_items(items, ClipsWorker, {"cfg": cfg.model_dump(), "write_dir": work.tmp_uri,
-                                                        "final_dir": work.final_uri}, CLIPS_SCHEMA)
+                                                        "final_dir": work.final_uri}, CLIPS_SCHEMA,
+                                   cfg.resources, stage="clips")
         seconds = time.time() - started
         good = [r for r in table.to_pylist() if r["error"] is None]
         frames = sum(r["num_frames"] for r in good)

@@ -169,7 +169,8 @@ def run(ctx: StageContext, cfg: IngestConfig, input_uri: str) -> Manifest:
 
     def body(work: StageWork) -> pa.Table:
         with surface_transient():
-            table = flat_map_items([{"uri": u} for u in uris], IngestWorker, {"cfg": cfg.model_dump()}, SOURCES_SCHEMA)
+            table = flat_map_items([{"uri": u} for u in uris], IngestWorker, {"cfg": cfg.model_dump()}, SOURCES_SCHEMA,
+                                   cfg.resources, stage="ingest")
         table = mark_duplicates(table)
         ok = [r for r in table.to_pylist() if r["error"] is None]
         frames = sum(r["num_frames"] for r in ok)

@@ -114,7 +114,7 @@ def run(ctx: StageContext, cfg: ScoreConfig, clips: Manifest) -> Manifest:
         started = time.time()
         with surface_transient():  # a persistent fault fails the stage: nothing is published
             scored = flat_map_rows(mf.read_rows(clips), ScoreWorker, {"cfg": run_cfg.model_dump()},
-                                   concurrency=cfg.actors, progress="score (clips)")
+                                   cfg.resources, stage="score", progress="score (clips)")
         seconds = max(time.time() - started, 1e-9)
         work.stats.update(side_store_rows=write_side_store(scored, work.tmp_uri, cfg.dedup))
         for row in scored:  # the side store holds them now; the driver lets them go

@@ -197,7 +197,8 @@ def run(ctx: StageContext, cfg: SegmentConfig, sources: Manifest) -> Manifest:
         items = mf.read_rows(sources)
         started = time.time()
         with surface_transient():  # a persistent fault fails the stage: nothing is published
-            table = flat_map_items(items, SegmentWorker, {"cfg": cfg.model_dump()}, SHOTS_SCHEMA)
+            table = flat_map_items(items, SegmentWorker, {"cfg": cfg.model_dump()}, SHOTS_SCHEMA, cfg.resources,
+                                   stage="segment")
         seconds = time.time() - started
         rows = table.to_pylist()
         shots = [r for r in rows if r["error"] is None]

@@ -32,6 +32,7 @@ from infra.checkpoints import CHECKPOINT, checkpoint_dir, register, steps_dir
 from infra.config_post import DPOConfig
 from infra.config_train import TrainStageConfig
 from infra.manifest import Manifest
+from infra.raydata import local_device
 from infra.stage import StageContext, StageWork, run_stage
 from infra.tables import flag
 from infra.video import write_video
@@ -180,6 +181,7 @@ def summarise(pairs: dict, after: torch.Tensor, start: dict, end: dict, history:
 def run(ctx: StageContext, cfg: DPOConfig, round: int, init: Manifest, reward: Manifest, dataset: Manifest) -> Manifest:
     """Round ``round`` of Flow-DPO from ``init``'s checkpoint, with ``reward``'s model, on ``dataset``'s captions."""
     name, train_cfg = f"dpo-{round}", ctx.cfg.train
+    local_device(name, cfg.resources, DEVICE)  # sampling and training run here: a declared GPU must be visible
     init_uri = checkpoint_dir(init)
     init_dir = storage.fetch_folder(init_uri)  # under an S3 run root: a node-local copy
     check_checkpoint(init_dir)

@@ -265,7 +265,7 @@ def run(ctx: StageContext, cfg: PairsConfig, audit_cfg: AuditConfig, dataset: Ma
         items = plan_items(mf.read_table(dataset), cfg, dataset.stage, mode)
         kwargs = {"checkpoint": folder, "cfg": cfg.model_dump(mode="json"), "size": size, "text_len": text_len,
                   "clip_model": clip_model, "tmp_uri": work.tmp_uri, "final_uri": work.final_uri}
-        results = flat_map_rows(items, PairsWorker, kwargs)
+        results = flat_map_rows(items, PairsWorker, kwargs, cfg.resources, stage="pairs")
         rows = [row for result in results for row in result["rows"]]
         if mode == "simulated":
             label_human_pairs(rows, results, cfg.human_tie_margin)

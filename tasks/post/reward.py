@@ -33,6 +33,7 @@ from infra import storage
 from infra.checkpoints import REWARD_MODEL, register
 from infra.config_post import RewardConfig
 from infra.manifest import Manifest, read_table
+from infra.raydata import local_device
 from infra.stage import StageContext, StageWork, run_stage
 from models.reward_model import RewardModel, RewardModelConfig, build_tiny_reward_model, sample_indices  # noqa: F401
 from tasks.post.lib.reward_fit import (  # noqa: F401 (the helpers' names stay reachable from the stage)
@@ -95,6 +96,7 @@ def run(ctx: StageContext, cfg: RewardConfig, pairs: Manifest) -> Manifest:
     from tasks.post.lib.pair_audit import apply_labels, human_labels, labels_key
 
     labels = human_labels(ctx, pairs)  # human pairs labelled on the audit page (or a labels file)
+    device = local_device("reward", cfg.resources)  # trains in this process: CPU unless it declares a GPU
 
     def body(work: StageWork) -> pa.Table:
         rid = work.mlflow_run
@@ -109,7 +111,7 @@ def run(ctx: StageContext, cfg: RewardConfig, pairs: Manifest) -> Manifest:
         held = holdout_keys(table.loc[used, "split_key"].tolist(), cfg.holdout, cfg.seed)
         table["split"] = np.where(~used, "excluded", np.where(table["split_key"].isin(held), "holdout", "train"))
         cache = FrameCache(cfg.frames)
-        model = initial_model(ctx, cfg)
+        model = initial_model(ctx, cfg).to(device)
         threads = torch.get_num_threads()
         torch.set_num_threads(cfg.torch_threads or threads)
 
@@ -137,7 +139,7 @@ def run(ctx: StageContext, cfg: RewardConfig, pairs: Manifest) -> Manifest:
             work.metrics.update(flat_metrics(split, evaluation[split]))
         work.metrics.update({"train_seconds": train_seconds, "final_loss": history[-1]["loss"], "log_theta": log_theta,
                              "excluded_pairs": int((~used).sum()), "videos_decoded": len(cache.clips)})
-        _save(model, storage.join(work.tmp_uri, MODEL_DIR), work.scratch_dir)
+        _save(model.to("cpu"), storage.join(work.tmp_uri, MODEL_DIR), work.scratch_dir)
         text = json.dumps(_plain(evaluation), indent=1)
         storage.write_text(storage.join(work.tmp_uri, EVALUATION), text)
         with open(os.path.join(work.scratch_dir, EVALUATION), "w", encoding="utf-8") as fh:

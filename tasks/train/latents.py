@@ -135,7 +135,7 @@ class LatentWorker:
         self.cfg = cfg = LatentsConfig.model_validate(cfg)
         torch.set_num_threads(cfg.torch_threads)
         checkpoint_dir = storage.fetch_folder(checkpoint_dir)  # this actor's node may not see the driver's disk
-        device = "cuda" if cfg.num_gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
+        device = "cuda" if cfg.resources.wants_gpu() and torch.cuda.is_available() else "cpu"
         self.folder = folder
         self.tokenizer = AutoTokenizer.from_pretrained(os.path.join(checkpoint_dir, "tokenizer"))
         self.text_encoder = UMT5EncoderModel.from_pretrained(
@@ -243,7 +243,8 @@ def _encode(todo: list[list[dict]], cfg: LatentsConfig, checkpoint_dir: str, fol
     total = sum(len(c) for c in todo)
     if not total:
         return {}
-    per_shard = min(cfg.shard_samples, -(-total // cfg.actors))  # every actor gets work
+    resources = cfg.resources.model_copy(update={"actors": cfg.resources.actors or 1})  # one encoder unless declared
+    per_shard = min(cfg.shard_samples, -(-total // resources.actors))  # every actor gets work
     items, current = [], []
     for samples in todo:
         if current and sum(len(c) for c in current) + len(samples) > per_shard:
@@ -252,7 +253,7 @@ def _encode(todo: list[list[dict]], cfg: LatentsConfig, checkpoint_dir: str, fol
         current.append(samples)
     items.append(current)
     rows = flat_map_rows(items, LatentWorker, {"checkpoint_dir": checkpoint_dir, "cfg": cfg.model_dump(), "folder": folder},
-                         concurrency=min(cfg.actors, len(items)), num_gpus=cfg.num_gpus_per_actor)
+                         resources, stage="latents")
     return {r["key"]: r for r in rows}
 
 

@@ -3,13 +3,16 @@
 A frame filter is a class built once per actor from its config, ``filter(clip: ClipFrames) -> dict``
 of its ``columns``; row filters (basic, vtss) read the clip-table row instead. :func:`build_filters`
 builds the enabled ones, sharing one OCR reader between text and logo. :func:`default_thresholds`
-gives each filter's decision for the benchmark; the dataset profiles own the real thresholds.
+gives each filter's own decision (``configs/filters/detect.yaml``, which the dataset profiles also
+reference), what the benchmark measures.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
+from infra.config_datasets import FILTERS_DIR, load_columns
+from infra.config_detect import load_detectors
 from infra.config_filters import ScoreConfig
 from tasks.curate.filters.aesthetic import AestheticFilter
 from tasks.curate.filters.basic import BasicFilter
@@ -64,25 +67,12 @@ def score_columns() -> dict[str, pa.DataType]:
 
 
 def default_thresholds() -> dict[str, dict]:
-    """Per filter: the column and the bound a clip must respect to pass (``max``: reject above,
-    ``min``: reject below). Chosen on the synthetic corpus (benchmarks/filters.py)."""
-    return {
-        "black": {"column": "score_black_s", "max": 0.06},  # any run of 2+ black frames (24 fps)
-        "static": {"column": "score_static_s", "max": 0.2},
-        "mosaic": {"column": "score_mosaic", "max": 0.03},  # one stray 32-px window covers 0.018 of a 320x180 frame
-        "text": {"column": "score_text", "max": 0.49},  # text in half the read samples or more
-        "logo": {"column": "score_logo", "max": 0.59},
-        "border": {"column": "score_border", "max": 0.03},
-        "sticker": {"column": "score_sticker", "max": 0.01},  # an overlay box of 1% of the frame or more
-        "dedup": {"column": "dup_keep", "min": True},
-        "aesthetic": {"column": "score_aesthetic", "min": None},  # tiny random head: no meaningful bound
-        "motion": {"column": "score_motion", "min": 0.003, "max": 0.5},
-        "duration": {"column": "score_duration_s", "min": 1.0},
-        "resolution": {"column": "score_resolution", "min": 0},
-        "iqa": {"column": "score_iqa", "min": 0.3},
-        "vqa": {"column": "score_vqa", "min": 0.2},
-        "vtss": {"column": "score_vtss", "min": 0.5},
-    }
+    """Per filter: the column the score stage writes and the bound a clip must respect to pass (``max``:
+    reject above, ``min``: reject below): each filter's own decision, stated once in
+    ``configs/filters/detect.yaml`` (chosen on the synthetic corpus, measured by benchmarks/filters.py)."""
+    columns = load_columns(FILTERS_DIR)
+    return {name: {**entry, "column": columns.get(entry["column"], entry["column"])}
+            for name, entry in load_detectors(FILTERS_DIR).items()}
 
 
 def rejects(row: dict, rule: dict) -> bool:

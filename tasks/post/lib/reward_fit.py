@@ -114,7 +114,8 @@ def train(model: RewardModel, pairs: pd.DataFrame, cache: FrameCache, cfg: Rewar
     # Rao-Kupper's P(tie | equal scores) is (theta - 1) / (theta + 1): start it at the training tie share
     # (automatic pairs have none: theta starts near 1, plain Bradley-Terry), then learn it.
     tie_share = min(max((labels == TIE).float().mean().item(), MIN_TIE_SHARE), 0.9)
-    tie = TieParameter(math.log((1 + tie_share) / (1 - tie_share)))
+    device = model.head.weight.device  # the stage's declared device (reward's resources)
+    tie = TieParameter(math.log((1 + tie_share) / (1 - tie_share))).to(device)
     model.train()
     head = set(map(id, model.head.parameters()))
     opt = torch.optim.AdamW([
@@ -132,7 +133,7 @@ def train(model: RewardModel, pairs: pd.DataFrame, cache: FrameCache, cfg: Rewar
             views = [augment_pair(a, b, rng) for a, b in views]
         clips = [a for a, _ in views] + [b for _, b in views]
         scores = model(model.prepare(clips))
-        loss = btt_loss(scores[:len(batch)], scores[len(batch):], labels[batch], tie())
+        loss = btt_loss(scores[:len(batch)], scores[len(batch):], labels[batch].to(device), tie())
         opt.zero_grad()
         loss.backward()
         opt.step()

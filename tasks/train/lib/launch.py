@@ -33,13 +33,19 @@ def launch(train_fn: TrainFn, config: dict, train_cfg: TrainConfig, storage_path
     return train_fn(config)
 
 
-def use_gpu(train_cfg: TrainConfig) -> bool:
-    """train.use_gpu, or whether the cluster has GPUs: the driver may be a CPU-only head node."""
-    if train_cfg.use_gpu is not None:
-        return train_cfg.use_gpu
-    import ray
+def worker_resources(train_cfg: TrainConfig) -> dict[str, float]:
+    """What each Ray Train worker reserves: ``train.resources``; its num_gpus unset = one GPU when the cluster
+    has GPUs (asked of the cluster: the driver may be a CPU-only head node)."""
+    res = train_cfg.resources
+    gpus = res.num_gpus
+    if gpus is None:
+        import ray
 
-    return ray.cluster_resources().get("GPU", 0) >= 1
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    out = {"CPU": res.num_cpus if res.num_cpus is not None else 1.0, **({"GPU": gpus} if gpus else {}), **res.custom}
+    if res.memory_gb:
+        out["memory"] = int(res.memory_gb * 2**30)
+    return out
 
 
 def storage_args(storage_path: str | None) -> dict:
@@ -77,14 +83,15 @@ def _launch_ray(train_fn: TrainFn, config: dict, train_cfg: TrainConfig, storage
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    gpu = use_gpu(train_cfg)
+    per_worker = worker_resources(train_cfg)
+    gpu = bool(per_worker.get("GPU"))
     backend = train_cfg.dist_backend if train_cfg.dist_backend != "auto" else ("nccl" if gpu else "gloo")
     trainer = TorchTrainer(
         _ray_worker,
         train_loop_config={"train_fn": train_fn, "config": config},
         torch_config=TorchConfig(backend=backend),
         scaling_config=ScalingConfig(num_workers=train_cfg.num_workers, use_gpu=gpu,
-                                     resources_per_worker={"CPU": train_cfg.cpus_per_worker, **({"GPU": 1} if gpu else {})}),
+                                     resources_per_worker=per_worker),
         # A restarted worker group resumes from the stage's last step checkpoint (under the run root).
         run_config=RunConfig(failure_config=FailureConfig(max_failures=train_cfg.max_failures),
                              **storage_args(storage_path)),
