@@ -22,7 +22,8 @@ from models import df_dit
 from models.ad_schedule import ADSchedule, plan_ad_schedule, solver_groups
 from models.df_attention import FrameLayout, block_causal_attention
 from models.df_plan import Plan, make_plan
-from models.df_solver import UniPCCoefficients, make_solvers, supports as solver_supported
+from models.df_solver import UniPCCoefficients, make_solvers
+from models.df_solver import supports as solver_supported
 from models.df_text import clean_prompt, encode_prompts  # noqa: F401 (public here too)
 from models.df_vae import StreamingDecoder, encode_frames
 from models.generate_config import GenerateConfig
