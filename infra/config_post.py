@@ -101,6 +101,8 @@ class DMDConfig(_Cfg):
 
     enabled: bool = Field(True, description="Run the stage after sft-720p; false skips it")
     generator_steps: int = Field(4, ge=1, description="Report: a 4-step generator")
+    generator_shift: float = Field(1.0, gt=0, description="Flow shift of the generator's noise levels; 1: uniform "
+                                   "(DMD2's timesteps 999, 749, 499, 249). A large shift leaves its last level noisy")
     iterations: int = Field(10, ge=1, description="Fake-score updates; the generator updates once per "
                             "fake_updates_per_generator of them")
     fake_updates_per_generator: int = Field(5, ge=1, description="Report 3.5: fake/real score networks updated "

@@ -11,8 +11,10 @@ generated sample x (DMD Eq. 7) is E[(s_fake - s_real) d x_sigma / d x] = E[(1 - 
 1 / mean|x - x_hat_real| instead of the sigma factor, which keeps its size even across noise levels.
 
 The generator samples as DMD2's multi-step generator: at each of its K noise levels it predicts the data,
-which is re-noised with fresh noise to the next level; trained by backward simulation (its own samples up to
-a random step, the last prediction with gradients). The pure functions here have no state; the stage
+which is re-noised to the next level; here with the noise that prediction implies (the DDIM / Euler step of the
+flow ODE) rather than DMD2's fresh draw, so a video is a function of its initial noise alone and compares
+seed for seed with the teacher's. Trained by backward simulation (its own samples up to a random level, the
+last prediction with gradients). The pure functions here have no state; the stage
 (tasks/post/distill_dmd.py) owns the loop.
 """
 
@@ -80,17 +82,26 @@ def fake_score_loss(fake_velocity: torch.Tensor, x: torch.Tensor, noise: torch.T
     return F.mse_loss(fake_velocity.float(), (noise - x.detach()).float())
 
 
-def sample(generator, text: torch.Tensor, fps, sigmas: list[float], noise: list[torch.Tensor],
-           upto: int | None = None) -> torch.Tensor:
-    """DMD2's multi-step sampling: x = noise[0]; at each level predict the data, re-noise it with noise[k] to
-    the next level. `upto` stops after predicting at level `upto` (backward simulation); None runs all K.
-    Gradients flow only where the caller enables them."""
-    x, last = noise[0], len(sigmas) - 1 if upto is None else upto
-    batch = x.shape[0]
-    for k, level in enumerate(sigmas[:last + 1]):
-        sigma = torch.full((batch,), level, dtype=x.dtype, device=x.device)
+def implied_noise(x_sigma: torch.Tensor, x_hat: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The noise that puts data x_hat at x_sigma: (x_sigma - (1 - sigma) x_hat) / sigma."""
+    s = _col(sigma, x_sigma)
+    return (x_sigma - (1 - s) * x_hat) / s
+
+
+def input_at(generator, text: torch.Tensor, fps, sigmas: list[float], noise: torch.Tensor, level: int
+             ) -> torch.Tensor:
+    """The generator's input at sigmas[level] when it samples from `noise` (at sigmas[0], 1 for text-to-video):
+    at each earlier level it predicts the data and re-noises it to the next level with the implied noise."""
+    x = noise
+    for k in range(level):
+        sigma = torch.full((x.shape[0],), sigmas[k], dtype=x.dtype, device=x.device)
         pred = data_prediction(x, velocity(generator, x, sigma, text, fps), sigma)
-        if k == last:
-            return pred
-        x = noised(pred, noise[k + 1], torch.full((batch,), sigmas[k + 1], dtype=x.dtype, device=x.device))
-    raise ValueError("sigmas is empty")
+        x = noised(pred, implied_noise(x, pred, sigma), torch.full_like(sigma, sigmas[k + 1]))
+    return x
+
+
+def sample(generator, text: torch.Tensor, fps, sigmas: list[float], noise: torch.Tensor) -> torch.Tensor:
+    """The generator's video (data prediction at its last level) from `noise`: len(sigmas) DiT calls."""
+    x = input_at(generator, text, fps, sigmas, noise, len(sigmas) - 1)
+    sigma = torch.full((x.shape[0],), sigmas[-1], dtype=x.dtype, device=x.device)
+    return data_prediction(x, velocity(generator, x, sigma, text, fps), sigma)

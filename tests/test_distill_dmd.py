@@ -68,7 +68,7 @@ def test_stage_distills_publishes_registers_and_measures(world):
     assert any(not torch.equal(teacher[k], generator[k]) for k in teacher)  # the generator was trained
     stats = out.stats
     assert stats["generator_updates"] == 2  # 10 fake-score updates, one generator update in 5
-    assert stats["sigmas"] == pytest.approx(distill_dmd.dmd.generator_sigmas(4, 8.0))
+    assert stats["sigmas"] == pytest.approx(distill_dmd.dmd.generator_sigmas(4, 1.0))
     evaluation = stats["evaluation"]
     assert evaluation["samples"] == 1 and evaluation["speedup_sampling_cpu"] > 1  # 4 unguided vs 6 guided steps
     assert 0 < evaluation["generator"]["latent_relative_l2"] < 10

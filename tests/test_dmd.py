@@ -66,9 +66,11 @@ def test_multi_step_sampling_predicts_then_renoises():
     assert sigmas == [1.0, 0.75, 0.5, 0.25]
     assert dmd.generator_sigmas(4, 8.0)[1] == 8 * 0.75 / (1 + 7 * 0.75)
     # A point mass at 2: every level's data prediction is 2, whatever the noise.
-    noise = [torch.randn(SHAPE, generator=torch.Generator().manual_seed(k)) for k in range(4)]
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
     out = dmd.sample(gaussian_model(2.0, std=1e-4), None, None, sigmas, noise)
     assert torch.allclose(out, torch.full(SHAPE, 2.0), atol=1e-3)
-    # Stopped at level 0 with a N(0, 1) model: x_hat = (1 - 1) ... = 0 from pure noise at sigma 1.
-    first = dmd.sample(gaussian_model(0.0), None, None, sigmas, noise, upto=0)
-    assert torch.allclose(first, torch.zeros(SHAPE), atol=1e-6)
+    # The input at level 1 re-noises level 0's prediction with the noise it implies: for a N(0, 1) model at
+    # sigma 1 the prediction is 0 and the implied noise is the input itself, so x_1 = 0.75 noise.
+    x1 = dmd.input_at(gaussian_model(0.0), None, None, sigmas, noise, 1)
+    assert torch.allclose(x1, 0.75 * noise, atol=1e-6)
+    assert torch.equal(dmd.input_at(gaussian_model(0.0), None, None, sigmas, noise, 0), noise)

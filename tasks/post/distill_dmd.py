@@ -93,10 +93,9 @@ def run(ctx: StageContext, cfg: DMDConfig, train: TrainConfig, init: Manifest, d
         nets = Nets(teacher, load_transformer(init_dir), load_transformer(init_dir))
         vae_stride = parts["vae"].config.scale_factor_spatial
         shape = (teacher.config.in_channels, 1 + (cfg.frames - 1) // 4, height // vae_stride, width // vae_stride)
-        shift = parts["scheduler"].config.get("flow_shift") or 1.0
         problem = Problem(states[:len(learn)], states[-1:], shape,
                           fps_index(FPS) if teacher.config.inject_sample_info else None,
-                          dmd.generator_sigmas(cfg.generator_steps, shift))
+                          dmd.generator_sigmas(cfg.generator_steps, cfg.generator_shift))
         history = distill(nets, problem, cfg, folder, on_step=lambda i, row: ctx.tracker.log_metrics(
             work.mlflow_run, {k: v for k, v in row.items() if k != "iteration"}, step=i))
         report = evaluate(nets, problem, cfg, parts["scheduler"], lambda z: decode(parts["vae"], z),

@@ -72,13 +72,11 @@ def iterate(nets: Nets, problem: Problem, cfg: DMDConfig, iteration: int, opt_g,
     rows = torch.randint(0, len(problem.texts), (cfg.batch_size,), generator=gen)
     text, fps = problem.texts[rows], problem.fps_list(cfg.batch_size)
     shape = (cfg.batch_size, *problem.shape)
-    noise = [torch.randn(shape, generator=gen) for _ in problem.sigmas]
+    noise = torch.randn(shape, generator=gen)
     level = int(torch.randint(0, len(problem.sigmas), (1,), generator=gen))  # backward simulation
     update_generator = (iteration + 1) % cfg.fake_updates_per_generator == 0
-    with torch.no_grad():
-        x_in = noise[0] if level == 0 else dmd.noised(
-            dmd.sample(nets.generator, text, fps, problem.sigmas, noise, upto=level - 1), noise[level],
-            torch.full((cfg.batch_size,), problem.sigmas[level]))
+    with torch.no_grad():  # backward simulation: the generator's own input at `level`
+        x_in = dmd.input_at(nets.generator, text, fps, problem.sigmas, noise, level)
     sigma_g = torch.full((cfg.batch_size,), problem.sigmas[level])
     with torch.set_grad_enabled(update_generator):
         x = dmd.data_prediction(x_in, dmd.velocity(nets.generator, x_in, sigma_g, text, fps), sigma_g)
@@ -115,8 +113,8 @@ def distill(nets: Nets, problem: Problem, cfg: DMDConfig, folder: str,
             on_step: Callable[[int, dict], None] = lambda i, row: None) -> list[dict]:
     """Run (or resume from `folder`) the iterations; the per-iteration history."""
     nets.teacher.eval().requires_grad_(False)
-    nets.generator.train()
-    nets.fake.train()
+    nets.generator.train().requires_grad_(True)
+    nets.fake.train().requires_grad_(True)
     opt_g = torch.optim.AdamW(nets.generator.parameters(), lr=cfg.lr_generator, weight_decay=0.0)
     opt_f = torch.optim.AdamW(nets.fake.parameters(), lr=cfg.lr_fake, weight_decay=0.0)
     uri, history = storage.join(folder, STATE), []
@@ -158,22 +156,23 @@ def _timed(fn):
     return out, time.perf_counter() - start, time.process_time() - cpu
 
 
-def evaluate(nets: Nets, problem: Problem, cfg: DMDConfig, scheduler, decode: Callable, texts: torch.Tensor
-             ) -> dict:
+def evaluate(nets: Nets, problem: Problem, cfg: DMDConfig, scheduler, decode: Callable, texts: torch.Tensor,
+             keep_latents: bool = False) -> dict:
     """The generator (its K steps, unguided) and the teacher at K steps (guided, the undistilled few-step
     baseline) against the teacher at `teacher_steps` on fixed captions `texts` and seeds: distance in two
     fixed feature spaces, the VAE's latents (relative L2) and the decoded frames (PSNR, `decode`: latents ->
-    frames in [0, 1]), and time per video (median; sampling alone and with the decode)."""
-    rows = {"generator": [], "teacher_few": []}
+    frames in [0, 1]), and time per video (median; sampling alone and with the decode). `keep_latents` adds
+    every method's outputs, (samples, C, F, h, w) under "latents", for distribution-level measures."""
+    rows, outputs = {"generator": [], "teacher_few": []}, {}
     times: dict[str, list[tuple[float, float, float, float]]] = {"teacher": [], "generator": [], "teacher_few": []}
     for p in range(len(texts)):
         text = texts[p:p + 1]
         for s in range(cfg.eval_seeds):
             gen = torch.Generator().manual_seed(10_000 + 97 * p + s)
-            noise = [torch.randn((1, *problem.shape), generator=gen) for _ in problem.sigmas]
+            noise = torch.randn((1, *problem.shape), generator=gen)
             fps = problem.fps_list(1)
             teacher = partial(teacher_sample, nets.teacher, scheduler, text=text, negative=problem.negative, fps=fps,
-                              scale=cfg.guidance_scale, noise=noise[0])
+                              scale=cfg.guidance_scale, noise=noise)
             runs = {"teacher": partial(teacher, cfg.teacher_steps),
                     "generator": partial(dmd.sample, nets.generator, text, fps, problem.sigmas, noise),
                     "teacher_few": partial(teacher, len(problem.sigmas))}
@@ -183,6 +182,7 @@ def evaluate(nets: Nets, problem: Problem, cfg: DMDConfig, scheduler, decode: Ca
                     latents, wall, cpu = _timed(run)
                     frames, decode_wall, decode_cpu = _timed(partial(decode, latents))
                 out[name] = latents, np.asarray(frames, dtype=np.float64)
+                outputs.setdefault(name, []).append(latents)
                 times[name].append((wall, cpu, wall + decode_wall, cpu + decode_cpu))
             ref_latents, ref_frames = out["teacher"]
             for name in rows:
@@ -197,4 +197,6 @@ def evaluate(nets: Nets, problem: Problem, cfg: DMDConfig, scheduler, decode: Ca
     for k in keys:
         report[f"speedup_{k}"] = medians["teacher"][k] / medians["generator"][k]
     report["samples"] = len(texts) * cfg.eval_seeds
+    if keep_latents:
+        report["latents"] = {name: torch.cat(x) for name, x in outputs.items()}
     return report
