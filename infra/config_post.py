@@ -109,6 +109,10 @@ class DMDConfig(_Cfg):
                                             "5 times per generator update")
     lr_generator: float = Field(2e-6, gt=0)
     lr_fake: float = Field(2e-6, gt=0)
+    regression_weight: float = Field(0.25, ge=0, description="DMD Eq. 10's lambda_reg: weight of the regression of "
+                                     "the generator's video onto the teacher's (its ODE solution) from the same "
+                                     "noise; 0 = distribution matching alone (DMD2)")
+    regression_pairs: int = Field(8, ge=1, description="(noise, teacher video) pairs of the regression, made once")
     guidance_scale: float = Field(5.0, ge=1, description="The teacher's classifier-free guidance in the real "
                                   "score (distilled into the generator, which runs unguided)")
     min_sigma: float = Field(0.02, gt=0, lt=1, description="Noise levels the scores are evaluated at: uniform")

@@ -32,7 +32,7 @@ from models.checkpoint import pipeline_class_name
 from models.df_vae import decode
 from models.dit import check_checkpoint, load_transformer, write_checkpoint
 from models.latent_encode import encode_text
-from tasks.post.lib.dmd_train import Nets, Problem, distill, evaluate
+from tasks.post.lib.dmd_train import Nets, Problem, distill, evaluate, regression_pairs
 from tasks.train.lib.samples import frozen_parts
 
 NAME = "distill-dmd"
@@ -96,6 +96,8 @@ def run(ctx: StageContext, cfg: DMDConfig, train: TrainConfig, init: Manifest, d
         problem = Problem(states[:len(learn)], states[-1:], shape,
                           fps_index(FPS) if teacher.config.inject_sample_info else None,
                           dmd.generator_sigmas(cfg.generator_steps, cfg.generator_shift))
+        if cfg.regression_weight > 0:
+            problem.pairs = regression_pairs(nets, problem, cfg, parts["scheduler"])
         history = distill(nets, problem, cfg, folder, on_step=lambda i, row: ctx.tracker.log_metrics(
             work.mlflow_run, {k: v for k, v in row.items() if k != "iteration"}, step=i))
         report = evaluate(nets, problem, cfg, parts["scheduler"], lambda z: decode(parts["vae"], z),

@@ -46,6 +46,7 @@ class Problem:
     shape: tuple[int, int, int, int]
     fps: int | None  # FPS-embedding index, None when the DiT has none
     sigmas: list[float]  # the generator's noise levels
+    pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # regression: (text rows, noise, teacher)
 
     def fps_list(self, batch: int) -> list[int] | None:
         return None if self.fps is None else [self.fps] * batch
@@ -92,6 +93,13 @@ def iterate(nets: Nets, problem: Problem, cfg: DMDConfig, iteration: int, opt_g,
             fake = dmd.data_prediction(x_t, dmd.velocity(nets.fake, x_t, sigma, text, fps), sigma)
         gradient = dmd.dmd_gradient(x.detach(), real, fake)
         loss = dmd.generator_loss(x, gradient)
+        if problem.pairs is not None and cfg.regression_weight > 0:  # DMD Eq. 9: the whole K-step sample
+            pick = torch.randint(0, len(problem.pairs[0]), (cfg.batch_size,), generator=gen)
+            rows_r, noise_r, target = (t[pick] for t in problem.pairs)
+            video = dmd.sample(nets.generator, problem.texts[rows_r], fps, problem.sigmas, noise_r)
+            regression = torch.nn.functional.mse_loss(video, target)
+            loss = loss + cfg.regression_weight * regression
+            row["regression_loss"] = float(regression.detach())
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(nets.generator.parameters(), 1.0)
@@ -148,6 +156,17 @@ def teacher_sample(teacher, scheduler, steps: int, text, negative, fps, scale: f
         sigma = (t.float() / dmd.NUM_TRAIN_TIMESTEPS).expand(x.shape[0])
         x = solver.step(dmd.guided_velocity(teacher, x, sigma, text, negative, fps, scale), t, x)
     return x
+
+
+def regression_pairs(nets: Nets, problem: Problem, cfg: DMDConfig, scheduler) -> tuple:
+    """DMD's paired data (Eq. 9): `regression_pairs` noises (seeded; none the evaluation uses) and the
+    teacher's `teacher_steps` guided videos from them, over the learning captions in turn."""
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + 1)
+    rows = torch.arange(cfg.regression_pairs) % len(problem.texts)
+    noise = torch.randn((cfg.regression_pairs, *problem.shape), generator=gen)
+    videos = [teacher_sample(nets.teacher, scheduler, cfg.teacher_steps, problem.texts[r:r + 1], problem.negative,
+                             problem.fps_list(1), cfg.guidance_scale, noise[i:i + 1]) for i, r in enumerate(rows)]
+    return rows, noise, torch.cat(videos)
 
 
 def _timed(fn):
