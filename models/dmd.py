@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 NUM_TRAIN_TIMESTEPS = 1000
+SETTINGS_FILE = "dmd.json"  # beside a generator's diffusers folder: the noise levels it samples at
 
 
 def generator_sigmas(steps: int, shift: float) -> list[float]:

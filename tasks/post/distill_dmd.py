@@ -36,7 +36,7 @@ from tasks.post.lib.dmd_train import Nets, Problem, distill, evaluate, regressio
 from tasks.train.lib.samples import frozen_parts
 
 NAME = "distill-dmd"
-SETTINGS = "dmd.json"
+SETTINGS = dmd.SETTINGS_FILE
 FPS = 24  # the SFT data's rate
 
 
@@ -105,7 +105,7 @@ def run(ctx: StageContext, cfg: DMDConfig, train: TrainConfig, init: Manifest, d
         out_dir = storage.join(work.tmp_uri, CHECKPOINT)
         local = os.path.join(work.scratch_dir, CHECKPOINT) if storage.is_remote(out_dir) else out_dir
         write_checkpoint(init_dir, nets.generator, local, pipeline_class_name(init_dir))
-        with open(os.path.join(local, SETTINGS), "w") as f:  # how to sample it: DMD2 multi-step, unguided
+        with open(os.path.join(local, SETTINGS), "w") as f:  # how to sample it (tasks/generate/lib/dmd_video.py)
             json.dump({"sampler": "dmd-multistep", "sigmas": problem.sigmas, "guidance_scale": 1.0,
                        "teacher": init_uri}, f, indent=2)
         if local != out_dir:
