@@ -1,6 +1,6 @@
 """DMD distillation (report section 3.5): the 4-step generator against the 30-step teacher, one JSON.
 
-    python benchmarks/dmd.py --out benchmarks/results/dmd.json     # 1000 iterations, lr 3e-5, ~2 min
+    python benchmarks/dmd.py --out benchmarks/results/dmd.json     # 1000 iterations, lr 3e-5, ~4 min
 
 The teacher is a tiny DiT first trained by flow matching (with 10% caption dropout, so guidance means
 something) on a synthetic latent distribution with structure to distil: per caption, two modes +-a_c (a
@@ -95,22 +95,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, default=4, help="noise seeds per evaluation caption")
     parser.add_argument("--teacher-steps", type=int, default=400, help="flow-matching steps of the teacher")
     parser.add_argument("--regression-weight", type=float, default=0.25, help="DMD Eq. 10's lambda_reg; 0: DMD2")
+    parser.add_argument("--text-len", type=int, default=512, help="umT5 tokens (the pipelines' default 512)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/dmd.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = DMDConfig(iterations=args.iterations, lr_generator=args.lr, lr_fake=args.lr, batch_size=2,
-                    regression_weight=args.regression_weight,
+                    regression_weight=args.regression_weight, regression_pairs=8,
                     eval_seeds=args.seeds, frames=args.frames, checkpoint_every=10**9)
     report = {"settings": {**cfg.model_dump(mode="json"), "height": args.height, "width": args.width,
-                           "threads": args.threads, "captions": TRAIN_CAPTIONS, "eval_captions": EVAL_CAPTIONS,
+                           "threads": args.threads, "text_len": args.text_len, "captions": TRAIN_CAPTIONS, "eval_captions": EVAL_CAPTIONS,
                            "teacher_training_steps": args.teacher_steps},
               "cpus": len(os.sched_getaffinity(0)), "load_average_at_start": list(os.getloadavg())}
     with tempfile.TemporaryDirectory() as tmp:
         parts = load_pipeline_components(init_checkpoint("tiny", str(Path(tmp) / "ckpt")))
         teacher, gen = parts["transformer"], torch.Generator().manual_seed(0)
         with torch.no_grad():
-            states = text_states(parts, TRAIN_CAPTIONS + [""], 64)
+            states = text_states(parts, TRAIN_CAPTIONS + [""], args.text_len)
         shape = (teacher.config.in_channels, 1 + (args.frames - 1) // 4, args.height // 8, args.width // 8)
         fps = 1 if teacher.config.inject_sample_info else None
         modes = synthetic_data(shape, gen)

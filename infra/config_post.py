@@ -112,7 +112,7 @@ class DMDConfig(_Cfg):
     regression_weight: float = Field(0.25, ge=0, description="DMD Eq. 10's lambda_reg: weight of the regression of "
                                      "the generator's video onto the teacher's (its ODE solution) from the same "
                                      "noise; 0 = distribution matching alone (DMD2)")
-    regression_pairs: int = Field(8, ge=1, description="(noise, teacher video) pairs of the regression, made once")
+    regression_pairs: int = Field(4, ge=1, description="(noise, teacher video) pairs of the regression, made once")
     guidance_scale: float = Field(5.0, ge=1, description="The teacher's classifier-free guidance in the real "
                                   "score (distilled into the generator, which runs unguided)")
     min_sigma: float = Field(0.02, gt=0, lt=1, description="Noise levels the scores are evaluated at: uniform")
@@ -120,7 +120,7 @@ class DMDConfig(_Cfg):
     batch_size: int = Field(2, ge=1)
     prompts: int = Field(4, ge=1, description="Captions of the dataset the generator learns on")
     eval_prompts: int = Field(2, ge=1, description="Held-out captions of the teacher comparison")
-    eval_seeds: int = Field(2, ge=1, description="Noise seeds per held-out caption")
+    eval_seeds: int = Field(1, ge=1, description="Noise seeds per held-out caption")
     teacher_steps: int = Field(30, ge=1, description="The teacher's steps in the comparison (upstream default)")
     resolution: str = "540p"
     frames: int = Field(17, ge=1, description="Pixel frames (4k+1) of the generated videos")
