@@ -118,6 +118,15 @@ def test_a_stage_killed_after_its_first_checkpoint_resumes_to_the_same_weights(w
 real_iterate = dmd_train.iterate
 
 
+def test_a_single_caption_is_learnt_and_measured_on(world, monkeypatch):
+    # A tiny corpus may caption one clip only: the stage still runs, measured on that caption.
+    monkeypatch.setattr(distill_dmd, "captions", lambda dataset, count, seed: [CAPTIONS[0]])
+    ctx = stage_ctx(world["cfg"], world["root"] / "one", "dmd-one")
+    cfg = CFG.model_copy(update={"iterations": 2, "teacher_steps": 2, "regression_pairs": 1})
+    out = distill_dmd.run(ctx, cfg, world["cfg"].train, world["final"], world["dataset"])
+    assert out.stats["evaluated_on_training_caption"] and out.stats["prompts"] == [CAPTIONS[0]]
+
+
 def test_disabled_and_bad_settings(world):
     cfg = load_config("tiny", ["post.dmd.enabled=false"])
     assert cfg.post.dmd.enabled is False

@@ -83,10 +83,10 @@ def run(ctx: StageContext, cfg: DMDConfig, train: TrainConfig, init: Manifest, d
         storage.makedirs(folder)
         parts = frozen_parts(init_dir)
         chosen = captions(dataset, cfg.prompts + cfg.eval_prompts, cfg.seed)
-        if len(chosen) <= cfg.eval_prompts:
-            raise ValueError(f"{NAME}: {dataset.stage} has {len(chosen)} distinct captions; it needs more than "
-                             f"post.dmd.eval_prompts={cfg.eval_prompts} (held out) to learn from")
-        learn, held_out = chosen[cfg.eval_prompts:], chosen[:cfg.eval_prompts]
+        # Held out: up to eval_prompts captions, leaving at least one to learn from; a dataset with a single
+        # caption is measured on it (at seeds no training draw uses), which the stats say.
+        hold = min(cfg.eval_prompts, len(chosen) - 1)
+        learn, held_out = (chosen[hold:], chosen[:hold]) if hold else (chosen, chosen)
         with torch.no_grad():
             states = text_states(parts, learn + held_out + [""], train.latents.text_len)
         teacher = load_transformer(init_dir)
@@ -118,7 +118,8 @@ def run(ctx: StageContext, cfg: DMDConfig, train: TrainConfig, init: Manifest, d
                    "generator_updates": sum("generator_loss" in r for r in history)}
         work.metrics.update(metrics)
         work.stats.update({**metrics, "checkpoint": storage.join(work.final_uri, CHECKPOINT), "evaluation": report,
-                           "held_out_prompts": held_out, "prompts": learn, "sigmas": problem.sigmas})
+                           "held_out_prompts": held_out, "prompts": learn, "sigmas": problem.sigmas,
+                           "evaluated_on_training_caption": not hold})
         return pa.Table.from_pylist([{k: row.get(k) for k in ("iteration", "generator_level", "fake_loss",
                                                                "generator_loss", "dmd_gradient_norm")}
                                      for row in history])
