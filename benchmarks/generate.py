@@ -9,6 +9,10 @@ time reported, every run kept. One more untimed run per side counts the DiT's FL
 (FlopCounterMode, `models/df_flops.py`); timed runs give `dit_cpu_seconds` (process time inside DiT calls).
 Upstream's long-video defaults (ar_step 5, blocks of 5, overlap 17, addnoise 20, 257 frames):
 `--scenarios async --num-frames 257 --repeats 5 --out benchmarks/results/generate_upstream_defaults.json`.
+CPU there (cProfile, one in-process run each): the reference ~40% VAE decode (a latent frame per call,
+F.normalize ~15%), ~35% DiT (280 calls), ~20% 1,950 UniPC steps (scalars recomputed per step); reelflow ~55%
+DiT (140 calls), ~35% VAE decode (multi-frame calls: oneDNN conv arithmetic left), ~5% solver (390 steps,
+scalars once: models/df_solver.py). Wall time is noisy on a shared host; CPU time is the steadier figure.
 
 TeaCache (arXiv 2411.19108, lossy): `--teacache async --teacache-thresholds 0.1,0.2` runs reelflow with and
 without it (interleaved, no reference) and reports under "teacache" the time ratios, the relative error and PSNR
@@ -231,23 +235,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--checkpoint", help="existing checkpoint folder (default: build one for --profile)")
     parser.add_argument("--out", default="benchmarks/results/generate.json")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--in-process", action="store_true", help="run every generation in this process")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per side; medians reported")
     parser.add_argument("--scenarios", default="async,sync", help=f"comma list of {sorted(SCENARIOS)}")
-    parser.add_argument("--height", type=int, default=64)
-    parser.add_argument("--width", type=int, default=64)
+    for flag, default in (("--threads", 1), ("--height", 64), ("--width", 64), ("--base-num-frames", 97)):
+        parser.add_argument(flag, type=int, default=default)
     parser.add_argument("--steps", type=int, default=30, help="30: upstream generate_video_df.py's default")
-    parser.add_argument("--base-num-frames", type=int, default=97)
-    # ~4x the base length, rounded so every window is whole causal blocks (else the reference leaves the
-    # tail frames of the last window as noise, diffusers issue 13609, and the error measures that instead)
+    # ~4x the base, in whole causal blocks (else diffusers leaves the tail as noise, its issue 13609)
     parser.add_argument("--num-frames", type=int, default=397)
     parser.add_argument("--addnoise-condition", type=float, default=20.0)
     parser.add_argument("--teacache", default="", help="scenario to benchmark TeaCache on (e.g. async); none: skip")
     parser.add_argument("--teacache-thresholds", default="0.1,0.2", help="comma list of TeaCache thresholds")
     parser.add_argument("--teacache-retention", type=int, default=1, help="TeaCache retention steps")
-    parser.add_argument("--merge", action="store_true", help="update --out in place: keep the scenarios and "
-                        "TeaCache results this run does not produce")
+    parser.add_argument("--merge", action="store_true", help="update --out, keeping what this run does not produce")
     args = parser.parse_args(argv)
     global IN_PROCESS
     IN_PROCESS = args.in_process

@@ -6,6 +6,7 @@
         ckpt = FlowDPO(ckpt, ref=ckpt, pairs=best_vs_worst(sample(ckpt, 8 per prompt), R))
     ckpt = DiffusionForcing(ckpt, schedule=FoPP)            # per-frame non-decreasing noise
     ckpt = SFT(ckpt, D_720p_sft)                            # 720p
+    fast = DMD(ckpt, steps=4, fake:generator updates 5:1)   # few-step generator (3.5), a model of its own
     video = generate(ckpt, long=True)                       # diffusion-forcing long video
 """
 
@@ -20,12 +21,13 @@ from infra.config import PipelineConfig
 from infra.manifest import Manifest
 from infra.session import open_run
 from tasks.generate import video
-from tasks.post import dpo, pairs, reward
+from tasks.post import distill_dmd, dpo, pairs, reward
 
 pairs_task = stage_task(pairs.run, "pairs")
 reward_task = stage_task(reward.run, "reward")
 dpo_task = stage_task(dpo.run, "dpo", "dpo-{round}")
 video_task = stage_task(video.run, "video")
+dmd_task = stage_task(distill_dmd.run, "distill-dmd")
 
 
 @flow(name="post-train", flow_run_name="post-train-{run_id}")
@@ -45,6 +47,8 @@ def post_train_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manife
                 current = stages.run(f"dpo-{k}", dpo_task, ctx, post.dpo, k, current, reward_model, dataset)
             for name in ("forcing", "sft-720p"):  # each from its init_from checkpoint (cfg.train.stages)
                 current = stages.run(name, train_stage, ctx, cfg, datasets, name, stages.done)
+            if post.dmd.enabled:  # a few-step generator beside the final checkpoint, which the video still uses
+                stages.run("distill-dmd", dmd_task, ctx, post.dmd, cfg.train, current, dataset)
             return stages.run("video", video_task, ctx, post.video, cfg.train, current)
         except UntilReached as reached:
             return reached.manifest

@@ -16,7 +16,8 @@ from infra.stage import StageContext
 CHECKPOINT = "checkpoint"  # the diffusers folder of a DiT stage: <stage>/checkpoint/
 REWARD_MODEL = "reward_model"  # the reward model folder of the reward stage: reward/reward_model/
 CAPTIONER = "captioner"  # the distilled captioner's folder: captioner-distill/captioner/
-_FOLDERS = {"dit": CHECKPOINT, "reward": REWARD_MODEL, "captioner": CAPTIONER}
+# "dmd": the few-step generator of distill-dmd, a model of its own (it samples differently, unguided)
+_FOLDERS = {"dit": CHECKPOINT, "reward": REWARD_MODEL, "dmd": CHECKPOINT, "captioner": CAPTIONER}
 
 
 def checkpoint_dir_of(stage_uri: str) -> str:

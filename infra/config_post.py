@@ -102,11 +102,45 @@ class FinalVideoConfig(_Cfg):
     seed: int = 0
 
 
+class DMDConfig(_Cfg):
+    """Stage ``distill-dmd`` (report section 3.5): a few-step generator distilled from the final checkpoint by
+    Distribution Matching Distillation (a frozen teacher as the real score, a trained fake score)."""
+
+    enabled: bool = Field(True, description="Run the stage after sft-720p; false skips it")
+    generator_steps: int = Field(4, ge=1, description="Report: a 4-step generator")
+    generator_shift: float = Field(1.0, gt=0, description="Flow shift of the generator's noise levels; 1: uniform "
+                                   "(DMD2's timesteps 999, 749, 499, 249). A large shift leaves its last level noisy")
+    iterations: int = Field(10, ge=1, description="Fake-score updates; the generator updates once per "
+                            "fake_updates_per_generator of them")
+    fake_updates_per_generator: int = Field(5, ge=1, description="Report 3.5: fake/real score networks updated "
+                                            "5 times per generator update")
+    lr_generator: float = Field(2e-6, gt=0)
+    lr_fake: float = Field(2e-6, gt=0)
+    regression_weight: float = Field(0.25, ge=0, description="DMD Eq. 10's lambda_reg: weight of the regression of "
+                                     "the generator's video onto the teacher's (its ODE solution) from the same "
+                                     "noise; 0 = distribution matching alone (DMD2)")
+    regression_pairs: int = Field(4, ge=1, description="(noise, teacher video) pairs of the regression, made once")
+    guidance_scale: float = Field(5.0, ge=1, description="The teacher's classifier-free guidance in the real "
+                                  "score (distilled into the generator, which runs unguided)")
+    min_sigma: float = Field(0.02, gt=0, lt=1, description="Noise levels the scores are evaluated at: uniform")
+    max_sigma: float = Field(0.98, gt=0, lt=1)
+    batch_size: int = Field(2, ge=1)
+    prompts: int = Field(4, ge=1, description="Captions of the dataset the generator learns on")
+    eval_prompts: int = Field(2, ge=1, description="Held-out captions of the teacher comparison")
+    eval_seeds: int = Field(1, ge=1, description="Noise seeds per held-out caption")
+    teacher_steps: int = Field(30, ge=1, description="The teacher's steps in the comparison (upstream default)")
+    resolution: str = "540p"
+    frames: int = Field(17, ge=1, description="Pixel frames (4k+1) of the generated videos")
+    checkpoint_every: int = Field(5, ge=1, description="Atomic state checkpoints every N iterations")
+    seed: int = 0
+
+
 class PostTrainConfig(_Cfg):
     pairs: PairsConfig = PairsConfig()
     reward: RewardConfig = RewardConfig()
     dpo: DPOConfig = DPOConfig()
     video: FinalVideoConfig = FinalVideoConfig()
+    dmd: DMDConfig = DMDConfig()
     human_pairs_mode: Literal["simulated", "interactive", "off"] = Field(
         "simulated", description="How human pairs get labels: the audit page (interactive), a motion-statistics "
         "oracle labelled simulated everywhere (make run), or not at all")

@@ -27,7 +27,7 @@ FPS_RATES = (16, 24)
 
 # The training stages `--until` accepts, in pipeline order (post-training: section 3.4).
 TRAIN_STAGES = ("pretrain-256p", "pretrain-360p", "pretrain-540p", "sft-540p")
-POST_STAGES = ("pairs", "reward", "dpo-1", "dpo-2", "dpo-3", "forcing", "sft-720p", "video")
+POST_STAGES = ("pairs", "reward", "dpo-1", "dpo-2", "dpo-3", "forcing", "sft-720p", "distill-dmd", "video")
 
 
 def fps_index(fps: int) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import nullcontext
-from copy import deepcopy
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +22,8 @@ from models import df_dit
 from models.ad_schedule import ADSchedule, plan_ad_schedule, solver_groups
 from models.df_attention import FrameLayout, block_causal_attention
 from models.df_plan import Plan, make_plan
+from models.df_solver import UniPCCoefficients, make_solvers
+from models.df_solver import supports as solver_supported
 from models.df_text import clean_prompt, encode_prompts  # noqa: F401 (public here too)
 from models.df_vae import StreamingDecoder, encode_frames
 from models.generate_config import GenerateConfig
@@ -51,6 +52,7 @@ class DFSampler:
         # unconditional one (models/df_parallel.py); None runs both here.
         self.guidance_group = guidance_group
         self._fast = False  # this generation runs the row-pruned pass (models/df_dit.py)
+        self._coefficients: UniPCCoefficients | None = None  # this generation's solver scalars
 
     @property
     def stats(self) -> dict:
@@ -130,6 +132,8 @@ class DFSampler:
         if cfg.flow_shift is not None:
             scheduler = type(scheduler).from_config(scheduler.config, flow_shift=cfg.flow_shift)
         scheduler.set_timesteps(cfg.num_inference_steps, device=device)
+        # The solver's per-step scalars, computed once for every block of every window (models/df_solver.py).
+        self._coefficients = UniPCCoefficients(scheduler, device) if solver_supported(scheduler) else None
         block = cfg.causal_block_size or dit.config.num_frame_per_block
         # The SkyReels-V2 1.3B DiT conditions on frame rate: class 0 for 16 fps, 1 otherwise.
         fps_ids = [0 if cfg.fps == 16 else 1]
@@ -170,14 +174,12 @@ class DFSampler:
 
     def _denoise_window(self, latents, schedule: ADSchedule, scheduler, text, cfg, fps_ids, condition_gen):
         dit = self.transformer
+        dit_dtype = dit.dtype  # a diffusers property that walks every parameter: once per window, not per row
         template = scheduler.timesteps
         timesteps = torch.from_numpy(schedule.timesteps(template.cpu().numpy())).to(latents.device)
         groups = solver_groups(schedule)
-        solvers = []
-        for _ in groups:
-            solver = deepcopy(scheduler)
-            solver.set_timesteps(cfg.num_inference_steps, device=latents.device)
-            solvers.append(solver)
+        solvers = make_solvers(scheduler, len(groups), cfg.num_inference_steps, latents.device,
+                               coefficients=self._coefficients)
         prefix = schedule.num_clean_prefix
         noise_factor = 0.001 * cfg.addnoise_condition  # upstream: addnoise_condition=20 -> 2% noise
 
@@ -197,7 +199,7 @@ class DFSampler:
             end = active_end if causal and cfg.skip_unstarted_blocks else schedule.num_frames
             layout.store_until = max([e for e in block_ends if e <= active_start], default=0) if use_cache else 0
             layout.block_ends = None if block_ends is None else [e for e in block_ends if e <= end]
-            model_input = latents[:, :, start:end].to(dit.dtype)
+            model_input = latents[:, :, start:end].to(dit_dtype)
             t = timesteps[row][None, start:end].clone()
             if cfg.addnoise_condition > 0 and prefix:
                 # Report section 5.4 / upstream README: slightly re-noise the history to smooth long videos.
@@ -221,7 +223,7 @@ class DFSampler:
                 if schedule.update_mask[row, lo]:
                     k = int(schedule.step_index[row, lo])
                     latents[:, :, lo:hi] = solver.step(pred[:, :, lo - pred_first:hi - pred_first], template[k - 1],
-                                                       latents[:, :, lo:hi], return_dict=False)[0]
+                                                       latents[:, :, lo:hi])
         layout.block_ends, layout.kv, layout.cached_frames = block_ends, None, 0
         return latents
 

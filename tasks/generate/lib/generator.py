@@ -95,9 +95,12 @@ def preflight(checkpoint: str, cfg: GenerateConfig, image: str | None = None, en
               video: str | None = None) -> str:
     """Refuse, before any weights load, settings the checkpoint cannot serve; returns its pipeline name."""
     from models.checkpoint import is_diffusion_forcing, pipeline_class_name
+    from tasks.generate.lib import dmd_video
 
     name = pipeline_class_name(checkpoint)
-    if not is_diffusion_forcing(checkpoint):
+    if dmd_video.is_dmd_generator(checkpoint):
+        dmd_video.check(cfg, image, end_image, video)
+    elif not is_diffusion_forcing(checkpoint):
         from models.full_sequence import check_full_sequence
 
         check_full_sequence(cfg, name, image, end_image, video, checkpoint)
@@ -108,7 +111,11 @@ def frame_stream(checkpoint: str, cfg: GenerateConfig, image=None, end_image=Non
                  progress: bool = False) -> tuple[Iterable[np.ndarray], dict]:
     """Chunks of output frames from the sampler the checkpoint calls for, and facts about the run."""
     from models.checkpoint import is_diffusion_forcing, load_pipeline_components, pipeline_class_name
+    from tasks.generate.lib import dmd_video
 
+    if dmd_video.is_dmd_generator(checkpoint):  # a distill-dmd generator: its own few-step sampler
+        dmd_video.check(cfg, image, end_image, video)
+        return iter([dmd_video.generate(checkpoint, cfg)]), {"sampler": "dmd"}
     if not is_diffusion_forcing(checkpoint):
         from models.full_sequence import check_full_sequence, generate_full_sequence
 
