@@ -41,7 +41,7 @@ def steps_dir(ctx: StageContext, name: str, key: str) -> str:
 
 
 def register(ctx: StageContext, published: Manifest, kind: str) -> str:
-    """Register the folder ``published`` holds as a version of this run's ``kind`` model ("dit", "reward" or "captioner"),
+    """Register the folder ``published`` holds as a version of this run's ``kind`` model ("dit", "reward", "dmd" or "captioner"),
     aliased by the stage's name. A resumed run whose alias already points at the folder adds nothing."""
     if kind not in _FOLDERS:
         raise ValueError(f"model kind {kind!r} is unknown; known: {', '.join(_FOLDERS)}")
