@@ -38,6 +38,9 @@ def post_train_flow(cfg: PipelineConfig, run_id: str, datasets: dict[str, Manife
     ctx = open_run(cfg, run_id)
     stages, post = Stages("post-train", until), cfg.post
     dataset = datasets[post.pairs.dataset]
+    if until == "distill-dmd" and not post.dmd.enabled:
+        raise ValueError("--until distill-dmd: the stage is switched off (post.dmd.enabled=false); "
+                         "set it to true or stop earlier")
     with reported(ctx, "post-train"):
         try:
             preference = stages.run("pairs", pairs_task, ctx, post.pairs, cfg.audit, dataset, sft)
