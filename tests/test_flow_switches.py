@@ -1,0 +1,17 @@
+"""A stage switched off in the config cannot be the stage `--until` stops after: the run says so before any
+work instead of running past it."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_until_a_switched_off_stage_is_refused(make_cfg):
+    from flows.distill import distill_flow
+    from flows.post_train import post_train_flow  # .fn: the flow body, without Prefect's parameter checks
+
+    cfg = make_cfg("post.dmd.enabled=false", "stages.captioner_distill.enabled=false")
+    with pytest.raises(ValueError, match="post.dmd.enabled=false"):
+        post_train_flow.fn(cfg, "off", {cfg.post.pairs.dataset: None}, None, until="distill-dmd")
+    with pytest.raises(ValueError, match="stages.captioner_distill.enabled=false"):
+        distill_flow.fn(cfg, "off", {}, until="captioner-distill")
