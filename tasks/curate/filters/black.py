@@ -16,11 +16,9 @@ from tasks.curate.filters.frames import ClipFrames
 
 def longest_run(mask: np.ndarray) -> int:
     """Length of the longest run of True in a 1-D boolean array."""
-    best = run = 0
-    for value in mask:
-        run = run + 1 if value else 0
-        best = max(best, run)
-    return best
+    edges = np.diff(np.concatenate(([0], np.asarray(mask, np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return int((ends - starts).max()) if len(starts) else 0
 
 
 def black_frames(thumbs: np.ndarray, luma_max: float) -> np.ndarray:
