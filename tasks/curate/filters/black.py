@@ -25,7 +25,8 @@ def black_frames(thumbs: np.ndarray, luma_max: float) -> np.ndarray:
     """(N,) bool: frames whose 99th-percentile luma is below ``luma_max``."""
     flat = thumbs.reshape(len(thumbs), -1)
     k = int(0.99 * (flat.shape[1] - 1))
-    return np.partition(flat, k, axis=1)[:, k] < luma_max
+    # The k-th smallest value lies below luma_max iff more than k values do: a count, no partial sort.
+    return np.count_nonzero(flat < luma_max, axis=1) > k
 
 
 class BlackFilter:
