@@ -29,20 +29,28 @@ import sys
 import time
 
 # cProfile of the actor bodies in-process, 51 clips of 6 synthetic films (320x180, 24 fps, ~85 frames),
-# load 4-6 on the 2 cores. The outputs of every change below are identical (the digests above).
+# load 4-6 on the 2 cores. Every change keeps the outputs identical: ``*_outputs_identical_to_reference``.
 NOTES = [
     "score, before: 0.39 s CPU per clip: OCR (RapidOCR PP-OCR det + rec, onnxruntime, one thread) 59%: det "
-    "42 ms per read frame at 320x192, 5.5 read frames per clip, rec 63 ms per call with text; the decode 21%, of "
+    "~23-42 ms per read frame at 320x192, 5.5 read frames per clip, rec 63 ms per call with text; the decode 21%, of "
     "which 5.2 of 6.8 s were VideoFrame.reformat building a fresh swscale area-filter context for every frame "
-    "(4,671 calls); mosaic 5%, sticker 6% (np.quantile/median over the sample stack), dedup 3%, motion 2%.",
+    "(4,671 calls); np.partition for the black-frame test 6%; mosaic 5%, sticker 6% (median/quantiles over the "
+    "sample stack), dedup 3%, motion 2%.",
     "score, changed: one swscale context per view for the whole clip (same pixels: decode+thumbnails fell from "
-    "1.34 to 0.69 s CPU on 20 clips, a plain decode being 0.56 s); the longest-run loop over frames vectorised.",
+    "1.34 to 0.69 s CPU on 20 clips, a plain decode being 0.56 s); the black-frame test as a count of pixels under "
+    "the bar instead of a partial sort (the same booleans; ~3 ms to 0.3 ms per call, called by black, static and "
+    "the picture box); the longest-run loop over frames vectorised.",
     "score, left: the OCR detector is inherent to the text filter as specified (it reads every 2-fps sample at the "
-    "analysis size); reading fewer or smaller frames changes score_text / score_logo, so it is not done here.",
+    "analysis size); reading fewer or smaller frames changes score_text / score_logo, so it is not done here. "
+    "onnxruntime's CPU memory arena and moving the median/quantile axis last were measured: no gain.",
     "caption, before (10 clips): camera-motion expert 46% (DIS optical flow forward and backward on every frame "
     "pair: 1,342 calc calls), captioner 55% (about 263 generated tokens per clip: per-step transformers overhead "
     "and the tiny model's forward; the schema-constrained logits processor was 1.2 of 27.6 s, its allowed-token "
     "sets already memoised per walker state), decode 3%, expression 4%.",
+    "caption, changed: the camera-motion probe's steps are reused by the walk at stride 1 (they are the same frame "
+    "pairs; captions identical). Left: batching clips through transformers' generate would amortise the per-step "
+    "overhead, but left padding and the video tokens' rope positions change the floats, and greedy decoding of a "
+    "random model flips on them, so captions would move; the flow is the motion expert's method.",
 ]
 STAGE_COLUMNS = {"score": None, "caption": ("caption_json", "caption_t2v", "caption_i2v", "category", "error")}
 
