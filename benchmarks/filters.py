@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import pickle
+import tempfile
 import time
 
 import pandas as pd
@@ -39,6 +40,7 @@ from tasks.corpus.lib.truth import VideoTruth
 from tasks.curate.clips import cut_clips
 from tasks.curate.datasets import apply_profile
 from tasks.curate.filters import BasicFilter, build_filters, default_thresholds, rejects
+from tasks.curate.filters.dedup import write_side_store
 from tasks.curate.filters.frames import decode_clip
 from tasks.curate.filters.quality import VTSSFilter
 from tasks.curate.ingest import probe_source
@@ -147,7 +149,10 @@ def score_all(clips: list[dict], cfg: ScoreConfig, per_film_dedup: bool = False)
     basic, vtss = BasicFilter(), VTSSFilter(cfg.quality)
     rows = [score_clip(c, filters, cfg, basic, vtss) | {"truth_kinds": c["truth_kinds"]} for c in clips]
     for film in {r["source_id"] for r in rows} if per_film_dedup else [None]:
-        add_duplicate_groups([r for r in rows if film in (None, r["source_id"])], cfg)
+        part = [r for r in rows if film in (None, r["source_id"])]
+        with tempfile.TemporaryDirectory() as side:  # the embeddings go through the side store, as in the stage
+            write_side_store(part, side, cfg.dedup)
+            add_duplicate_groups(part, cfg, side)
     return rows
 
 

@@ -129,14 +129,16 @@ class FlowHomographies:
         grays = [np.ascontiguousarray(g[y0:y1, x0:x1]) for g in denoise(raw)]
         shift = np.array([[1.0, 0, x0], [0, 1, y0], [0, 0, 1]])
         probe = np.linspace(0, len(grays) - 2, min(6, len(grays) - 1)).round().astype(int)
-        moves = [self.displacement(grays[i], grays[i + 1]) for i in probe]
-        moves = [m for m in moves if m is not None]
+        probed = [(i, self.pair(grays[i], grays[i + 1])) for i in probe]
+        at = grid(grays[0].shape[1], grays[0].shape[0])
+        moves = [mean_displacement(h, at) for _, h in probed if h is not None]
         per_frame = float(np.median(moves)) if moves else 1.0
         stride = int(np.clip(round(self.p.step_px / max(per_frame, 1e-3)), 1, min(self.p.max_stride, len(grays) - 1)))
+        known = dict(probed) if stride == 1 else {}  # the probe's steps are the walk's at stride 1: flow them once
         pairs = []
         for i in range(len(grays) - stride):
             frozen = np.array_equal(raw[i], raw[i + stride])
-            h = np.eye(3) if frozen else self.pair(grays[i], grays[i + stride])
+            h = np.eye(3) if frozen else known[i] if i in known else self.pair(grays[i], grays[i + stride])
             pairs.append(None if h is None else shift @ h @ np.linalg.inv(shift))
         return pairs, stride, size
 

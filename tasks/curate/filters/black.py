@@ -16,18 +16,17 @@ from tasks.curate.filters.frames import ClipFrames
 
 def longest_run(mask: np.ndarray) -> int:
     """Length of the longest run of True in a 1-D boolean array."""
-    best = run = 0
-    for value in mask:
-        run = run + 1 if value else 0
-        best = max(best, run)
-    return best
+    edges = np.diff(np.concatenate(([0], np.asarray(mask, np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return int((ends - starts).max()) if len(starts) else 0
 
 
 def black_frames(thumbs: np.ndarray, luma_max: float) -> np.ndarray:
     """(N,) bool: frames whose 99th-percentile luma is below ``luma_max``."""
     flat = thumbs.reshape(len(thumbs), -1)
     k = int(0.99 * (flat.shape[1] - 1))
-    return np.partition(flat, k, axis=1)[:, k] < luma_max
+    # The k-th smallest value lies below luma_max iff more than k values do: a count, no partial sort.
+    return np.count_nonzero(flat < luma_max, axis=1) > k
 
 
 class BlackFilter:
