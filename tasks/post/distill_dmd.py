@@ -26,13 +26,13 @@ from infra.config_post import DMDConfig
 from infra.config_train import TrainConfig, fps_index
 from infra.manifest import Manifest
 from infra.stage import StageContext, StageWork, run_stage
-from infra.tables import flag
 from models import dmd
 from models.checkpoint import pipeline_class_name
 from models.df_vae import decode
 from models.dit import check_checkpoint, load_transformer, write_checkpoint
 from models.latent_encode import encode_text
 from tasks.post.lib.dmd_train import Nets, Problem, distill, evaluate, regression_pairs
+from tasks.post.lib.view_captions import view_captions
 from tasks.train.lib.samples import frozen_parts
 
 NAME = "distill-dmd"
@@ -42,14 +42,7 @@ FPS = 24  # the SFT data's rate
 
 def captions(dataset: Manifest, count: int, seed: int) -> list[str]:
     """`count` distinct T2V captions of the dataset's clips, a seeded choice."""
-    rows = mf.read_table(dataset)
-    if flag(dataset.stage) not in rows or "caption_t2v" not in rows:
-        raise ValueError(f"{NAME}: {dataset.stage} is not a captioned dataset view (columns "
-                         f"{flag(dataset.stage)!r} and 'caption_t2v' needed)")
-    rows = rows[rows[flag(dataset.stage)].fillna(False).astype(bool) & rows["error"].isna()]
-    found = sorted({c for c in rows["caption_t2v"] if isinstance(c, str) and c.strip()})
-    if not found:
-        raise ValueError(f"{NAME}: dataset {dataset.stage} has no captioned clip (caption_t2v) to learn from")
+    found = view_captions(dataset, NAME, "to learn from")
     return random.Random(f"{seed}:dmd").sample(found, min(count, len(found)))
 
 

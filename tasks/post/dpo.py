@@ -34,13 +34,13 @@ from infra.config_train import TrainStageConfig
 from infra.manifest import Manifest
 from infra.raydata import local_device
 from infra.stage import StageContext, StageWork, run_stage
-from infra.tables import flag
 from infra.video import write_video
 from models.checkpoint import is_diffusion_forcing, pipeline_class_name
 from models.dit import check_checkpoint, load_transformer, write_checkpoint
 from models.latent_encode import denormalise_latents, encode_text
 from models.reward_model import sample_indices
 from tasks.post.lib.reward_io import load_reward_model
+from tasks.post.lib.view_captions import view_captions
 from tasks.train.lib.loop import LoopSpec, train
 from tasks.train.lib.objective_dpo import FlowDPO, Pair, PairCache, measure_margin
 from tasks.train.lib.samples import frozen_parts, reference_pipeline
@@ -53,14 +53,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 def choose_prompts(dataset: Manifest, cfg: DPOConfig, round: int) -> list[str]:
     """``cfg.prompts`` distinct T2V captions of the dataset's clips, a seeded choice that differs per round."""
-    rows = mf.read_table(dataset)
-    if flag(dataset.stage) not in rows or "caption_t2v" not in rows:
-        raise ValueError(f"dpo-{round}: {dataset.stage} is not a captioned dataset view (columns "
-                         f"{flag(dataset.stage)!r} and 'caption_t2v' needed)")
-    rows = rows[rows[flag(dataset.stage)].fillna(False).astype(bool) & rows["error"].isna()]
-    captions = sorted({c for c in rows.sort_values("clip_id")["caption_t2v"] if isinstance(c, str) and c.strip()})
-    if not captions:
-        raise ValueError(f"dpo-{round}: dataset {dataset.stage} has no captioned clip (caption_t2v) to prompt with")
+    captions = view_captions(dataset, f"dpo-{round}", "to prompt with")
     return random.Random(f"{cfg.seed}:{round}").sample(captions, min(cfg.prompts, len(captions)))
 
 
