@@ -34,8 +34,9 @@ from infra.tables import read_narrow
 from infra.video import iter_frames
 from models.camera_motion import MotionParams, estimate_motion, to_gray
 from models.caption_schema import CameraMotion, Expression, StructuredCaption
-from models.captioner import build_tiny_captioner, load_captioner, sample_indices
+from models.captioner import load_captioner, sample_indices
 from models.shot_heads import build_tiny as build_tiny_shot_expert
+from tasks.curate.lib.captioner_folder import captioner_path
 from tasks.curate.lib.fuse import Fuser
 
 CAPTION_FIELDS = [pa.field(n, pa.string()) for n in ("caption_json", "caption_t2v", "caption_i2v", "category")]
@@ -179,7 +180,7 @@ def _sample_rate(views: ClipViews) -> float:
 
 def resolve_models(cfg: CaptionConfig) -> tuple[str, str | None]:
     """Model folders; the tiny random ones are built once here, not racing in every actor."""
-    captioner = cfg.captioner.model_path or build_tiny_captioner(os.path.join(cfg.cache_dir, "captioner-tiny"))
+    captioner = captioner_path(cfg)
     shot = None
     if cfg.shot.enabled:
         shot = cfg.shot.expert_path or build_tiny_shot_expert(os.path.join(cfg.cache_dir, "shot-tiny"))

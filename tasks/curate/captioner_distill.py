@@ -39,8 +39,9 @@ from infra.manifest import Manifest, read_table
 from infra.stage import StageContext, StageWork, run_stage
 from infra.video import iter_frames
 from models.caption_schema import StructuredCaption
-from models.captioner import MARKER, TransformersCaptioner, build_tiny_captioner, sample_indices
+from models.captioner import MARKER, TransformersCaptioner, sample_indices
 from models.captioner_tune import FIELDS, agreement, fine_tune, supervised_example
+from tasks.curate.lib.captioner_folder import captioner_path
 
 log = logging.getLogger("reelflow.captioner_distill")
 NAME, EVALUATION = "captioner-distill", "evaluation.json"
@@ -123,7 +124,7 @@ def distill(rows: list[dict], cfg: CaptionerDistillConfig, caption_cfg: CaptionC
     cap_cfg = caption_cfg.captioner
     videos = {r["clip_id"]: clip_samples(r["clip_uri"], int(r["num_frames"]), float(r["fps"]),
                                          cap_cfg.sample_fps, cap_cfg.max_frames) for r in train + held}
-    base_path = cap_cfg.model_path or build_tiny_captioner(os.path.join(caption_cfg.cache_dir, "captioner-tiny"))
+    base_path = captioner_path(caption_cfg)
     base_path = storage.fetch_folder(base_path) if storage.is_remote(base_path) else base_path
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.torch_threads or threads)
