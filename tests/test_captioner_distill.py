@@ -117,12 +117,15 @@ def test_stage_distils_measures_and_registers(make_cfg, tmp_path, tiny_captioner
         rows.append({"clip_id": f"c{i}", "clip_uri": uri, "num_frames": 12, "fps": 6.0, "error": None, "category": category,
                      "caption_json": caption(category, shot, yaw).model_dump_json()})
     rows.append({**rows[0], "clip_id": "broken", "error": "decode failed", "caption_json": None})
+    rows.append({**rows[1], "clip_id": "gone", "clip_uri": str(tmp_path / "gone.mp4")})  # captioned, file missing
     captions = run_stage(ctx, "caption", cfg.stages.caption, [], lambda work: pa.Table.from_pylist(rows))
     distill = cfg.stages.captioner_distill.model_copy(update={"holdout": 0.34, "epochs": 25, "torch_threads": 1})
     published = stage.run(ctx, distill, cfg.stages.caption, captions)
 
     table = mf.read_table(published)
-    assert "broken" not in set(table["clip_id"]) and set(table["split"]) == {"train", "holdout"}
+    assert "broken" not in set(table["clip_id"]) and set(table["split"]) == {"train", "holdout", "unused"}
+    gone = table.set_index("clip_id").loc["gone"]
+    assert gone["split"] == "unused" and "gone.mp4" in gone["error"]  # a row with its error; the stage goes on
     held = table[table["split"] == "holdout"]
     assert held["distilled"].notna().all() and table[table["split"] == "train"]["distilled"].isna().all()
     evaluation = json.loads(open(os.path.join(published.uri, stage.EVALUATION)).read())

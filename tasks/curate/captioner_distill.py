@@ -35,6 +35,7 @@ from infra import storage
 from infra.checkpoints import CAPTIONER, register
 from infra.config_caption import CaptionConfig
 from infra.config_distill import CaptionerDistillConfig
+from infra.errors import retry_input
 from infra.manifest import Manifest, read_table
 from infra.stage import StageContext, StageWork, run_stage
 from infra.video import iter_frames
@@ -111,19 +112,27 @@ class Distilled:
     losses: list[float]
     train_seconds: float
     evaluation: dict
+    unreadable: list[dict]  # rows whose clip could not be decoded, each with its ``error``
 
 
 def distill(rows: list[dict], cfg: CaptionerDistillConfig, caption_cfg: CaptionConfig, out_folder: str,
             on_step=None) -> Distilled:
     """Split, balance, fine-tune and measure on captioned clip rows (``clip_id``, ``clip_uri``, ``num_frames``,
     ``fps``, ``category``, ``caption_json``); the distilled captioner is saved in ``out_folder`` (local)."""
-    rows = split_rows(sorted(rows, key=lambda r: hashlib.sha256(str(r["clip_id"]).encode()).hexdigest())[:cfg.max_clips],
-                      cfg.holdout)
+    cap_cfg = caption_cfg.captioner
+    videos, unreadable = {}, []
+    for row in sorted(rows, key=lambda r: hashlib.sha256(str(r["clip_id"]).encode()).hexdigest())[:cfg.max_clips]:
+        # An unreadable clip is that clip's error row; a machine fault (S3 5xx) is retried, then fails the stage.
+        got, exc = retry_input(lambda row=row: clip_samples(row["clip_uri"], int(row["num_frames"]), float(row["fps"]),
+                                                            cap_cfg.sample_fps, cap_cfg.max_frames),
+                               f"captioner-distill: reading {row['clip_uri']}")
+        if exc is None:
+            videos[row["clip_id"]] = got
+        else:
+            unreadable.append({**row, "split": "unused", "error": f"{row['clip_uri']}: {type(exc).__name__}: {exc}"})
+    rows = split_rows([r for r in rows if r["clip_id"] in videos], cfg.holdout)
     held = [r for r in rows if r["split"] == "holdout"]
     train = balanced([r for r in rows if r["split"] == "train"], cfg.per_category)
-    cap_cfg = caption_cfg.captioner
-    videos = {r["clip_id"]: clip_samples(r["clip_uri"], int(r["num_frames"]), float(r["fps"]),
-                                         cap_cfg.sample_fps, cap_cfg.max_frames) for r in train + held}
     base_path = captioner_path(caption_cfg)
     base_path = storage.fetch_folder(base_path) if storage.is_remote(base_path) else base_path
     threads = torch.get_num_threads()
@@ -149,7 +158,8 @@ def distill(rows: list[dict], cfg: CaptionerDistillConfig, caption_cfg: CaptionC
     evaluation = evaluate(before, after, teacher)
     evaluation.update(train_clips=len(train), holdout_clips=len(held), train_seconds=train_seconds,
                       train_categories=dict(Counter(r["category"] for r in train)), loss=[round(x, 5) for x in losses])
-    return Distilled(train, held, before, after, losses, train_seconds, evaluation)
+    evaluation["unreadable_clips"] = len(unreadable)
+    return Distilled(train, held, before, after, losses, train_seconds, evaluation, unreadable)
 
 
 def evaluate(before: list, after: list, teacher: list[StructuredCaption]) -> dict:
@@ -191,8 +201,8 @@ def run(ctx: StageContext, cfg: CaptionerDistillConfig, caption_cfg: CaptionConf
         by_id = {r["clip_id"]: (b, a) for r, b, a in zip(result.held, result.before, result.after, strict=True)}
         out = [{"clip_id": r["clip_id"], "split": r["split"], "category": r["category"], "teacher": r["caption_json"],
                 "base": _json(by_id.get(r["clip_id"], (None, None))[0]),
-                "distilled": _json(by_id.get(r["clip_id"], (None, None))[1]), "error": None}
-               for r in result.train + result.held]
+                "distilled": _json(by_id.get(r["clip_id"], (None, None))[1]), "error": r.get("error")}
+               for r in result.train + result.held + result.unreadable]
         return pa.Table.from_pylist(out, schema=SCHEMA)
 
     published = run_stage(ctx, NAME, cfg, [captions], body, key_extra=_caption_key(caption_cfg))
