@@ -24,7 +24,14 @@ POST_TRAIN = ("forcing", "sft-720p")
 POST = ("post.pairs.dataset=D_540p", "post.pairs.max_clips=4", "post.pairs.human_prompts=2", "post.pairs.human_samples_per_prompt=2",
         "post.pairs.frames=9", "post.reward.steps=5", "post.dpo.prompts=1", "post.dpo.samples_per_prompt=2",
         "post.dpo.steps=2", "post.dpo.frames=9", "post.video.num_frames=33", "post.video.base_num_frames=17",
-        "post.video.overlap_history=5", "post.video.steps=2")
+        "post.video.overlap_history=5", "post.video.steps=2",
+        # the two distillations only have to run and register here (their measures: benchmarks/dmd.py,
+        # benchmarks/captioner_distill.py); the fewest iterations that still train
+        "post.dmd.iterations=5", "post.dmd.teacher_steps=4", "post.dmd.frames=9", "post.dmd.regression_pairs=1",
+        "post.dmd.eval_prompts=1", "stages.captioner_distill.epochs=2", "stages.captioner_distill.max_clips=8")
+# Curation's stages, each with its own MLflow child run, sample and (for the frame stages) contact sheet.
+CURATION = ("corpus", "ingest", "segment", "clips", "score", "caption", "D_256p", "D_360p", "D_540p", "D_post",
+            "D_540p_sft", "D_720p_sft")
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +53,7 @@ def test_the_whole_report_then_resume(make_cfg):
     result = pipeline(cfg, "pt")
     assert result.stage == "video"
     root = os.path.join(cfg.storage.run_root, "pt")
+    _check_curation(cfg, root)
     published = {s: mf.load_success(os.path.join(root, s)) for s in TRAIN}
     for name, manifest in published.items():
         curve = mf.read_table(manifest)
@@ -74,8 +82,20 @@ def test_the_whole_report_then_resume(make_cfg):
     assert "captioner-distill" in tracker.client.get_registered_model(f"{cfg.tracking.experiment}-tiny-captioner").aliases
     parent = tracker.find_parent("pt")
     children = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
-    ran = {r.data.tags["reelflow.stage"] for r in children}
-    assert {*TRAIN, "pairs", "reward", "dpo-1", "dpo-2", "dpo-3", *POST_TRAIN, "video", "captioner-distill"} <= ran
+    by_stage = {r.data.tags["reelflow.stage"]: r for r in children}
+    assert {*CURATION, *TRAIN, "pairs", "reward", "dpo-1", "dpo-2", "dpo-3", *POST_TRAIN, "distill-dmd", "video",
+            "captioner-distill"} <= set(by_stage)
+    for stage in CURATION:
+        run, manifest = by_stage[stage], mf.load_success(os.path.join(root, stage))
+        assert run.info.status == "FINISHED" and run.data.metrics["rows"] == manifest.row_count, stage
+        assert run.data.tags["reelflow.run_id"] == "pt" and "reelflow.git_sha" in run.data.tags
+        names = {a.path for a in tracker.client.list_artifacts(run.info.run_id)}
+        assert {"_SUCCESS.json", "sample.csv"} <= names, stage
+        if stage in ("ingest", "segment", "clips"):
+            assert "contact_sheet.png" in names, stage
+    segment = by_stage["segment"].inputs.dataset_inputs[0].dataset.digest
+    assert segment == mf.load_success(os.path.join(root, "ingest")).fingerprint
+    assert tracker.client.get_run(parent).info.status == "FINISHED"
     final = DiffusionPipeline.from_pretrained(checkpoint_dir(published_post := mf.load_success(os.path.join(root, "sft-720p"))))
     assert isinstance(final, SkyReelsV2DiffusionForcingPipeline) and published_post.stats["final_loss"] > 0
     video = mf.read_table(result).iloc[0]
@@ -89,6 +109,23 @@ def test_the_whole_report_then_resume(make_cfg):
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert any(a.path.endswith(".mp4") for a in tracker.client.list_artifacts(version.run_id))
 
+    before = {s: mf.load_success(os.path.join(root, s)) for s in CURATION}
     again = pipeline(cfg, "pt")  # rerun: every stage skipped, no new model version
     assert again == result
+    assert {s: mf.load_success(os.path.join(root, s)) for s in CURATION} == before
     assert tracker.client.get_model_version_by_alias(model.name, "sft-540p").version == version.version
+
+
+def _check_curation(cfg, root: str) -> None:
+    """Every curation stage published; clips are real mp4 files with the frames their rows say."""
+    missing = [s for s in CURATION if mf.load_success(os.path.join(root, s)) is None]
+    assert not missing, f"not published: {missing}"
+    clips = mf.read_table(mf.load_success(os.path.join(root, "clips")))
+    for column in ("clip_id", "source_id", "source_uri", "start_frame", "end_frame", "fps", "width",
+                   "height", "num_frames", "clip_uri", "error"):
+        assert column in clips.columns
+    good = clips[clips.error.isna()]
+    assert len(good) >= 4 and good.clip_id.is_unique
+    for row in good.head(3).itertuples():
+        with av.open(row.clip_uri) as container:
+            assert sum(1 for _ in container.decode(video=0)) == row.num_frames == row.end_frame - row.start_frame
