@@ -15,7 +15,6 @@ the run (an ``--input`` folder) stay as given.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import time
@@ -28,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from infra import runlock, storage
+from infra import runlock, shards, storage
 
 SUCCESS = "_SUCCESS.json"
 DATA_FILE = "data.parquet"
@@ -144,10 +143,7 @@ def resume_key(config_hash: str, inputs: Iterable[Manifest]) -> str:
 def table_fingerprint(table: pa.Table) -> str:
     """Content hash of a table (schema + rows in their stored order), independent of the
     Parquet writer, so identical stage results give identical fingerprints."""
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks())
-    return hashlib.sha256(sink.getvalue()).hexdigest()[:16]
+    return shards.fingerprint(table)
 
 
 def load_success(stage_uri: str) -> Manifest | None:
@@ -225,7 +221,7 @@ def clean_stale_tmp(run_uri: str) -> list[str]:
 
 
 def publish(
-    table: pa.Table,
+    table: pa.Table | shards.Shards,
     tmp_uri: str,
     final_uri: str,
     *,
@@ -236,19 +232,25 @@ def publish(
     started: float,
     stats: dict | None = None,
 ) -> Manifest:
-    """Write ``table`` and ``_SUCCESS.json`` into ``tmp_uri`` and rename it to ``final_uri``."""
+    """Write ``table`` and ``_SUCCESS.json`` into ``tmp_uri`` and rename it to ``final_uri``. A
+    :class:`~infra.shards.Shards` handle (rows the workers wrote) is streamed into the one data file."""
     storage.makedirs(tmp_uri)
-    table = relativize_table(table, run_root_of(final_uri))
-    with storage.open_uri(storage.join(tmp_uri, DATA_FILE), "wb") as fh:
-        pq.write_table(table, fh, compression="zstd")
-    errors = 0
-    if "error" in table.column_names:
-        errors = int(table.num_rows - table.column("error").null_count)
+    root = run_root_of(final_uri)
+    if isinstance(table, shards.Shards):
+        fingerprint, rows, errors = shards.write_merged(table, storage.join(tmp_uri, DATA_FILE),
+                                                        lambda t: relativize_table(t, root))
+    else:
+        table = relativize_table(table, root)
+        with storage.open_uri(storage.join(tmp_uri, DATA_FILE), "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+        fingerprint, rows, errors = table_fingerprint(table), table.num_rows, 0
+        if "error" in table.column_names:
+            errors = int(table.num_rows - table.column("error").null_count)
     manifest = Manifest(
         stage=stage,
         uri=final_uri,
-        fingerprint=table_fingerprint(table),
-        row_count=table.num_rows,
+        fingerprint=fingerprint,
+        row_count=rows,
         error_count=errors,
         config_hash=config_hash,
         resume_key=resume_key(config_hash, inputs),

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import pickle
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from infra.config_base import StageResources
+
+if TYPE_CHECKING:
+    from infra.shards import Shards
 
 __all__ = ["ResourceError", "StageResources", "actor_options", "check_cluster_has", "flat_map_items", "flat_map_rows",
            "local_device"]
@@ -81,6 +84,59 @@ class _FlatMapAdapter:
         return [{"rows": pickle.dumps(list(self.worker(pickle.loads(record["item"]))))}]
 
 
+class _ShardAdapter:
+    """Wraps a worker class so each item's rows go straight to a Parquet shard (``infra.shards``); only
+    the counts travel back to the driver."""
+
+    def __init__(self, worker_cls: type, kwargs: dict[str, Any], schema: pa.Schema, folder: str):
+        self.worker, self.schema, self.folder = worker_cls(**kwargs), schema, folder
+
+    def __call__(self, record: dict) -> list[dict]:
+        from infra.shards import write_part
+
+        rows = list(self.worker(pickle.loads(record["item"])))
+        return [write_part(rows, self.schema, self.folder, record["index"])]
+
+
+def _pool(items: list[Any], resources: StageResources, stage: str) -> tuple[dict[str, Any], int]:
+    """The actors' options and how many actors, once the cluster can place one (waits for a node that is
+    coming back, then fails naming the stage and the resource)."""
+    import ray
+
+    opts = actor_options(resources)
+    deadline = time.monotonic() + RESOURCE_WAIT_S
+    while True:
+        cluster = ray.cluster_resources()
+        try:
+            check_cluster_has(stage, opts, cluster)
+            break
+        except ResourceError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(2.0)
+    if resources.actors is not None:
+        return opts, min(resources.actors, len(items))
+    fits = int(cluster.get("CPU", 1) // max(opts["num_cpus"], 1e-3))
+    if opts["num_gpus"]:  # a fixed-size pool waits for all its actors: never more GPU actors than the cluster's GPUs
+        fits = min(fits, int(cluster.get("GPU", 0) // opts["num_gpus"]))
+    return opts, max(1, min(len(items), fits))
+
+
+def _map(records: list[dict], adapter: type, adapter_kwargs: dict[str, Any], opts: dict[str, Any], concurrency: int):
+    import ray
+    import ray.data
+
+    ds = ray.data.from_items(records, override_num_blocks=len(records))
+    return ds.flat_map(
+        adapter,
+        fn_constructor_kwargs=adapter_kwargs,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        # Ray Data restarts a dead actor and retries its tasks (max_restarts / max_task_retries -1 by default
+        # for actor pools): a lost node costs the items in flight, not the stage.
+        **{**opts, "num_gpus": opts["num_gpus"] or None},
+    )
+
+
 def flat_map_rows(
     items: list[Any],
     worker_cls: type,
@@ -95,39 +151,11 @@ def flat_map_rows(
     pool reserves the ``resources`` the stage's config declares (``stage`` names it in errors); GPU
     actors get their CUDA_VISIBLE_DEVICES from Ray. ``progress``: a driver-side bar with that label,
     one step per item done."""
-    import ray
-    import ray.data
-
     if not items:
         return []
-    opts = actor_options(resources)
-    deadline = time.monotonic() + RESOURCE_WAIT_S
-    while True:
-        cluster = ray.cluster_resources()
-        try:
-            check_cluster_has(stage, opts, cluster)
-            break
-        except ResourceError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(2.0)
-    if resources.actors is not None:
-        concurrency = min(resources.actors, len(items))
-    else:
-        fits = int(cluster.get("CPU", 1) // max(opts["num_cpus"], 1e-3))
-        if opts["num_gpus"]:  # a fixed-size pool waits for all its actors: never more GPU actors than the cluster's GPUs
-            fits = min(fits, int(cluster.get("GPU", 0) // opts["num_gpus"]))
-        concurrency = max(1, min(len(items), fits))
+    opts, concurrency = _pool(items, resources, stage)
     records = [{"item": pickle.dumps(item)} for item in items]
-    ds = ray.data.from_items(records, override_num_blocks=len(records))
-    ds = ds.flat_map(
-        _FlatMapAdapter,
-        fn_constructor_kwargs={"worker_cls": worker_cls, "kwargs": worker_kwargs},
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
-        # Ray Data restarts a dead actor and retries its tasks (max_restarts / max_task_retries -1 by default
-        # for actor pools): a lost node costs the items in flight, not the stage.
-        **{**opts, "num_gpus": opts["num_gpus"] or None},
-    )
+    ds = _map(records, _FlatMapAdapter, {"worker_cls": worker_cls, "kwargs": worker_kwargs}, opts, concurrency)
     from tqdm import tqdm
 
     rows: list[Any] = []
@@ -147,7 +175,25 @@ def flat_map_items(
     resources: StageResources,
     *,
     stage: str,
-) -> pa.Table:
-    """:func:`flat_map_rows` with the rows (dicts) returned as a table with ``schema``."""
-    rows = flat_map_rows(items, worker_cls, worker_kwargs, resources, stage=stage)
-    return pa.Table.from_pylist(rows, schema=schema)
+    shard_dir: str | None = None,
+) -> pa.Table | Shards:
+    """:func:`flat_map_rows` with the rows (dicts) returned as a table with ``schema``; with ``shard_dir``,
+    each worker writes its item's rows as a shard there and the driver gets a :class:`~infra.shards.Shards`
+    handle instead (its memory does not grow with the rows; ``publish`` streams the shards)."""
+    if shard_dir is None:
+        rows = flat_map_rows(items, worker_cls, worker_kwargs, resources, stage=stage)
+        return pa.Table.from_pylist(rows, schema=schema)
+    from infra.shards import Shards
+
+    shards = Shards(shard_dir, schema)
+    if not items:
+        return shards
+    opts, concurrency = _pool(items, resources, stage)
+    records = [{"item": pickle.dumps(item), "index": i} for i, item in enumerate(items)]
+    ds = _map(records, _ShardAdapter, {"worker_cls": worker_cls, "kwargs": worker_kwargs, "schema": schema,
+                                       "folder": shard_dir}, opts, concurrency)
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        for done in batch.to_pylist():
+            shards.counts[done["index"]] = done["rows"]
+            shards.errors += done["errors"]
+    return shards

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from infra import manifest as mf
 from infra import storage
 from infra.config import PipelineConfig, config_hash
+from infra.shards import Shards
 from infra.tracking import Tracker
 
 log = logging.getLogger("reelflow.stage")
@@ -67,7 +68,7 @@ def run_stage(
     name: str,
     cfg: BaseModel,
     inputs: list[mf.Manifest],
-    body: Callable[[StageWork], pa.Table],
+    body: Callable[[StageWork], pa.Table | Shards],
     key_extra: str = "",
 ) -> mf.Manifest:
     """``key_extra`` identifies inputs that are not manifests (e.g. a raw folder's listing)."""
@@ -96,6 +97,8 @@ def run_stage(
         log.info("stage %-8s running -> %s", name, final_uri)
         try:
             table = body(work)
+            # the sample before publishing: a sharded output's shards are merged (and gone) by then
+            head = table.head(SAMPLE_ROWS) if isinstance(table, Shards) else table.slice(0, SAMPLE_ROWS)
             manifest = mf.publish(
                 table, tmp_uri, final_uri, stage=name, config_hash=chash, inputs=inputs,
                 code_version=ctx.code_version, started=started, stats=work.stats,
@@ -109,7 +112,7 @@ def run_stage(
             {"rows": manifest.row_count, "error_rows": manifest.error_count, "seconds": seconds,
              "rows_per_s": manifest.row_count / seconds, **work.metrics},
         )
-        _log_outputs(ctx.tracker, rid, manifest, mf.to_pandas(table.slice(0, SAMPLE_ROWS)), scratch, work.artifacts)
+        _log_outputs(ctx.tracker, rid, manifest, mf.to_pandas(head), scratch, work.artifacts)
     log.info(
         "stage %-8s done: %d rows (%d errors) in %.1fs", name, manifest.row_count, manifest.error_count, seconds
     )

@@ -15,8 +15,6 @@ import os
 import tempfile
 import time
 
-import pyarrow as pa
-
 from infra import manifest as mf
 from infra import storage
 from infra.config import ClipsConfig
@@ -25,6 +23,7 @@ from infra.errors import TransientError, is_transient, retry, surface_transient
 from infra.image import load_image
 from infra.manifest import Manifest
 from infra.raydata import flat_map_items
+from infra.shards import PARTS, Shards
 from infra.stage import StageContext, StageWork, run_stage
 from infra.tables import CLIPS_SCHEMA
 from infra.video import VideoWriter, iter_frames
@@ -245,7 +244,7 @@ class ClipsWorker:
 def run(ctx: StageContext, cfg: ClipsConfig, sources: Manifest, shots: Manifest) -> Manifest:
     """Stage ``clips``: frame-accurate H.264 clips of every usable shot, and the clip table."""
 
-    def body(work: StageWork) -> pa.Table:
+    def body(work: StageWork) -> Shards:
         by_source: dict[str, list[dict]] = {}
         for shot in mf.read_rows(shots):
             by_source.setdefault((shot["source_id"], shot["source_uri"]), []).append(shot)
@@ -253,19 +252,22 @@ def run(ctx: StageContext, cfg: ClipsConfig, sources: Manifest, shots: Manifest)
                  for src in mf.read_rows(sources)]
         started = time.time()
         with surface_transient():  # a persistent fault fails the stage: nothing is published
+            # the workers write the clip rows (one shard per source video); the driver keeps counts, not rows
             table = flat_map_items(items, ClipsWorker, {"cfg": cfg.model_dump(), "write_dir": work.tmp_uri,
                                                         "final_dir": work.final_uri}, CLIPS_SCHEMA,
-                                   cfg.resources, stage="clips")
+                                   cfg.resources, stage="clips", shard_dir=storage.join(work.tmp_uri, PARTS))
         seconds = time.time() - started
-        good = [r for r in table.to_pylist() if r["error"] is None]
-        frames = sum(r["num_frames"] for r in good)
-        clip_seconds = sum(r["num_frames"] / r["fps"] for r in good)
-        work.metrics.update(clips=len(good), clip_frames=frames, clip_seconds=clip_seconds,
+        clips, frames, clip_seconds, picks = 0, 0, 0.0, []
+        for r in table.column_values(["error", "num_frames", "fps", "source_uri", "start_frame", "end_frame",
+                                      "clip_id"]):
+            if r["error"] is None:
+                clips, frames, clip_seconds = clips + 1, frames + r["num_frames"], clip_seconds + r["num_frames"] / r["fps"]
+                if len(picks) < 16:  # thumbnails from the source (clip files are still in the unpublished temp folder)
+                    picks.append((r["source_uri"], (r["start_frame"] + r["end_frame"]) // 2, r["clip_id"][:8]))
+        work.metrics.update(clips=clips, clip_frames=frames, clip_seconds=clip_seconds,
                             encode_frames_per_s=frames / max(seconds, 1e-9))
-        work.stats.update(clips=len(good), clip_seconds=round(clip_seconds, 2))
+        work.stats.update(clips=clips, clip_seconds=round(clip_seconds, 2))
         sheet = os.path.join(work.scratch_dir, "contact_sheet.png")
-        # Thumbnails come from the source (clip files are still in the unpublished temp folder).
-        picks = [(r["source_uri"], (r["start_frame"] + r["end_frame"]) // 2, r["clip_id"][:8]) for r in good[:16]]
         contact_sheet(picks, sheet)
         work.artifacts.append(sheet)
         return table

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 
 import av
 import numpy as np
-import pyarrow as pa
 from av.video.reformatter import VideoReformatter
 
 from infra import manifest as mf
@@ -29,6 +28,7 @@ from infra.contact_sheet import contact_sheet
 from infra.errors import retry_input, surface_transient
 from infra.manifest import Manifest
 from infra.raydata import flat_map_items
+from infra.shards import PARTS, Shards
 from infra.stage import StageContext, StageWork, run_stage
 from infra.tables import SHOTS_SCHEMA
 from models.shot_merge import Boundary, boundaries_to_shots
@@ -193,23 +193,28 @@ class SegmentWorker:
 def run(ctx: StageContext, cfg: SegmentConfig, sources: Manifest) -> Manifest:
     """Stage ``segment``: one decode per video, PySceneDetect + TransNetV2, merged into shots."""
 
-    def body(work: StageWork) -> pa.Table:
+    def body(work: StageWork) -> Shards:
         items = mf.read_rows(sources)
         started = time.time()
         with surface_transient():  # a persistent fault fails the stage: nothing is published
+            # the workers write the shot rows (one shard per video); the driver keeps counts, not rows
             table = flat_map_items(items, SegmentWorker, {"cfg": cfg.model_dump()}, SHOTS_SCHEMA, cfg.resources,
-                                   stage="segment")
+                                   stage="segment", shard_dir=storage.join(work.tmp_uri, PARTS))
         seconds = time.time() - started
-        rows = table.to_pylist()
-        shots = [r for r in rows if r["error"] is None]
+        kinds = {"cut": 0, "gradual": 0}
+        picks, shots = [], 0
+        for s in table.column_values(["error", "boundary_in_kind", "source_uri", "start_frame", "shot_index"]):
+            if s["error"] is None:
+                shots += 1
+                kinds[s["boundary_in_kind"]] = kinds.get(s["boundary_in_kind"], 0) + 1
+                if len(picks) < 16:
+                    picks.append((s["source_uri"], s["start_frame"],
+                                  f"shot {s['shot_index']} in: {s['boundary_in_kind']}"))
         frames = sum(s["num_frames"] for s in items if s["error"] is None)
-        kinds = [r["boundary_in_kind"] for r in shots]
-        work.metrics.update(shots=len(shots), cuts=kinds.count("cut"), gradual=kinds.count("gradual"),
+        work.metrics.update(shots=shots, cuts=kinds["cut"], gradual=kinds["gradual"],
                             frames=frames, frames_per_s=frames / max(seconds, 1e-9))
-        work.stats.update(shots=len(shots), cuts=kinds.count("cut"), gradual=kinds.count("gradual"))
+        work.stats.update(shots=shots, cuts=kinds["cut"], gradual=kinds["gradual"])
         sheet = os.path.join(work.scratch_dir, "contact_sheet.png")
-        picks = [(s["source_uri"], s["start_frame"], f"shot {s['shot_index']} in: {s['boundary_in_kind']}")
-                 for s in shots[:16]]
         contact_sheet(picks, sheet)
         work.artifacts.append(sheet)
         return table
