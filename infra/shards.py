@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from infra import storage
 
 PARTS = "_parts"
-FINGERPRINT_BATCH = 1 << 16
+FINGERPRINT_BATCH = 1 << 13  # rows; bounds what the hasher holds while streaming
 
 
 class _HashSink:
