@@ -176,12 +176,13 @@ def flat_map_items(
     *,
     stage: str,
     shard_dir: str | None = None,
+    progress: str | None = None,
 ) -> pa.Table | Shards:
     """:func:`flat_map_rows` with the rows (dicts) returned as a table with ``schema``; with ``shard_dir``,
     each worker writes its item's rows as a shard there and the driver gets a :class:`~infra.shards.Shards`
     handle instead (its memory does not grow with the rows; ``publish`` streams the shards)."""
     if shard_dir is None:
-        rows = flat_map_rows(items, worker_cls, worker_kwargs, resources, stage=stage)
+        rows = flat_map_rows(items, worker_cls, worker_kwargs, resources, stage=stage, progress=progress)
         return pa.Table.from_pylist(rows, schema=schema)
     from infra.shards import Shards
 
@@ -192,8 +193,12 @@ def flat_map_items(
     records = [{"item": pickle.dumps(item), "index": i} for i, item in enumerate(items)]
     ds = _map(records, _ShardAdapter, {"worker_cls": worker_cls, "kwargs": worker_kwargs, "schema": schema,
                                        "folder": shard_dir}, opts, concurrency)
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        for done in batch.to_pylist():
-            shards.counts[done["index"]] = done["rows"]
-            shards.errors += done["errors"]
+    from tqdm import tqdm
+
+    with tqdm(total=len(records), desc=progress, unit="item", disable=progress is None, dynamic_ncols=True) as bar:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for done in batch.to_pylist():
+                shards.counts[done["index"]] = done["rows"]
+                shards.errors += done["errors"]
+            bar.update(batch.num_rows)
     return shards

@@ -131,16 +131,50 @@ def write_part(rows: list[dict], schema: pa.Schema, folder: str, index: int) -> 
     table = pa.Table.from_pylist(rows, schema=schema)
     errors = int(table.num_rows - table.column("error").null_count) if "error" in schema.names else 0
     if table.num_rows:
-        final = part_uri(folder, index)
-        if storage.is_remote(final):  # an object PUT is atomic
-            with storage.open_uri(final, "wb") as fh:
-                pq.write_table(table, fh, compression="zstd")
-        else:
-            os.makedirs(folder, exist_ok=True)
-            tmp = f"{final}.{uuid.uuid4().hex[:8]}.tmp"
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, final)
+        _write_whole(table, part_uri(folder, index))
     return {"index": index, "rows": table.num_rows, "errors": errors}
+
+
+def _write_whole(table: pa.Table, uri: str) -> None:
+    """``table`` as the Parquet file ``uri``, never seen half-written under that name."""
+    if storage.is_remote(uri):  # an object PUT is atomic
+        with storage.open_uri(uri, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+        return
+    os.makedirs(os.path.dirname(uri), exist_ok=True)
+    tmp = f"{uri}.{uuid.uuid4().hex[:8]}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, uri)
+
+
+def rewrite(shards: Shards, change) -> None:
+    """Driver side, one shard in memory at a time: each shard replaced by ``change(table, first_row)``, where
+    ``first_row`` is the shard's offset in the whole output (for columns computed across all rows)."""
+    offset = 0
+    for path, table in zip(shards.paths(), shards.tables(), strict=True):
+        _write_whole(change(table, offset), path)
+        offset += table.num_rows
+
+
+def merge_parts(folder: str, schema: pa.Schema, out_uri: str, rows_per_group: int = 1024) -> int:
+    """Every Parquet file under ``folder`` whose path has a ``part-<item>`` component (a file or a folder of
+    that name; path order = item order) streamed into one Parquet file with row groups of about
+    ``rows_per_group`` rows; the parts are removed. Returns the row count."""
+    paths = sorted(p for p in (storage.list_files(folder) if storage.exists(folder) else [])
+                   if "/part-" in p and p.endswith(".parquet"))
+    rows, pending = 0, []
+    with storage.open_uri(out_uri, "wb") as fh, pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+        for path in paths:
+            with storage.open_uri(path, "rb") as part:
+                pending.append(pq.read_table(part, schema=schema))
+            if sum(t.num_rows for t in pending) >= rows_per_group:
+                writer.write_table(pa.concat_tables(pending))
+                rows, pending = rows + sum(t.num_rows for t in pending), []
+        if pending:
+            writer.write_table(pa.concat_tables(pending))
+            rows += sum(t.num_rows for t in pending)
+    storage.remove(folder)
+    return rows
 
 
 def write_merged(shards: Shards, data_uri: str, relativize) -> tuple[str, int, int]:

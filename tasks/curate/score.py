@@ -19,12 +19,19 @@ from infra import storage
 from infra.config_filters import ScoreConfig
 from infra.errors import retry_input, surface_transient
 from infra.manifest import Manifest
-from infra.raydata import flat_map_rows
+from infra.raydata import flat_map_items
+from infra.shards import PARTS, Shards, merge_parts, rewrite
 from infra.stage import StageContext, StageWork, run_stage
 from infra.tables import CLIPS_SCHEMA
 from models.aesthetic import build_tiny
 from tasks.curate.filters import BasicFilter, build_filters, score_columns
-from tasks.curate.filters.dedup import WIDE_COLUMNS, group_from_side_store, write_side_store
+from tasks.curate.filters.dedup import (
+    SIDE_SCHEMA,
+    SIDE_STORE,
+    WIDE_COLUMNS,
+    group_from_side_store,
+    write_side_store,
+)
 from tasks.curate.filters.frames import decode_clip
 from tasks.curate.filters.quality import VTSSFilter
 
@@ -80,6 +87,41 @@ class ScoreWorker:
         return [score_clip(row, self.filters, self.cfg, self.basic, self.vtss)]
 
 
+class ScoreBatchWorker(ScoreWorker):
+    """Ray actor body over a batch of clips for the sharded stage: the wide per-clip arrays go from the worker
+    straight to its part of the side store, the clip rows without them to the stage's shard (``infra.shards``);
+    the driver holds neither."""
+
+    def __init__(self, cfg: dict, side_folder: str):
+        super().__init__(cfg)
+        self.side_folder = side_folder
+
+    def __call__(self, batch: dict) -> list[dict]:
+        rows = [score_clip(r, self.filters, self.cfg, self.basic, self.vtss) for r in batch["clips"]]
+        part = storage.join(self.side_folder, f"part-{batch['index']:08d}")
+        storage.makedirs(part)
+        write_side_store(rows, part, self.cfg.dedup)
+        for row in rows:
+            for name in WIDE_COLUMNS:
+                row.pop(name, None)
+        return rows
+
+
+def clip_batches(clips: list[dict], actors: int) -> list[dict]:
+    """Clips in batches (one shard each): about eight per actor so the pool stays balanced, at most 32
+    clips so a lost worker costs little and shards stay small."""
+    size = max(1, min(32, len(clips) // max(8 * actors, 1)))
+    return [{"index": i, "clips": clips[start:start + size]} for i, start in enumerate(range(0, len(clips), size))]
+
+
+def _with_groups(table: pa.Table, first: int, groups: list[dict]) -> pa.Table:
+    part = groups[first:first + table.num_rows]
+    for name in ("score_dup", "dup_group", "dup_keep"):
+        column = pa.array([g[name] for g in part], type=table.schema.field(name).type)
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
+
+
 def add_duplicate_groups(rows: list[dict], cfg: ScoreConfig, side_uri: str) -> None:
     """Fill ``score_dup`` / ``dup_group`` / ``dup_keep`` across all clips (in place), from the side store
     written in ``side_uri`` (mean signatures for all, full embeddings only for screened pairs)."""
@@ -103,7 +145,7 @@ def timing_summary(rows: list[dict]) -> dict[str, float]:
 def run(ctx: StageContext, cfg: ScoreConfig, clips: Manifest) -> Manifest:
     """Stage ``score``: the clip table plus every ``score_*`` column."""
 
-    def body(work: StageWork) -> pa.Table:
+    def body(work: StageWork) -> Shards:
         if cfg.aesthetic.enabled and (cfg.aesthetic.backbone_path is None or cfg.aesthetic.head_path is None):
             # Build the tiny random pair once here, not racing in every actor.
             backbone, head = build_tiny(os.path.join(cfg.aesthetic.cache_dir, "aesthetic-tiny"))
@@ -112,26 +154,35 @@ def run(ctx: StageContext, cfg: ScoreConfig, clips: Manifest) -> Manifest:
         else:
             run_cfg = cfg
         started = time.time()
+        side_parts = storage.join(work.tmp_uri, "_side_parts")
+        batches = clip_batches(mf.read_rows(clips), cfg.resources.actors or 2)
         with surface_transient():  # a persistent fault fails the stage: nothing is published
-            scored = flat_map_rows(mf.read_rows(clips), ScoreWorker, {"cfg": run_cfg.model_dump()},
-                                   cfg.resources, stage="score", progress="score (clips)")
+            scored = flat_map_items(batches, ScoreBatchWorker, {"cfg": run_cfg.model_dump(), "side_folder": side_parts},
+                                    SCORED_SCHEMA, cfg.resources, stage="score", shard_dir=storage.join(work.tmp_uri, PARTS),
+                                    progress="score (clip batches)")
         seconds = max(time.time() - started, 1e-9)
-        work.stats.update(side_store_rows=write_side_store(scored, work.tmp_uri, cfg.dedup))
-        for row in scored:  # the side store holds them now; the driver lets them go
-            for name in WIDE_COLUMNS:
-                row.pop(name, None)
-        add_duplicate_groups(scored, cfg, work.tmp_uri)
-        ok = [r for r in scored if r["error"] is None]
-        per_filter = timing_summary(ok)
-        work.metrics.update(scored=len(ok), clips_per_s=len(ok) / seconds,
-                            **{f"filter_seconds_{k}": v for k, v in per_filter.items()},
-                            duplicates_dropped=sum(r["dup_keep"] is False for r in ok))
-        work.stats.update(scored=len(ok), clips_per_s=round(len(ok) / seconds, 3))
+        work.stats.update(side_store_rows=merge_parts(side_parts, SIDE_SCHEMA, storage.join(work.tmp_uri, SIDE_STORE)))
+        if cfg.dedup.enabled:  # across all clips: the driver reads two narrow columns, not the rows
+            ids, lengths = [], []
+            for table in scored.tables(["clip_id", "num_frames"]):
+                ids += table.column("clip_id").to_pylist()
+                lengths += [n or 0 for n in table.column("num_frames").to_pylist()]
+            groups = group_from_side_store(work.tmp_uri, ids, lengths, cfg.dedup)
+            rewrite(scored, lambda table, first: _with_groups(table, first, groups))
+        ok, timings, dropped = 0, [], 0
+        for row in scored.column_values(["error", "score_timing", "dup_keep"]):
+            if row["error"] is None:
+                ok, dropped = ok + 1, dropped + (row["dup_keep"] is False)
+                timings.append(row)
+        per_filter = timing_summary(timings)
+        work.metrics.update(scored=ok, clips_per_s=ok / seconds,
+                            **{f"filter_seconds_{k}": v for k, v in per_filter.items()}, duplicates_dropped=dropped)
+        work.stats.update(scored=ok, clips_per_s=round(ok / seconds, 3))
         summary = os.path.join(work.scratch_dir, "filter_seconds.json")
         with open(summary, "w", encoding="utf-8") as fh:
             json.dump(per_filter, fh, indent=1)
         work.artifacts.append(summary)
-        return pa.Table.from_pylist(scored, schema=SCORED_SCHEMA)
+        return scored
 
     return run_stage(ctx, "score", cfg, [clips], body)
 

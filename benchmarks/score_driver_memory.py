@@ -1,0 +1,115 @@
+"""Driver memory of the real ``score`` stage from 100 to 1,600 clips.
+
+``python -m benchmarks.score_driver_memory`` writes ``benchmarks/results/score_driver_memory.json``. Per size, in
+a fresh process: a clip table of N rows over eight distinct short H.264 clips (16 frames, 96x54; every clip has
+the stage's full-size near-duplicate embedding, 6,300 floats, which is what used to fill the driver), then
+``tasks.curate.score.run`` through Ray with two actors, as a run calls it (MLflow child run, publish). The OCR
+filters (text, logo) are off: they set the workers' speed, not the driver's memory. The driver's RSS is
+sampled every 20 ms; reported: the peak increment over the RSS once Ray and the models are up (a first
+1-clip score run warms them), and the ratio of the largest to the smallest increment (target: within 20%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SIZES = (100, 400, 1600)
+OUT = Path(__file__).resolve().parent / "results" / "score_driver_memory.json"
+
+
+def _one(n: int) -> dict:
+    import numpy as np
+    import psutil
+    import pyarrow as pa
+
+    from infra import manifest as mf
+    from infra.config import ClipsConfig, load_config
+    from infra.config_filters import ScoreConfig
+    from infra.session import open_run
+    from infra.stage import run_stage
+    from infra.tables import CLIPS_SCHEMA
+    from infra.video import write_video
+    from tasks.curate import score
+
+    base = Path(tempfile.mkdtemp(prefix="reelflow-scoremem-"))
+    files = []
+    for k in range(8):
+        rng = np.random.default_rng(k)
+        frames = [np.clip(rng.integers(0, 255, (54, 96, 3)) + 4 * t, 0, 255).astype(np.uint8) for t in range(16)]
+        files.append(str(base / f"clip{k}.mp4"))
+        write_video(frames, files[-1], 24)
+    ctx = open_run(load_config("tiny", [f"storage.run_root={base / 'runs'}", f"state_dir={base / 'state'}"]), "mem")
+    cfg = ScoreConfig(resources={"actors": 2}, text={"enabled": False}, logo={"enabled": False},
+                      aesthetic={"cache_dir": str(base / "models")})
+
+    def clips(count: int, name: str):
+        rows = [{"clip_id": f"c{i:06d}", "source_id": f"s{i % 8}", "source_uri": files[i % 8], "media": "video",
+                 "shot_id": f"s{i % 8}:{i}", "start_frame": 0, "end_frame": 16, "fps": 24.0, "width": 96,
+                 "height": 54, "num_frames": 16, "clip_uri": files[i % 8], "error": None} for i in range(count)]
+        return run_stage(ctx, name, ClipsConfig(), [],
+                         lambda work: pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA))
+
+    score.run(ctx, cfg, clips(1, "warm"))  # Ray, the actors' models and the tiny aesthetic pair: up before measuring
+    table = clips(n, "clips")
+    proc = psutil.Process()
+    baseline = proc.memory_info().rss
+    peak = [baseline]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    done = score.run(ctx, cfg, table)
+    wall = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    return {"clips": n, "rows": done.row_count, "side_store_rows": done.stats.get("side_store_rows"),
+            "wall_s": round(wall, 1), "driver_rss_before_mb": round(baseline / 2**20, 1),
+            "driver_peak_increment_mb": round((peak[0] - baseline) / 2**20, 1),
+            "duplicates": int((mf.read_table(done).dup_keep == False).sum())}  # noqa: E712
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(_one(args.one)))
+        return {}
+    load = {"start": os.getloadavg()}
+    points = []
+    for n in args.sizes:
+        done = subprocess.run([sys.executable, "-m", "benchmarks.score_driver_memory", "--one", str(n)],
+                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if done.returncode:
+            raise SystemExit(done.stderr[-3000:])
+        points.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(points[-1]), flush=True)
+    load["end"] = os.getloadavg()
+    increments = [p["driver_peak_increment_mb"] for p in points]
+    result = {"what": __doc__.split("\n\n")[1].replace("\n", " "), "points": points,
+              "max_over_min_increment": round(max(increments) / max(min(increments), 1.0), 3),
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": load}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
