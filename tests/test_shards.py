@@ -109,3 +109,25 @@ def test_an_output_without_rows_publishes_an_empty_table(ray_local, tmp_path):
                           code_version="t", started=0.0)
     assert manifest.row_count == 0 and pq.read_table(manifest.data_uri).schema.names == SCHEMA.names
     assert manifest.fingerprint == mf.table_fingerprint(SCHEMA.empty_table())
+
+
+def test_merge_parts_keeps_item_order_and_rewrite_sees_offsets(tmp_path):
+    """Parts written in any order (files or folders named part-<item>) merge in item order; ``rewrite`` hands each
+    shard its offset in the whole output."""
+    folder = str(tmp_path / "parts")
+    for index in (3, 0, 11, 7):  # workers finish in any order
+        shards.write_part(_rows(index + 1, "/r")[-2:] or [], SCHEMA, folder, index)
+    nested = str(tmp_path / "nested")
+    for index in (2, 1):
+        os.makedirs(os.path.join(nested, f"part-{index:08d}"))
+        pq.write_table(pa.Table.from_pylist(_rows(index + 2, "/r")[-1:], schema=SCHEMA),
+                       os.path.join(nested, f"part-{index:08d}", "data.parquet"))
+    out = str(tmp_path / "merged.parquet")
+    assert shards.merge_parts(nested, SCHEMA, out) == 2 and not os.path.exists(nested)
+    assert pq.read_table(out).column("item").to_pylist() == [2, 3]
+    handle = shards.Shards(folder, SCHEMA, {i: len(_rows(i + 1, "/r")[-2:]) for i in (0, 3, 7, 11)})
+    items = [r["item"] for t in handle.tables() for r in t.to_pylist()]
+    assert items == sorted(items) and handle.num_rows == len(items)
+    shards.rewrite(handle, lambda table, first: table.set_column(
+        1, "k", pa.array(range(first, first + table.num_rows), pa.int64())))
+    assert [r["k"] for r in handle.column_values(["k"])] == list(range(handle.num_rows))
