@@ -138,7 +138,8 @@ def run(ctx: StageContext, cfg: TrainConfig, name: str, latents: Manifest, init:
                                       latents, cfg.sample, height, width, work.scratch_dir, seed=stage.seed)
             work.artifacts += report["after"].pop("videos") + report["before"].pop("videos")
             for when in ("before", "after"):
-                work.metrics[f"first_frame_mae_{when}"] = report[when]["first_frame_mae"]
+                for key in ("first_frame_latent_rel_l2", "first_frame_mae"):
+                    work.metrics[f"{key}_{when}"] = report[when][key]
             work.stats["first_frame"] = report
         else:
             work.artifacts += sample_checkpoint(out_dir, cfg.sample, height, width, os.path.join(work.scratch_dir, "samples"))

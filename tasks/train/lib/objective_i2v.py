@@ -8,10 +8,15 @@ encodes the first pixel frame alone; no second pass over the videos). From it co
 (image + grey frames through the VAE), the first-frame mask, and the CLIP image features.
 
 Cost: one VAE decode of a latent frame, one VAE encode of the condition video and one CLIP forward per
-sample per step, on the training device, all without gradients.
+sample, on the training device, all without gradients; the VAE encode dominates. A sample's condition is a
+function of its latent alone, so the last ``memo`` samples' conditions are kept (on the CPU) and reused when an
+epoch comes back to them.
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
 
 import torch
 
@@ -23,7 +28,8 @@ from tasks.train.lib.loop import step_noise
 
 
 class FirstFrameConditioning:
-    def __init__(self, cfg: TrainConfig, checkpoint_dir: str, image_encoder_dir: str, device: str = "cpu"):
+    def __init__(self, cfg: TrainConfig, checkpoint_dir: str, image_encoder_dir: str, device: str = "cpu",
+                 memo: int = 64):
         from diffusers import AutoencoderKLWan
 
         from models.i2v_checkpoint import load_image_encoder
@@ -33,13 +39,29 @@ class FirstFrameConditioning:
         self.vae = AutoencoderKLWan.from_pretrained(f"{checkpoint_dir}/vae", torch_dtype=torch.float32).eval().to(device)
         self.vae.requires_grad_(False)
         self.image_encoder, self.image_processor = load_image_encoder(image_encoder_dir, device)
+        self.memo, self._kept = memo, OrderedDict()
 
     def noise(self, seed: int, step: int, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         return step_noise(seed, step, batch.latents, self.cfg)
 
     @torch.no_grad()
     def condition(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(condition [B, 4 + z, F, h, w] = mask then condition latents, CLIP features [B, tokens, image_dim])."""
+        """(condition [B, 4 + z, F, h, w] = mask then condition latents, CLIP features [B, tokens, image_dim]),
+        from the memo where a sample was seen (its first latent frame and shape are the key)."""
+        keys = [hashlib.sha1(repr(tuple(x.shape)).encode() + x[:, 0].float().cpu().numpy().tobytes()).hexdigest()
+                for x in latents]
+        todo = [i for i, k in enumerate(keys) if k not in self._kept]
+        for i in todo:  # one sample at a time: its condition never depends on its batch-mates (exact resumes)
+            condition, image = self._compute(latents[i:i + 1])
+            self._kept[keys[i]] = (condition[0].cpu(), image[0].cpu())
+        pairs = [self._kept[k] for k in keys]
+        for k in keys:
+            self._kept.move_to_end(k)
+        while len(self._kept) > max(self.memo, len(keys)):
+            self._kept.popitem(last=False)
+        return torch.stack([c for c, _ in pairs]), torch.stack([e for _, e in pairs])
+
+    def _compute(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, _, frames, h, w = latents.shape
         first = i2v.decode_first_frames(self.vae, latents)
         condition = torch.cat([i2v.first_frame_mask(b, frames, h, w).to(first.device),
