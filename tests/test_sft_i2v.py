@@ -104,6 +104,17 @@ def test_stage_publishes_an_i2v_folder_diffusers_runs_and_registers_it(world):
     assert version.source == folder
     losses = [m.value for m in ctx.tracker.client.get_metric_history(version.run_id, "first_frame_loss")]
     assert len(losses) == 2 and all(np.isfinite(losses))
+    # the generation CLI's path runs it with a first frame, and refuses it without one
+    from models.generate_config import GenerateConfig
+    from tasks.generate.lib.generator import generate_video, preflight
+
+    image.save(world["root"] / "first.png")
+    gen = GenerateConfig(prompt="a red square moves right", num_frames=5, base_num_frames=5, height=64, width=112,
+                         num_inference_steps=2)
+    facts = generate_video(folder, gen, str(world["root"] / "i2v.mp4"), image=str(world["root"] / "first.png"))
+    assert facts["sampler"] == "full-sequence" and facts["frames"] == 5
+    with pytest.raises(ValueError, match="needs an image"):
+        preflight(folder, gen)
 
 
 @pytest.mark.slow
