@@ -18,7 +18,7 @@ from infra.config import load_config
 from infra.config_train import TrainStageConfig
 from infra.stage import run_stage
 from models.checkpoint import init_checkpoint
-from models.dit import write_checkpoint, load_transformer
+from models.dit import load_transformer, write_checkpoint
 from tasks.train import training
 
 torch.set_num_threads(2)
@@ -39,11 +39,10 @@ def moving_clip(shift: tuple[int, int], colour: tuple[int, int, int], frames: in
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from transformers import AutoTokenizer, UMT5EncoderModel
 
     from infra.config_train import LatentsConfig
-    from models.latent_encode import encode_text, encode_video
     from models.checkpoint import load_pipeline_components
+    from models.latent_encode import encode_text, encode_video
     from tasks.train.latents import LATENTS_SCHEMA
     from tasks.train.lib.latent_cache import write_shard
 
