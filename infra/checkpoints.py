@@ -17,7 +17,9 @@ CHECKPOINT = "checkpoint"  # the diffusers folder of a DiT stage: <stage>/checkp
 REWARD_MODEL = "reward_model"  # the reward model folder of the reward stage: reward/reward_model/
 CAPTIONER = "captioner"  # the distilled captioner's folder: captioner-distill/captioner/
 # "dmd": the few-step generator of distill-dmd, a model of its own (it samples differently, unguided)
-_FOLDERS = {"dit": CHECKPOINT, "reward": REWARD_MODEL, "dmd": CHECKPOINT, "captioner": CAPTIONER}
+# "i2v": sft-i2v's image-to-video DiT (another input layout and a CLIP image encoder: a model of its own)
+_FOLDERS = {"dit": CHECKPOINT, "reward": REWARD_MODEL, "dmd": CHECKPOINT, "captioner": CAPTIONER, "i2v": CHECKPOINT,
+            "camera": CHECKPOINT}  # "camera": sft-camera's Camera Director, beside the main line
 
 
 def checkpoint_dir_of(stage_uri: str) -> str:
@@ -41,7 +43,7 @@ def steps_dir(ctx: StageContext, name: str, key: str) -> str:
 
 
 def register(ctx: StageContext, published: Manifest, kind: str) -> str:
-    """Register the folder ``published`` holds as a version of this run's ``kind`` model ("dit", "reward", "dmd" or "captioner"),
+    """Register the folder ``published`` holds as a version of this run's ``kind`` model ("dit", "reward", "dmd", "i2v" or "captioner"),
     aliased by the stage's name. A resumed run whose alias already points at the folder adds nothing."""
     if kind not in _FOLDERS:
         raise ValueError(f"model kind {kind!r} is unknown; known: {', '.join(_FOLDERS)}")

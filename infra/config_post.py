@@ -135,12 +135,26 @@ class DMDConfig(_Cfg):
     seed: int = 0
 
 
+class CameraBalanceConfig(_Cfg):
+    """The data of stage ``sft-camera`` (report section 5.5, Camera Director): the SFT data balanced over the camera
+    expert's labels (6DoF moves and speed classes, models/camera_balance.py) into the view ``D_camera``; the
+    training itself is ``train.stages.sft-camera`` (switch both off with its ``enabled``)."""
+
+    source: str = Field("D_720p_sft", description="SFT dataset the balanced subset is chosen from")
+    target: dict[str, float] = Field(default_factory=dict, description="Share of each camera class after balancing "
+                                     "(e.g. {static: 1, 'yaw+/slow': 2}, normalised); empty = uniform over the classes present")
+    keep_fraction: float = Field(0.5, gt=0, le=1, description="Samples after / clips before (report: 1M of the SFT data)")
+    max_repeat: int = Field(3, ge=1, le=100, description="Most times a clip of a rare camera class may be repeated")
+    seed: int = 0
+
+
 class PostTrainConfig(_Cfg):
     pairs: PairsConfig = PairsConfig()
     reward: RewardConfig = RewardConfig()
     dpo: DPOConfig = DPOConfig()
     video: FinalVideoConfig = FinalVideoConfig()
     dmd: DMDConfig = DMDConfig()
+    camera: CameraBalanceConfig = CameraBalanceConfig()
     human_pairs_mode: Literal["simulated", "interactive", "off"] = Field(
         "simulated", description="How human pairs get labels: the audit page (interactive), a motion-statistics "
         "oracle labelled simulated everywhere (make run), or not at all")

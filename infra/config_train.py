@@ -27,7 +27,8 @@ FPS_RATES = (16, 24)
 
 # The training stages `--until` accepts, in pipeline order (post-training: section 3.4).
 TRAIN_STAGES = ("pretrain-256p", "pretrain-360p", "pretrain-540p", "sft-540p")
-POST_STAGES = ("pairs", "reward", "dpo-1", "dpo-2", "dpo-3", "forcing", "sft-720p", "distill-dmd", "video")
+POST_STAGES = ("pairs", "reward", "dpo-1", "dpo-2", "dpo-3", "forcing", "sft-720p", "sft-i2v", "sft-camera", "distill-dmd",
+               "video")
 
 
 def fps_index(fps: int) -> int:
@@ -89,8 +90,13 @@ class TrainStageConfig(_Cfg):
     resolution: str = Field(description="Key of train.resolutions")
     phase: Literal["pretrain", "post"] = Field("pretrain", description="Which flow runs it (post: after Flow-DPO)")
     init_from: str | None = Field(None, description="Stage whose checkpoint starts this one; None = base checkpoint")
-    objective: Literal["flow_matching", "diffusion_forcing"] = Field(
-        "flow_matching", description="diffusion_forcing: per-frame noise levels from FoPP (report section 3.4.2)")
+    objective: Literal["flow_matching", "diffusion_forcing", "first_frame"] = Field(
+        "flow_matching", description="diffusion_forcing: per-frame noise levels from FoPP (report section 3.4.2); "
+        "first_frame: the T2V DiT widened into diffusers' I2V transformer, conditioned on the first frame (5.5)")
+    enabled: bool = Field(True, description="false skips the stage (post-training extras: sft-i2v, sft-camera)")
+    model: Literal["dit", "camera"] = Field("dit", description="Registered model the checkpoint is a version of: the "
+                                            "main line (dit) or Camera Director, a model of its own (report 5.5); "
+                                            "objective first_frame registers the i2v model")
     causal_block_size: int | None = Field(None, ge=1, description="Block-causal attention while training "
                                           "(diffusion forcing; latent frames per block); None = full attention")
     media: Literal["images+videos", "videos"] = "videos"
@@ -115,6 +121,10 @@ class TrainStageConfig(_Cfg):
         if self.objective == "diffusion_forcing" and self.fps_embedding:
             raise ValueError("objective diffusion_forcing needs fps_embedding: false (the FPS embedding is "
                              "removed at the 540p SFT, before diffusion forcing)")
+        if self.objective == "first_frame" and (self.fps_embedding or self.causal_block_size):
+            # diffusers' I2V pipeline passes no fps and runs full attention (the full-sequence T2V model, 5.5).
+            raise ValueError("objective first_frame needs fps_embedding: false and no causal_block_size (the I2V "
+                             "model is the full-sequence T2V model, sft-540p, fine-tuned)")
         return self
 
 
@@ -134,6 +144,9 @@ class TrainConfig(_Cfg):
         "random one of init_profile under the state dir"
     )
     init_profile: Literal["tiny", "wan-1.3b"] = "tiny"
+    image_encoder: str | None = Field(
+        None, description="Folder with image_encoder/ (CLIPVisionModelWithProjection) and image_processor/ for the "
+        "I2V stage (objective first_frame; SkyReels-V2-I2V uses CLIP ViT-H/14); None = a random one of init_profile")
     engine: Literal["plain", "deepspeed"] = "plain"
     zero_stage: Literal[0, 1, 2, 3] = 2
     num_workers: int = Field(1, ge=1, description="Training processes (Ray Train workers)")

@@ -51,6 +51,12 @@ def check_checkpoint(path: str, expect_transformer: dict | None = None) -> dict[
         if not any((root / component / w).is_file() for w in WEIGHTS):
             raise CheckpointError(f"{root}: missing weights in {component}/ (expected one of {', '.join(WEIGHTS)})")
     for a, key_a, b, key_b in LINKED_KEYS:
+        if (a, key_a) == ("transformer", "in_channels") and configs[a].get("image_dim") is not None:
+            # An I2V DiT reads noisy latents + 4 mask channels + condition latents (models.i2v) and predicts z_dim.
+            key_a = "out_channels"
+            if configs[a].get("in_channels") != 2 * configs[b].get(key_b, 0) + 4:
+                raise CheckpointError(f"{root}: transformer/config.json in_channels={configs[a].get('in_channels')} "
+                                      f"of an I2V DiT must be 2 * vae z_dim + 4 = {2 * configs[b].get(key_b, 0) + 4}")
         if configs[a].get(key_a) != configs[b].get(key_b):
             raise CheckpointError(f"{root}: {a}/config.json {key_a}={configs[a].get(key_a)} does not match "
                                   f"{b}/config.json {key_b}={configs[b].get(key_b)}")
@@ -102,6 +108,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def pipeline_for(transformer) -> str:
     """The diffusers pipeline a DiT serves: the DF pipelines feed the FPS embedding; without one (after the
     540p SFT, section 3.4.3) it is the full-sequence T2V model of ``SkyReelsV2Pipeline``."""
+    if transformer.config.get("image_dim") is not None:  # widened for first-frame conditioning (models.i2v)
+        return "SkyReelsV2ImageToVideoPipeline"
     if transformer.config.inject_sample_info:
         return "SkyReelsV2DiffusionForcingPipeline"
     return "SkyReelsV2Pipeline"

@@ -30,6 +30,10 @@ def check_full_sequence(cfg: GenerateConfig, pipeline_name: str, image=None, end
         raise ValueError(f"{checkpoint} is a full-sequence {pipeline_name}, not diffusion forcing, so it cannot "
                          f"do: {', '.join(df_modes)}. Use a diffusion-forcing checkpoint (SkyReels-V2-DF-*, or "
                          "`reelflow init-checkpoint --profile tiny --out DIR`), or drop those settings")
+    if FULL_SEQUENCE_PIPELINES[pipeline_name] and cfg.max_sequence_length != 512:
+        # diffusers' I2V attention takes the last 512 context tokens as the text (models/i2v.py)
+        raise ValueError(f"{checkpoint} is an image-to-video model, whose text context is 512 tokens long; "
+                         f"drop max_sequence_length={cfg.max_sequence_length} (use 512)")
     if FULL_SEQUENCE_PIPELINES[pipeline_name] != (image is not None):
         need = "needs an image (--image)" if FULL_SEQUENCE_PIPELINES[pipeline_name] else "takes no image"
         raise ValueError(f"{checkpoint} is a full-sequence {pipeline_name}, which {need}; for first-frame "

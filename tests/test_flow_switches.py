@@ -15,3 +15,13 @@ def test_until_a_switched_off_stage_is_refused(make_cfg):
         post_train_flow.fn(cfg, "off", {cfg.post.pairs.dataset: None}, None, until="distill-dmd")
     with pytest.raises(ValueError, match="stages.captioner_distill.enabled=false"):
         distill_flow.fn(cfg, "off", {}, until="captioner-distill")
+
+
+@pytest.mark.parametrize("name", ["sft-i2v", "sft-camera"])
+def test_until_a_switched_off_post_training_extra_is_refused(make_cfg, name):
+    from flows.post_train import extra_enabled, post_train_flow
+
+    cfg = make_cfg(f"train.stages.{name}.enabled=false")
+    assert not extra_enabled(cfg, name) and extra_enabled(make_cfg(), name)
+    with pytest.raises(ValueError, match=f"train.stages.{name}.enabled=false"):
+        post_train_flow.fn(cfg, "off", {cfg.post.pairs.dataset: None}, None, until=name)

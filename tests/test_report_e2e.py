@@ -64,7 +64,7 @@ def test_the_whole_report_then_resume(make_cfg):
     caches = {m.stage for m in (mf.load_success(os.path.join(root, d)) for d in os.listdir(root)
                                 if d.startswith("latents-")) if m}
     assert caches == {"latents-D_256p-256p", "latents-D_360p-360p", "latents-D_540p-540p", "latents-D_540p_sft-540p",
-                      "latents-D_720p_sft-720p"}  # forcing reuses the sft-540p cache
+                      "latents-D_720p_sft-720p", "latents-D_camera-720p"}  # forcing and sft-i2v reuse the sft-540p cache
 
     pre = DiffusionPipeline.from_pretrained(checkpoint_dir(published["pretrain-540p"]))
     sft = DiffusionPipeline.from_pretrained(checkpoint_dir(published["sft-540p"]))
@@ -79,6 +79,8 @@ def test_the_whole_report_then_resume(make_cfg):
     assert set(model.aliases) == set(TRAIN) | {"dpo-1", "dpo-2", "dpo-3"} | set(POST_TRAIN) | {"newest"}
     assert model.aliases["newest"] == model.aliases["sft-720p"]  # the last stage registered
     assert "reward" in tracker.client.get_registered_model(f"{cfg.tracking.experiment}-tiny-reward").aliases
+    for kind, stage in (("i2v", "sft-i2v"), ("camera", "sft-camera")):  # models of their own (report 5.5)
+        assert stage in tracker.client.get_registered_model(f"{cfg.tracking.experiment}-tiny-{kind}").aliases
     assert "captioner-distill" in tracker.client.get_registered_model(f"{cfg.tracking.experiment}-tiny-captioner").aliases
     parent = tracker.find_parent("pt")
     children = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")

@@ -54,6 +54,29 @@ def base_checkpoint(cfg: PipelineConfig) -> str:
     return uri
 
 
+def image_encoder(cfg: PipelineConfig) -> str:
+    """The I2V stage's CLIP image encoder folder: train.image_encoder, validated; else a random one of
+    train.init_profile built once under the state dir (uploaded beside the base DiT under a remote run root)."""
+    from models.i2v_checkpoint import build_image_encoder, check_image_encoder
+
+    if cfg.train.image_encoder:
+        check_image_encoder(storage.fetch_folder(cfg.train.image_encoder))
+        return cfg.train.image_encoder
+    name = f"image-encoder-{cfg.train.init_profile}-seed0"
+    path = Path(cfg.state_dir) / "models" / name
+    if not path.is_dir():
+        log.warning("building a random %s image encoder at %s (train.image_encoder is null)", cfg.train.init_profile, path)
+        build_image_encoder(cfg.train.init_profile, str(path))
+    root = storage.normalize(cfg.storage.run_root)
+    if not storage.is_remote(root):
+        return str(path)
+    uri = storage.join(root, "models", name)
+    if not storage.exists(storage.join(uri, storage.COMPLETE)):
+        storage.upload_folder(str(path), uri)
+        storage.write_text(storage.join(uri, storage.COMPLETE), name)
+    return uri
+
+
 def _weights_fingerprint(path: str) -> str:
     """Identifies a base checkpoint folder in the resume key (path, size and mtime of the DiT weights)."""
     if storage.is_remote(path):
@@ -85,10 +108,13 @@ def run(ctx: StageContext, cfg: TrainConfig, name: str, latents: Manifest, init:
                          f"(latent cache {latents.stage} is empty); check `reelflow inspect {ctx.run_id} "
                          f"{stage.dataset}` (a manual dataset keeps nothing while its review has no Good verdict)")
     inputs = [latents] + ([init] if init is not None else [])
+    i2v = stage.objective == "first_frame"  # sft-i2v: widened into diffusers' I2V transformer (models.i2v)
+    encoder_dir = image_encoder(ctx.cfg) if i2v else None
     # What shapes the run besides the stage's own config (which run_stage hashes and logs as params).
     engine = {"engine": cfg.engine, "zero_stage": cfg.zero_stage, "num_workers": cfg.num_workers,
               "mixed_precision": cfg.mixed_precision, "logit_normal": [cfg.logit_normal_mean, cfg.logit_normal_std],
-              "text_len": cfg.latents.text_len, "resolution": cfg.resolutions[stage.resolution].model_dump(mode="json")}
+              "text_len": cfg.latents.text_len, "resolution": cfg.resolutions[stage.resolution].model_dump(mode="json"),
+              **({"image_encoder": encoder_dir} if i2v else {})}
     key_extra = value_hash([engine, None if init is not None else _weights_fingerprint(init_dir)])
 
     def body(work: StageWork) -> pa.Table:
@@ -98,14 +124,25 @@ def run(ctx: StageContext, cfg: TrainConfig, name: str, latents: Manifest, init:
                "latents": latents.model_dump(mode="json"), "init_dir": init_dir, "out_dir": out_dir,
                "steps_dir": steps_dir(ctx, name, config_hash(stage) + key_extra),
                "tracking_uri": ctx.tracker.tracking_uri, "experiment": ctx.cfg.tracking.experiment,
-               "mlflow_run": work.mlflow_run}
+               "mlflow_run": work.mlflow_run, "image_encoder_dir": encoder_dir}
         history = launch_job(job, cfg, storage.join(ctx.run_uri, ".ray-train", name))
         height, width = sample_size(stage, cfg.resolutions)
         if storage.is_remote(out_dir):  # the workers uploaded it; sample it from a fresh local copy
             local_out = os.path.join(work.scratch_dir, CHECKPOINT)
             storage.download_folder(out_dir, local_out)
             out_dir = local_out
-        work.artifacts += sample_checkpoint(out_dir, cfg.sample, height, width, os.path.join(work.scratch_dir, "samples"))
+        if i2v:  # samples from the conditioning images, and how well frame 0 keeps them, before vs after
+            from tasks.train.lib import i2v_eval
+
+            report = i2v_eval.measure(storage.fetch_folder(init_dir), out_dir, storage.fetch_folder(encoder_dir),
+                                      latents, cfg.sample, height, width, work.scratch_dir, seed=stage.seed)
+            work.artifacts += report["after"].pop("videos") + report["before"].pop("videos")
+            for when in ("before", "after"):
+                for key in ("first_frame_latent_rel_l2", "first_frame_mae"):
+                    work.metrics[f"{key}_{when}"] = report[when][key]
+            work.stats["first_frame"] = report
+        else:
+            work.artifacts += sample_checkpoint(out_dir, cfg.sample, height, width, os.path.join(work.scratch_dir, "samples"))
         first, last = history[0]["loss"], history[-1]["loss"]
         work.metrics.update({"first_loss": first, "final_loss": last, "steps": len(history),
                              "tokens_per_s_median": statistics.median_high(r["tokens_per_s"] for r in history)})
@@ -114,7 +151,7 @@ def run(ctx: StageContext, cfg: TrainConfig, name: str, latents: Manifest, init:
         return pa.Table.from_pylist(history, schema=HISTORY_SCHEMA)
 
     published = run_stage(ctx, name, stage, inputs, body, key_extra)
-    register(ctx, published, "dit")
+    register(ctx, published, "i2v" if i2v else stage.model)  # the I2V model takes other inputs: a model of its own
     return published
 
 

@@ -79,6 +79,15 @@ def train_worker(job: dict) -> list[dict] | None:
         from tasks.train.lib.objective_forcing import DiffusionForcing
 
         objective = DiffusionForcing(cfg)
+    elif stage.objective == "first_frame":  # sft-i2v (report section 5.5)
+        from models.i2v import is_i2v, widen_to_i2v
+        from models.i2v_checkpoint import check_image_encoder
+        from tasks.train.lib.objective_i2v import FirstFrameConditioning
+
+        encoder_dir = storage.fetch_folder(job["image_encoder_dir"])
+        if not is_i2v(model.config):  # step 0 is the T2V model; a resumed run then loads its trained weights
+            model = widen_to_i2v(model, check_image_encoder(encoder_dir), stage.seed)
+        objective = FirstFrameConditioning(cfg, job["init_dir"], encoder_dir, "cuda" if torch.cuda.is_available() else "cpu")
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     if torch.cuda.is_available():
@@ -109,12 +118,20 @@ def train_worker(job: dict) -> list[dict] | None:
         final.load_state_dict({k: v.float().cpu() for k, v in weights.items()})
         # A diffusion-forcing DiT serves the DF pipelines whether or not it kept the FPS embedding.
         pipeline = "SkyReelsV2DiffusionForcingPipeline" if stage.objective == "diffusion_forcing" else None
+
+        def write(path: str) -> str:
+            out = write_checkpoint(job["init_dir"], final, path, pipeline)
+            if stage.objective == "first_frame":  # the I2V pipeline's CLIP image encoder beside the DiT
+                from models.i2v_checkpoint import add_image_encoder
+
+                add_image_encoder(out, encoder_dir)
+            return out
+
         if storage.is_remote(job["out_dir"]):
             with tempfile.TemporaryDirectory(prefix="reelflow-ckpt-") as local:
-                storage.upload_folder(write_checkpoint(job["init_dir"], final, os.path.join(local, "c"), pipeline),
-                                     job["out_dir"])
+                storage.upload_folder(write(os.path.join(local, "c")), job["out_dir"])
         else:
-            write_checkpoint(job["init_dir"], final, job["out_dir"], pipeline)
+            write(job["out_dir"])
         return state.history
     finally:
         engine.close()
