@@ -1,8 +1,9 @@
 """Driver memory of the real ``score`` stage from 100 to 1,600 clips.
 
 ``python -m benchmarks.score_driver_memory`` writes ``benchmarks/results/score_driver_memory.json``. Per size, in
-a fresh process: a clip table of N rows over eight distinct short H.264 clips (16 frames, 96x54; every clip has
-the stage's full-size near-duplicate embedding, 6,300 floats, which is what used to fill the driver), then
+a fresh process: a clip table of N short H.264 clips (16 frames, 96x54, a coarse random layout each, 2% of them re-uploads of
+an earlier clip; every clip has the stage's full-size near-duplicate embedding, 6,300 floats, which is what used
+to fill the driver), then
 ``tasks.curate.score.run`` through Ray with two actors, as a run calls it (MLflow child run, publish). The OCR
 filters (text, logo) are off: they set the workers' speed, not the driver's memory. The driver's RSS is
 sampled every 20 ms; reported: the peak increment over the RSS once Ray and the models are up (a first
@@ -42,9 +43,15 @@ def _one(n: int) -> dict:
 
     base = Path(tempfile.mkdtemp(prefix="reelflow-scoremem-"))
     files = []
-    for k in range(8):
-        rng = np.random.default_rng(k)
-        frames = [np.clip(rng.integers(0, 255, (54, 96, 3)) + 4 * t, 0, 255).astype(np.uint8) for t in range(16)]
+    for k in range(n):
+        if k % 50 == 49:  # 2% re-uploads of an earlier clip, as a real pool has (benchmarks/scale.py's share)
+            files.append(files[k - 7])
+            continue
+        # a coarse random layout per clip (distinct near-duplicate signatures; white noise would make every
+        # clip's signature alike and put every pair through the full comparison), drifting over the frames
+        layout = np.random.default_rng(k).integers(0, 255, (6, 10, 3)).astype(np.uint8)
+        big = np.kron(layout, np.ones((12, 12, 1), np.uint8))
+        frames = [np.ascontiguousarray(big[t // 2:t // 2 + 54, t:t + 96]) for t in range(16)]
         files.append(str(base / f"clip{k}.mp4"))
         write_video(frames, files[-1], 24)
     ctx = open_run(load_config("tiny", [f"storage.run_root={base / 'runs'}", f"state_dir={base / 'state'}"]), "mem")
@@ -52,9 +59,9 @@ def _one(n: int) -> dict:
                       aesthetic={"cache_dir": str(base / "models")})
 
     def clips(count: int, name: str):
-        rows = [{"clip_id": f"c{i:06d}", "source_id": f"s{i % 8}", "source_uri": files[i % 8], "media": "video",
-                 "shot_id": f"s{i % 8}:{i}", "start_frame": 0, "end_frame": 16, "fps": 24.0, "width": 96,
-                 "height": 54, "num_frames": 16, "clip_uri": files[i % 8], "error": None} for i in range(count)]
+        rows = [{"clip_id": f"c{i:06d}", "source_id": f"s{i}", "source_uri": files[i], "media": "video",
+                 "shot_id": f"s{i}:0", "start_frame": 0, "end_frame": 16, "fps": 24.0, "width": 96,
+                 "height": 54, "num_frames": 16, "clip_uri": files[i], "error": None} for i in range(count)]
         return run_stage(ctx, name, ClipsConfig(), [],
                          lambda work: pa.Table.from_pylist(rows, schema=CLIPS_SCHEMA))
 

@@ -156,7 +156,7 @@ def rewrite(shards: Shards, change) -> None:
         offset += table.num_rows
 
 
-def merge_parts(folder: str, schema: pa.Schema, out_uri: str, rows_per_group: int = 1024) -> int:
+def merge_parts(folder: str, schema: pa.Schema, out_uri: str, rows_per_group: int = 256) -> int:
     """Every Parquet file under ``folder`` whose path has a ``part-<item>`` component (a file or a folder of
     that name; path order = item order) streamed into one Parquet file with row groups of about
     ``rows_per_group`` rows; the parts are removed. Returns the row count."""
