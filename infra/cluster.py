@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, **base_env(state)}
         if opts.videos and args[0] == "run":  # the synthetic corpus, rendered into the S3 run root
             args += ["--set", f"corpus.videos={opts.videos}"]
-        cmd = [str(BIN / "reelflow"), *args, "--profile", "cluster-local", *overrides(state)]
+        # this interpreter's flows.cli, not the console script: the checkout on sys.path is the one that runs
+        cmd = [sys.executable, "-m", "flows.cli", *args, "--profile", "cluster-local", *overrides(state)]
         return subprocess.run(cmd, env=env).returncode
     return 0
 

@@ -272,6 +272,13 @@ def parse_override(item: str) -> dict[str, Any]:
     return value
 
 
+def models_profile(profile: str, config_dir: Path = CONFIG_DIR) -> str:
+    """The profile whose models ``profile`` runs: the one it ``extends``, else itself. Filter thresholds are
+    set per models profile (``by_profile`` / ``off_in``: the tiny aesthetic head is random), so the
+    cluster-local profile, the tiny models on a cluster, filters as tiny does."""
+    return load_yaml(config_dir / "profiles" / f"{profile}.yaml").get("extends", profile)
+
+
 def load_config(
     profile: str = "tiny", overrides: list[str] | tuple[str, ...] = (), config_dir: Path = CONFIG_DIR
 ) -> PipelineConfig:

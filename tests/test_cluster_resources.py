@@ -56,6 +56,22 @@ def test_cluster_local_profile_points_at_the_topology():
     assert cfg.train.resolutions == load_config("tiny").train.resolutions  # the tiny models (extends: tiny)
 
 
+def test_cluster_local_filters_with_the_tiny_models_thresholds():
+    """Rules set per models profile (the tiny aesthetic head is random: off in tiny) follow `extends`."""
+    from infra.config import models_profile
+    from infra.config_datasets import DatasetsConfig, dataset_stage_config
+
+    assert models_profile("cluster-local") == "tiny" and models_profile("wan-1.3b") == "wan-1.3b"
+    spec = {s.name: s for s in DatasetsConfig().specs}["D_360p"]
+
+    def rules(profile: str) -> dict[str, float]:
+        view = dataset_stage_config(spec, DatasetsConfig(), profile).profile
+        return {r.name: r.threshold(profile) for r in view.rules if profile not in r.off_in}
+
+    assert rules(models_profile("cluster-local")) == rules("tiny")
+    assert "aesthetic" in rules("wan-1.3b") and "aesthetic" not in rules("tiny")
+
+
 def test_old_and_bad_resource_keys_are_refused():
     with pytest.raises(ConfigError, match="ray.stages.*each stage declares"):
         load_config("tiny", ["ray.stages.segment.num_gpus=1"])
