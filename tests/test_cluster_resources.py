@@ -15,8 +15,8 @@ from tasks.train.lib.launch import worker_resources
 
 # What the GPU profiles put on GPUs: TransNetV2 in full mode, the scorers, the captioner, the latent encoder,
 # the regenerations of the pairs, the reward model, DPO sampling and the training workers.
-WAN_GPU_STAGES = {"stages.segment", "stages.score", "stages.caption", "train.latents", "train", "post.pairs",
-                  "post.reward", "post.dpo"}
+WAN_GPU_STAGES = {"stages.segment", "stages.score", "stages.caption", "stages.caption.fuse_resources", "train.latents",
+                  "train", "post.pairs", "post.reward", "post.dpo"}
 
 
 class EchoWorker:
@@ -139,3 +139,6 @@ def test_resources_are_not_part_of_a_stage_resume_key():
                                                           "stages.segment.resources.actors=4"])
     assert config_hash(tiny.stages.segment) == config_hash(gpu.stages.segment)  # where it runs, not what it computes
     assert config_hash(tiny.stages.segment) != config_hash(load_config("tiny", ["stages.segment.merge=vote"]).stages.segment)
+    pool = load_config("tiny", ["stages.caption.fuse_resources.num_gpus=1"])  # a stage's second pool, likewise
+    assert config_hash(tiny.stages.caption) == config_hash(pool.stages.caption)
+    assert config_hash(tiny.stages.caption) != config_hash(load_config("tiny", ["stages.caption.fuse.seed=3"]).stages.caption)
