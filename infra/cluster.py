@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -210,6 +211,7 @@ def down(folder: Path) -> None:
         _kill_group(state["pids"]["supervisor"])
     for node in ("worker", "head"):
         _kill_node(folder, node)
+        shutil.rmtree(ray_temp(folder, node), ignore_errors=True)  # session logs and sockets: ours, keyed by folder
     for name in ("prefect", "mlflow", "s3"):
         if name in state["pids"]:
             _kill_group(state["pids"][name])

@@ -44,8 +44,10 @@ def tensor_digest(folder: str) -> str:
 
 
 def fingerprint(run_uri: str, stages: list[str] | None = None) -> dict[str, object]:
-    """``{"<stage>.<what>": value}`` for the published stages of ``run_uri`` (all, or ``stages``)."""
-    names = stages if stages is not None else [s for s in storage.list_folders(run_uri) if not s.startswith(".")]
+    """``{"<stage>.<what>": value}`` for the published stages of ``run_uri``: all of them (folders without a
+    ``_SUCCESS.json``, such as the audit store, are no stage), or ``stages``, each one unpublished on record."""
+    names = stages if stages is not None else [s for s in storage.list_folders(run_uri) if not s.startswith(".")
+                                               and storage.exists(storage.join(run_uri, s, mf.SUCCESS))]
     out: dict[str, object] = {}
     for name in names:
         manifest = mf.load_success(storage.join(run_uri, name))

@@ -5,8 +5,8 @@ after pretrain-256p's first step checkpoint, the supervisor bringing the node ba
 
 Then: every stage published on S3 and the video written; every MLflow run of the run on the tracking server with
 its artifacts on S3 and every registered model's source on the run root; Prefect's server holding the completed
-flow runs; both recoveries on record in MLflow; and the repaired run's outputs up to pretrain-256p (clip ids,
-dataset membership, loss curve, checkpoint weights, bit for bit: CPU, one thread per worker) equal to an
+flow runs; both recoveries on record in MLflow; and the repaired run's outputs (clip ids, dataset membership,
+every loss curve, every published weight folder, bit for bit: CPU, one thread per worker) equal to an
 uninterrupted run of the same config on the same cluster. The topology is torn down even when the test fails."""
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def _check_prefect(state: dict) -> None:
         assert (name, "COMPLETED") in flow_runs, (name, flow_runs)
 
 
-@pytest.mark.timeout(3600)  # ~20 min on 2 shared cores: the whole report, then curation + pretrain-256p again
+@pytest.mark.timeout(4800)  # 39 min on 2 shared cores at load 17-27: the whole report twice (killed, uninterrupted)
 def test_report_on_the_local_cluster_survives_worker_node_losses_unchanged(tmp_path, monkeypatch):
     folder = tmp_path / "cluster"
     # The nodes, the driver and every Ray worker import this checkout; DeepSpeed's CPU op is built once.
@@ -159,11 +159,13 @@ def test_report_on_the_local_cluster_survives_worker_node_losses_unchanged(tmp_p
         assert code == 0, ref_log.read_text(errors="replace")[-4000:]
         repaired, uninterrupted = fingerprint(run_uri), fingerprint(ref_uri)
         (tmp_path / "fingerprints.json").write_text(json.dumps({"repaired": repaired, "uninterrupted": uninterrupted}))
-        compared = {k: v for k, v in repaired.items() if k.split(".")[0] in COMPARED}
-        assert {"clips.clip_ids", "D_256p.members", "pretrain-256p.curve", "pretrain-256p.checkpoint"} <= set(compared)
-        assert len(compared["pretrain-256p.curve"]) == 4
-        assert differences(compared, {k: uninterrupted.get(k) for k in compared}) == []
-        print("differences after pretrain-256p:", differences(repaired, uninterrupted) or "none")
+        assert not [k for k in repaired if k.endswith(".published")], repaired
+        weights = [k for k in repaired if k.endswith((".checkpoint", ".reward_model", ".captioner"))]
+        assert {f"{s}.checkpoint" for s in ("pretrain-256p", "dpo-3", "sft-720p")} <= set(weights), weights
+        assert {f"{d}.members" for d in COMPARED if d.startswith("D_")} <= set(repaired)
+        assert len(repaired["pretrain-256p.curve"]) == 4
+        # the whole report, not only the stages that were interrupted: every clip id, dataset member, loss and weight
+        assert differences(repaired, uninterrupted) == []
     finally:
         stop.set()
         cluster.down(folder)

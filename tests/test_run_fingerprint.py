@@ -50,3 +50,10 @@ def test_a_changed_weight_loss_or_membership_is_named(tmp_path):
     assert [d.split(":")[0] for d in differences(base, members)] == ["D_256p.members"]
     assert [d.split(":")[0] for d in differences(base, fingerprint(str(tmp_path / "a"), ["clips", "video"]))] == [
         "D_256p.members", "pretrain-256p.checkpoint", "pretrain-256p.curve", "video.published"]
+
+
+def test_a_folder_that_is_no_stage_is_left_out_unless_named(tmp_path):
+    run = _run(tmp_path, "a")
+    os.makedirs(f"{run}/audits/store")  # the audit store lives in the run folder, unpublished
+    assert not any(k.startswith("audits.") for k in fingerprint(run))
+    assert fingerprint(run, ["audits"]) == {"audits.published": False}
