@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= 2
 STATE    := $(CURDIR)/.reelflow
 RUNS     := $(CURDIR)/runs
 
-.PHONY: setup run test test-fast bench lint ui ui-stop clean chromium
+.PHONY: setup run test test-fast test-cluster bench lint ui ui-stop clean chromium
 
 # Idempotent: reinstalls only when pyproject.toml or constraints.txt change.
 setup: $(STAMP) chromium
@@ -87,3 +87,8 @@ cluster-run: setup
 
 cluster-down:
 	$(BIN)/python -m infra.cluster down --state $(CLUSTER_STATE)
+
+# The production topology's end-to-end test (tests/test_cluster_e2e.py, marker `cluster`): its own CI step,
+# after `make test`; it starts and stops its own cluster on free ports.
+test-cluster: setup
+	$(BIN)/python -m pytest -m cluster -v $(PYTEST_ARGS)

@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -210,6 +211,7 @@ def down(folder: Path) -> None:
         _kill_group(state["pids"]["supervisor"])
     for node in ("worker", "head"):
         _kill_node(folder, node)
+        shutil.rmtree(ray_temp(folder, node), ignore_errors=True)  # session logs and sockets: ours, keyed by folder
     for name in ("prefect", "mlflow", "s3"):
         if name in state["pids"]:
             _kill_group(state["pids"][name])
@@ -270,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, **base_env(state)}
         if opts.videos and args[0] == "run":  # the synthetic corpus, rendered into the S3 run root
             args += ["--set", f"corpus.videos={opts.videos}"]
-        cmd = [str(BIN / "reelflow"), *args, "--profile", "cluster-local", *overrides(state)]
+        # this interpreter's flows.cli, not the console script: the checkout on sys.path is the one that runs
+        cmd = [sys.executable, "-m", "flows.cli", *args, "--profile", "cluster-local", *overrides(state)]
         return subprocess.run(cmd, env=env).returncode
     return 0
 

@@ -227,8 +227,8 @@ def declared_resources(cfg: BaseModel, prefix: str = "") -> dict[str, StageResou
     found: dict[str, StageResources] = {}
     for name in type(cfg).model_fields:
         value = getattr(cfg, name)
-        if isinstance(value, StageResources):
-            found[prefix.rstrip(".")] = value
+        if isinstance(value, StageResources):  # `resources`: the stage's own; another name: one of its pools
+            found[(prefix if name == "resources" else f"{prefix}{name}").rstrip(".")] = value
         elif isinstance(value, BaseModel):
             found.update(declared_resources(value, f"{prefix}{name}."))
     return found
@@ -243,7 +243,8 @@ def config_hash(cfg: BaseModel) -> str:
     """Stable hash of a config's values: part of every stage's resume key. A stage's ``resources`` are left
     out: they say where its actors run, not what they compute (rows come back in item order), so moving a
     run to GPU nodes or resizing a pool resumes its published stages."""
-    return value_hash(cfg.model_dump(mode="json", exclude={"resources"} if "resources" in type(cfg).model_fields else None))
+    pools = {n for n in type(cfg).model_fields if isinstance(getattr(cfg, n), StageResources)}
+    return value_hash(cfg.model_dump(mode="json", exclude=pools or None))
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -270,6 +271,13 @@ def parse_override(item: str) -> dict[str, Any]:
     for key in reversed(keys):
         value = {key: value}
     return value
+
+
+def models_profile(profile: str, config_dir: Path = CONFIG_DIR) -> str:
+    """The profile whose models ``profile`` runs: the one it ``extends``, else itself. Filter thresholds are
+    set per models profile (``by_profile`` / ``off_in``: the tiny aesthetic head is random), so the
+    cluster-local profile, the tiny models on a cluster, filters as tiny does."""
+    return load_yaml(config_dir / "profiles" / f"{profile}.yaml").get("extends", profile)
 
 
 def load_config(

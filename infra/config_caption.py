@@ -93,5 +93,8 @@ class CaptionConfig(_Cfg):
     cache_dir: str = Field(".reelflow/models", description="Where tiny random weights are built once")
     resources: StageResources = Field(default_factory=StageResources,
                                       description="Ray resources per caption actor (one captioner engine each)")
+    fuse_resources: StageResources = Field(
+        default_factory=StageResources, description="fuse.backend=vllm: Ray resources per fusion actor, a pool of its "
+        "own after the captioner's (one LLM engine per actor, never two engines in one)")
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per actor (the machine is shared)")
     sample_captions: int = Field(8, ge=0, le=200, description="Captions logged to MLflow (JSON + markdown + contact sheet)")

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from infra import manifest as mf
 from infra import storage
+from infra.cluster_events import dead_nodes
 from infra.config import PipelineConfig, config_hash
 from infra.shards import Shards
 from infra.tracking import Tracker
@@ -94,11 +95,15 @@ def run_stage(
         # run that produced the output whether the stage ran now or was skipped as already published.
         work = StageWork(name, tmp_uri, final_uri, scratch, stats={"mlflow_run": rid}, mlflow_run=rid)
         started = time.time()
+        dead_before = dead_nodes()
         log.info("stage %-8s running -> %s", name, final_uri)
         try:
             table = body(work)
             # the sample before publishing: a sharded output's shards are merged (and gone) by then
             head = table.head(SAMPLE_ROWS) if isinstance(table, Shards) else table.slice(0, SAMPLE_ROWS)
+            if lost := len(dead_nodes() - dead_before):  # the stage survived losing Ray nodes: on record
+                log.warning("stage %s: completed after losing %d Ray node(s) (work retried elsewhere)", name, lost)
+                work.metrics["ray_nodes_lost"] = lost
             manifest = mf.publish(
                 table, tmp_uri, final_uri, stage=name, config_hash=chash, inputs=inputs,
                 code_version=ctx.code_version, started=started, stats=work.stats,

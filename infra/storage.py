@@ -185,6 +185,18 @@ def fetch_folder(uri: str) -> str:
     return local
 
 
+def share_folder(local: str, root: str, name: str) -> str:
+    """A folder built on this node, as workers on any node can read it: under a remote run root, uploaded
+    once to ``<root>/models/<name>`` (marker last; workers ``fetch_folder`` it), else the local path."""
+    if not is_remote(root):
+        return local
+    uri = join(normalize(root), "models", name)
+    if not exists(join(uri, COMPLETE)):
+        upload_folder(local, uri)
+        write_text(join(uri, COMPLETE), name)
+    return uri
+
+
 def download_folder(uri: str, local: str) -> None:
     """Every file below ``uri`` into ``local`` (same relative layout)."""
     base = uri.rstrip("/")

@@ -187,6 +187,44 @@ def test_worker_captions_carries_errors_and_survives_a_bad_clip(tmp_path):
     assert broken["caption_json"] is None and "decode/sub-experts failed" in broken["error"]
 
 
+def test_the_fusion_llm_gets_a_pool_of_its_own(tmp_path, monkeypatch):
+    """fuse.backend=vllm: the captioner's actors build no fusion engine; each fusion actor builds one. vLLM cannot
+    run here (no GPU, not installed): a stand-in `vllm` module records the engines and answers every chat."""
+    import sys
+    import types
+
+    from infra.video import write_video
+    from tasks.curate.caption import CaptionWorker, FuseWorker, resolve_models
+    from tasks.curate.clips import CLIPS_SCHEMA
+
+    path = str(tmp_path / "clip.mp4")
+    write_video(np.random.default_rng(0).integers(0, 255, (30, 90, 160, 3), dtype=np.uint8), path, 12.0)
+    row = {"source_id": "s", "source_uri": path, "shot_id": "s:0", "start_frame": 0, "end_frame": 30, "fps": 12.0,
+           "width": 160, "height": 90, "num_frames": 30, "clip_id": "c0", "clip_uri": path, "error": None}
+    cfg = CaptionConfig(cache_dir=str(tmp_path / "models"), captioner={"string_cap": 16},
+                        fuse={"backend": "vllm", "llm_path": "/models/fusion-llm"})
+    engines = []
+
+    class LLM:
+        def __init__(self, model, seed):
+            engines.append(model)
+
+        def chat(self, chats, params, use_tqdm=False):
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text="a fused caption")]) for _ in chats]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = LLM, lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    captioner = CaptionWorker(cfg.model_dump(), *resolve_models(cfg))
+    assert captioner.fuser is None and engines == []
+    captioned = captioner({"rows": [row], "names": CLIPS_SCHEMA.names})[0]["row"]
+    assert captioned["caption_json"] and captioned["caption_t2v"] is None  # left for the fusion pool
+    fused = FuseWorker(cfg.model_dump())([captioned])
+    assert engines == ["/models/fusion-llm"]  # one engine, in the fusion actor
+    assert fused[0]["row"]["caption_t2v"] == "A fused caption." and fused[0]["row"]["caption_i2v"] == "A fused caption."
+    assert fused[0]["row"]["caption_json"] == captioned["caption_json"] and fused[0]["fuse"] >= 0
+
+
 @pytest.mark.slow
 def test_caption_stage_adds_columns_through_ray(make_cfg, tmp_path):
     import pyarrow as pa

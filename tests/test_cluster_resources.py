@@ -15,8 +15,8 @@ from tasks.train.lib.launch import worker_resources
 
 # What the GPU profiles put on GPUs: TransNetV2 in full mode, the scorers, the captioner, the latent encoder,
 # the regenerations of the pairs, the reward model, DPO sampling and the training workers.
-WAN_GPU_STAGES = {"stages.segment", "stages.score", "stages.caption", "train.latents", "train", "post.pairs",
-                  "post.reward", "post.dpo"}
+WAN_GPU_STAGES = {"stages.segment", "stages.score", "stages.caption", "stages.caption.fuse_resources", "train.latents",
+                  "train", "post.pairs", "post.reward", "post.dpo"}
 
 
 class EchoWorker:
@@ -54,6 +54,22 @@ def test_cluster_local_profile_points_at_the_topology():
     assert cfg.ray.address and cfg.tracking.mlflow_uri.startswith("http") and cfg.prefect.api_url.startswith("http")
     assert cfg.train.ray_train and cfg.train.max_failures > 0
     assert cfg.train.resolutions == load_config("tiny").train.resolutions  # the tiny models (extends: tiny)
+
+
+def test_cluster_local_filters_with_the_tiny_models_thresholds():
+    """Rules set per models profile (the tiny aesthetic head is random: off in tiny) follow `extends`."""
+    from infra.config import models_profile
+    from infra.config_datasets import DatasetsConfig, dataset_stage_config
+
+    assert models_profile("cluster-local") == "tiny" and models_profile("wan-1.3b") == "wan-1.3b"
+    spec = {s.name: s for s in DatasetsConfig().specs}["D_360p"]
+
+    def rules(profile: str) -> dict[str, float]:
+        view = dataset_stage_config(spec, DatasetsConfig(), profile).profile
+        return {r.name: r.threshold(profile) for r in view.rules if profile not in r.off_in}
+
+    assert rules(models_profile("cluster-local")) == rules("tiny")
+    assert "aesthetic" in rules("wan-1.3b") and "aesthetic" not in rules("tiny")
 
 
 def test_old_and_bad_resource_keys_are_refused():
@@ -123,3 +139,6 @@ def test_resources_are_not_part_of_a_stage_resume_key():
                                                           "stages.segment.resources.actors=4"])
     assert config_hash(tiny.stages.segment) == config_hash(gpu.stages.segment)  # where it runs, not what it computes
     assert config_hash(tiny.stages.segment) != config_hash(load_config("tiny", ["stages.segment.merge=vote"]).stages.segment)
+    pool = load_config("tiny", ["stages.caption.fuse_resources.num_gpus=1"])  # a stage's second pool, likewise
+    assert config_hash(tiny.stages.caption) == config_hash(pool.stages.caption)
+    assert config_hash(tiny.stages.caption) != config_hash(load_config("tiny", ["stages.caption.fuse.seed=3"]).stages.caption)

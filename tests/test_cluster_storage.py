@@ -94,3 +94,18 @@ def test_folders_round_trip_through_the_node_cache(s3, tmp_path, monkeypatch):
     assert storage.fetch_folder(uri) == local  # cached: fetched once per node
     assert storage.fetch_folder(str(src)) == str(src)  # a local folder is used where it is
     assert storage.list_folders(f"s3://{BUCKET}/runs/r1/models") == ["base"]
+
+
+def test_a_folder_built_on_the_driver_is_shared_through_a_remote_run_root(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("REELFLOW_NODE_CACHE", str(tmp_path / "node"))
+    built = tmp_path / "tiny-clip"
+    built.mkdir()
+    (built / "config.json").write_text('{"v": 1}')
+    root = f"s3://{BUCKET}/runs"
+    uri = storage.share_folder(str(built), root, "tiny-clip")
+    assert uri == f"{root}/models/tiny-clip"
+    assert (Path(storage.fetch_folder(uri)) / "config.json").read_text() == '{"v": 1}'  # what a worker reads
+    (built / "config.json").write_text('{"v": 2}')
+    assert storage.share_folder(str(built), root, "tiny-clip") == uri  # uploaded once: the marker is there
+    assert storage.read_text(f"{uri}/config.json") == '{"v": 1}'
+    assert storage.share_folder(str(built), str(tmp_path / "runs"), "tiny-clip") == str(built)  # local root

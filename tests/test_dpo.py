@@ -221,3 +221,18 @@ def test_a_round_killed_mid_training_resumes_on_the_same_pairs(world, monkeypatc
     ours, theirs = _weights(checkpoint_dir(resumed)), _weights(checkpoint_dir(clean))
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
+
+
+@pytest.mark.slow
+def test_a_round_trains_through_the_deepspeed_engine(world):
+    """train.engine=deepspeed (the cluster and GPU profiles): the engine's module is DeepSpeed's wrapper, whose
+    `.config` is its own dict; margins and samples are taken on the DiT it wraps."""
+    import dataclasses
+
+    ctx = world["ctx"]
+    deep = dataclasses.replace(ctx, cfg=ctx.cfg.model_copy(
+        update={"train": ctx.cfg.train.model_copy(update={"engine": "deepspeed", "zero_stage": 2})}))
+    out = dpo.run(deep, ROUND.model_copy(update={"steps": 2}), 1, world["sft"], world["reward"], world["dataset"])
+    assert out.stats["steps"] == 2 and out.stats["margin_end"] > out.stats["margin_start"]
+    start, trained = _weights(checkpoint_dir(world["sft"])), _weights(checkpoint_dir(out))
+    assert any(not torch.equal(trained[k], v) for k, v in start.items())

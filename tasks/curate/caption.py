@@ -10,7 +10,10 @@ Output = the input table + ``caption_json``, ``caption_t2v``, ``caption_i2v``, `
 main subject's type, for concept balancing). Rows with ``error`` are carried with null captions; a
 clip whose caption stays invalid after the retries, or that cannot be decoded, gets ``error``
 set: the stage never dies on one clip. Models load once per Ray actor (:class:`CaptionWorker`);
-clips travel in batches of ``captioner.batch_size`` (vLLM batches them on GPU).
+clips travel in batches of ``captioner.batch_size`` (vLLM batches them on GPU). One LLM engine per actor:
+with ``fuse.backend=vllm`` the fusion LLM (a 32B instruct model beside the 7B captioner) runs in a pool of
+its own (:class:`FuseWorker`, ``fuse_resources``) over the captioner pool's captions; the template
+fusion needs no engine and runs inline.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def _empty(row: dict, names: list[str]) -> dict:
 
 
 class CaptionWorker:
-    """Ray actor body: captioner, sub-experts and fuser built once; a batch of clips per call."""
+    """Ray actor body: captioner, sub-experts (and the template fuser) built once; a batch of clips per call."""
 
     def __init__(self, cfg: dict, captioner_path: str, shot_path: str | None):
         import cv2
@@ -111,7 +114,7 @@ class CaptionWorker:
 
             self.expression = ExpressionExpert(cfg.expression.weights, cfg.expression.min_face)
         self.motion = MotionParams(**cfg.camera_motion.model_dump())
-        self.fuser = Fuser(cfg.fuse)
+        self.fuser = Fuser(cfg.fuse) if cfg.fuse.backend == "template" else None  # else: FuseWorker's pool
 
     def _measure(self, i: int, row: dict, timing: list[dict], labels: dict, samples: dict) -> None:
         started = time.perf_counter()
@@ -147,11 +150,10 @@ class CaptionWorker:
                 out[i]["error"] = f"caption invalid after {result.attempts} attempts: {result.error}"
             else:
                 captions[i] = apply_experts(result.caption, *labels[i])
-        started = time.perf_counter()
-        fused = self.fuser.fuse_batch([(str(rows[i]["clip_id"]), c) for i, c in captions.items()])  # one LLM batch
-        for (i, caption), (t2v, i2v) in zip(captions.items(), fused, strict=True):
-            timing[i]["fuse"] = (time.perf_counter() - started) / len(captions)
-            out[i].update(caption_json=caption.model_dump_json(), caption_t2v=t2v, caption_i2v=i2v, category=caption.category)
+        for i, caption in captions.items():
+            out[i].update(caption_json=caption.model_dump_json(), category=caption.category)
+        if self.fuser is not None:
+            fuse_rows(self.fuser, [(i, str(rows[i]["clip_id"]), c, out[i]) for i, c in captions.items()], timing)
         return [{"row": o, "timing": t} for o, t in zip(out, timing, strict=True)]
 
     def _experts(self, views: ClipViews, timing: dict) -> tuple[dict | None, dict | None, Expression | None]:
@@ -170,6 +172,29 @@ class CaptionWorker:
             expression = self.expression(list(views.samples[::step]))
         timing["expression"] = time.perf_counter() - started
         return shot, motion, expression
+
+
+def fuse_rows(fuser: Fuser, todo: list[tuple[int, str, StructuredCaption, dict]], timing: list[dict]) -> None:
+    """Fill caption_t2v / caption_i2v of the captioned rows ``(index, clip_id, caption, row)``: one LLM batch."""
+    started = time.perf_counter()
+    fused = fuser.fuse_batch([(cid, caption) for _, cid, caption, _ in todo])
+    for (i, _, _, row), (t2v, i2v) in zip(todo, fused, strict=True):
+        timing[i]["fuse"] = (time.perf_counter() - started) / len(todo)
+        row.update(caption_t2v=t2v, caption_i2v=i2v)
+
+
+class FuseWorker:
+    """Ray actor body of the fusion pool (``fuse.backend=vllm``): the LLM engine loads once; an item is a batch
+    of captioned rows, returned with their fused captions and seconds."""
+
+    def __init__(self, cfg: dict):
+        self.fuser = Fuser(CaptionConfig.model_validate(cfg).fuse)
+
+    def __call__(self, item: list[dict]) -> list[dict]:
+        timing = [{} for _ in item]
+        fuse_rows(self.fuser, [(i, str(row["clip_id"]), StructuredCaption.model_validate_json(row["caption_json"]), row)
+                               for i, row in enumerate(item)], timing)
+        return [{"row": row, "fuse": t["fuse"]} for row, t in zip(item, timing, strict=True)]
 
 
 def _sample_rate(views: ClipViews) -> float:
@@ -196,7 +221,16 @@ def caption_rows(rows: list[dict], schema: pa.Schema, cfg: CaptionConfig) -> tup
         pairs = flat_map_rows(items, CaptionWorker, {"cfg": cfg.model_dump(), "captioner_path": captioner,
                                                      "shot_path": shot},
                               cfg.resources, stage="caption", progress=f"caption (batches of {size} clips)")
-    return [p["row"] for p in pairs], [p["timing"] for p in pairs]
+    rows, timing = [p["row"] for p in pairs], [p["timing"] for p in pairs]
+    todo = [i for i, row in enumerate(rows) if row["caption_json"] is not None]
+    if cfg.fuse.backend != "template" and todo:  # the fusion LLM: its own pool, after every captioner engine
+        batches = [[rows[i] for i in todo[k:k + size]] for k in range(0, len(todo), size)]
+        with surface_transient():
+            fused = flat_map_rows(batches, FuseWorker, {"cfg": cfg.model_dump()}, cfg.fuse_resources,
+                                  stage="caption.fuse", progress=f"fuse (batches of {size} captions)")
+        for i, result in zip(todo, fused, strict=True):
+            rows[i], timing[i]["fuse"] = result["row"], result["fuse"]
+    return rows, timing
 
 
 def run(ctx: StageContext, cfg: CaptionConfig, clips: Manifest) -> Manifest:

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from infra import manifest as mf
 from infra import storage
 from infra.audit_store import Verdict
-from infra.config import ConfigError, PipelineConfig
+from infra.config import ConfigError, PipelineConfig, models_profile
 from infra.config_datasets import (
     AuditConfig,
     DatasetsConfig,
@@ -187,7 +187,7 @@ def build_dataset(ctx: StageContext, cfg: DatasetsConfig, name: str, source: Man
     if name not in specs:
         raise ConfigError(f"dataset {name!r} is not configured; known: {', '.join(specs)}")
     spec = specs[name]
-    stage_cfg = dataset_stage_config(spec, cfg, ctx.profile)
+    stage_cfg = dataset_stage_config(spec, cfg, models_profile(ctx.profile))
     if not spec.manual:
         return run(ctx, stage_cfg, source)
     audit_cfg = audit_cfg or AuditConfig()

@@ -31,15 +31,16 @@ def generate_config(cfg: FinalVideoConfig, train: TrainConfig) -> GenerateConfig
 
 def run(ctx: StageContext, cfg: FinalVideoConfig, train: TrainConfig, checkpoint: Manifest) -> Manifest:
     folder = checkpoint_dir(checkpoint)
-    if not is_diffusion_forcing(folder):
+    local = storage.fetch_folder(folder)  # under an S3 run root: a node-local copy
+    if not is_diffusion_forcing(local):
         raise ValueError(f"{folder} is not a diffusion-forcing checkpoint; the long video needs the `forcing` stage")
     gen = generate_config(cfg, train)
 
     def body(work: StageWork) -> pa.Table:
-        local = os.path.join(work.scratch_dir, VIDEO)  # artifacts are logged after the publish rename
-        facts = generate_video(folder, gen, local, progress=True)
-        storage.upload(local, storage.join(work.tmp_uri, VIDEO))
-        work.artifacts.append(local)
+        out = os.path.join(work.scratch_dir, VIDEO)  # artifacts are logged after the publish rename
+        facts = generate_video(local, gen, out, progress=True)
+        storage.upload(out, storage.join(work.tmp_uri, VIDEO))
+        work.artifacts.append(out)
         work.metrics.update({"frames": facts["frames"], "generation_seconds": facts["seconds"],
                              "seconds_per_video_second": facts["seconds_per_video_second"]})
         work.stats.update({"video": storage.join(work.final_uri, VIDEO), "checkpoint": folder})

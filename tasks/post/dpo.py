@@ -214,8 +214,10 @@ def run(ctx: StageContext, cfg: DPOConfig, round: int, init: Manifest, reward: M
         history = train(engine, cache, spec, objective=objective, on_step=lambda row: ctx.tracker.log_metrics(
             work.mlflow_run, {k: v for k, v in row.items() if k != "step"}, step=row["step"])).history
         clock.append(time.perf_counter())
-        end = measure_margin(engine.module, objective, cache, **margin)
-        after = generate_and_score(generator, engine.module, reward_model(), prompts, pairs["seeds"],
+        # the trained DiT itself: a DeepSpeed engine wraps it (and answers `.config` with its own dict)
+        trained = getattr(engine.module, "module", engine.module)
+        end = measure_margin(trained, objective, cache, **margin)
+        after = generate_and_score(generator, trained, reward_model(), prompts, pairs["seeds"],
                                    ctx.cfg.post.reward.frames)[2]
         clock.append(time.perf_counter())
         final = type(policy).from_config(policy.config)

@@ -118,10 +118,10 @@ class PairsWorker:
         self.cfg, self.checkpoint = PairsConfig.model_validate(cfg), checkpoint
         self.height, self.width = size
         self.text_len, self.tmp_uri, self.final_uri = text_len, tmp_uri, final_uri
-        parts = load_pipeline_components(checkpoint)
+        parts = load_pipeline_components(storage.fetch_folder(checkpoint))  # any node: a node-local copy
         self.vae, self.transformer = parts["vae"], parts["transformer"]
         self.tokenizer, self.text_encoder = parts["tokenizer"], parts["text_encoder"]
-        self.clip = ZeroShotClassifier(clip_model)
+        self.clip = ZeroShotClassifier(storage.fetch_folder(clip_model))
         self.negative = self._embed("")  # the empty negative prompt
 
     def _embed(self, text: str):
@@ -242,8 +242,12 @@ def _clip_model(ctx: StageContext, cfg: PairsConfig) -> str:
 
     classifier = ctx.cfg.stages.balance.classifier
     path = cfg.clip_model or classifier.model_path
-    # Built here, once, so the actors only read it (the same folder the balance stage builds).
-    return path or build_tiny_clip(os.path.join(os.path.abspath(classifier.cache_dir), "tiny-clip"))
+    if path:
+        return path
+    # Built here, once, so the actors only read it (the same folder the balance stage builds); under a remote
+    # run root from there, since an actor on another node cannot read this process's disk.
+    built = build_tiny_clip(os.path.join(os.path.abspath(classifier.cache_dir), "tiny-clip"))
+    return storage.share_folder(built, ctx.cfg.storage.run_root, "tiny-clip")
 
 
 def run(ctx: StageContext, cfg: PairsConfig, audit_cfg: AuditConfig, dataset: Manifest,
