@@ -19,11 +19,12 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.peak_rss import PeakRSS
 
 SIZES = (10_000, 100_000, 300_000)
 ROWS_PER_ITEM = 500
@@ -47,7 +48,6 @@ class ClipRowsWorker:
 
 def _one(rows: int, mode: str) -> dict:
     """Runs in its own process: one stage output of ``rows`` rows through ``mode``."""
-    import psutil
     import ray
 
     from infra import manifest as mf
@@ -61,33 +61,20 @@ def _one(rows: int, mode: str) -> dict:
     base = tempfile.mkdtemp(prefix="reelflow-drivermem-")
     run = os.path.join(base, "runs", "bench")
     init_ray(load_config("tiny", [f"storage.run_root={base}/runs", f"state_dir={base}/state", "ray.num_cpus=2"]))
-    proc = psutil.Process()
-    baseline = proc.memory_info().rss
-    peak = [baseline]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    started, cpu = time.perf_counter(), time.process_time()
-    final = os.path.join(run, "clips")
-    tmp = mf.tmp_dir_for(final)
-    items = list(range(rows // ROWS_PER_ITEM))
-    result = flat_map_items(items, ClipRowsWorker, {"root": run}, CLIPS_SCHEMA, StageResources(actors=2),
-                            stage="clips", shard_dir=os.path.join(tmp, PARTS) if mode == "sharded" else None)
-    manifest = mf.publish(result, tmp, final, stage="clips", config_hash="bench", inputs=[], code_version="bench",
-                          started=time.time())
-    wall, driver_cpu = time.perf_counter() - started, time.process_time() - cpu
-    stop.set()
-    sampler.join()
+    with PeakRSS() as rss:
+        started, cpu = time.perf_counter(), time.process_time()
+        final = os.path.join(run, "clips")
+        tmp = mf.tmp_dir_for(final)
+        items = list(range(rows // ROWS_PER_ITEM))
+        result = flat_map_items(items, ClipRowsWorker, {"root": run}, CLIPS_SCHEMA, StageResources(actors=2),
+                                stage="clips", shard_dir=os.path.join(tmp, PARTS) if mode == "sharded" else None)
+        manifest = mf.publish(result, tmp, final, stage="clips", config_hash="bench", inputs=[],
+                              code_version="bench", started=time.time())
+        wall, driver_cpu = time.perf_counter() - started, time.process_time() - cpu
     ray.shutdown()
     return {"rows": manifest.row_count, "mode": mode, "wall_s": round(wall, 2), "driver_cpu_s": round(driver_cpu, 2),
-            "driver_peak_increment_mb": round((peak[0] - baseline) / 2**20, 1),
-            "driver_rss_after_ray_mb": round(baseline / 2**20, 1), "fingerprint": manifest.fingerprint}
+            "driver_peak_increment_mb": rss.increment_mb, "driver_rss_after_ray_mb": rss.baseline_mb,
+            "fingerprint": manifest.fingerprint}
 
 
 def _slope(points: list[dict]) -> float:

@@ -19,9 +19,10 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from benchmarks.peak_rss import PeakRSS
 
 SIZES = (100, 400, 1600)
 OUT = Path(__file__).resolve().parent / "results" / "score_driver_memory.json"
@@ -29,7 +30,6 @@ OUT = Path(__file__).resolve().parent / "results" / "score_driver_memory.json"
 
 def _one(n: int) -> dict:
     import numpy as np
-    import psutil
     import pyarrow as pa
 
     from infra import manifest as mf
@@ -67,26 +67,13 @@ def _one(n: int) -> dict:
 
     score.run(ctx, cfg, clips(1, "warm"))  # Ray, the actors' models and the tiny aesthetic pair: up before measuring
     table = clips(n, "clips")
-    proc = psutil.Process()
-    baseline = proc.memory_info().rss
-    peak = [baseline]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    started = time.perf_counter()
-    done = score.run(ctx, cfg, table)
-    wall = time.perf_counter() - started
-    stop.set()
-    sampler.join()
+    with PeakRSS() as rss:
+        started = time.perf_counter()
+        done = score.run(ctx, cfg, table)
+        wall = time.perf_counter() - started
     return {"clips": n, "rows": done.row_count, "side_store_rows": done.stats.get("side_store_rows"),
-            "wall_s": round(wall, 1), "driver_rss_before_mb": round(baseline / 2**20, 1),
-            "driver_peak_increment_mb": round((peak[0] - baseline) / 2**20, 1),
+            "wall_s": round(wall, 1), "driver_rss_before_mb": rss.baseline_mb,
+            "driver_peak_increment_mb": rss.increment_mb,
             "duplicates": int((mf.read_table(done).dup_keep == False).sum())}  # noqa: E712
 
 

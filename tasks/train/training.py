@@ -44,14 +44,7 @@ def base_checkpoint(cfg: PipelineConfig) -> str:
     if not path.is_dir():
         log.warning("building a random %s checkpoint at %s (train.base_checkpoint is null)", cfg.train.init_profile, path)
         init_checkpoint(cfg.train.init_profile, str(path), seed=0, diffusion_forcing=True)
-    root = storage.normalize(cfg.storage.run_root)
-    if not storage.is_remote(root):
-        return str(path)
-    uri = storage.join(root, "models", name)
-    if not storage.exists(storage.join(uri, storage.COMPLETE)):
-        storage.upload_folder(str(path), uri)
-        storage.write_text(storage.join(uri, storage.COMPLETE), name)
-    return uri
+    return storage.share_folder(str(path), cfg.storage.run_root, name)
 
 
 def image_encoder(cfg: PipelineConfig) -> str:
@@ -67,14 +60,7 @@ def image_encoder(cfg: PipelineConfig) -> str:
     if not path.is_dir():
         log.warning("building a random %s image encoder at %s (train.image_encoder is null)", cfg.train.init_profile, path)
         build_image_encoder(cfg.train.init_profile, str(path))
-    root = storage.normalize(cfg.storage.run_root)
-    if not storage.is_remote(root):
-        return str(path)
-    uri = storage.join(root, "models", name)
-    if not storage.exists(storage.join(uri, storage.COMPLETE)):
-        storage.upload_folder(str(path), uri)
-        storage.write_text(storage.join(uri, storage.COMPLETE), name)
-    return uri
+    return storage.share_folder(str(path), cfg.storage.run_root, name)
 
 
 def _weights_fingerprint(path: str) -> str:
