@@ -2,7 +2,10 @@
 
 A row (column) is part of a bar when at least ``DARK_SHARE`` of its pixels are darker than
 ``luma_max`` in every non-black sample; bars grow inwards from the frame edges. Burned-in
-subtitles often sit on the bottom bar, hence a share rather than "every pixel". Output: the share of
+subtitles often sit on the bottom bar, hence a share rather than "every pixel". A bar is also black,
+not merely dark: its median is at most ``BAR_BLACK`` in every sample. Bars are encoded black (video
+level 16, 0 once decoded to full range), while a dark picture's edges (night sky, a vignette, a dark
+wallpaper) sit at 14-20 on real footage and were taken for bars. Output: the share of
 the frame outside the picture (``score_border``) and the crop box of the picture, in clip pixels.
 """
 
@@ -17,6 +20,7 @@ from tasks.curate.filters.frames import ClipFrames
 
 DARK_SHARE = 0.75
 BAR_LUMA = 20.0  # BorderConfig.luma_max's default: the bar level other filters use
+BAR_BLACK = 8.0  # a bar line's median luma at most this (see the module docstring)
 
 
 def _edge_run(bar: np.ndarray) -> int:
@@ -28,8 +32,8 @@ def picture_box(grey: np.ndarray, luma_max: float, min_bar: float) -> tuple[int,
     """(x, y, w, h) of the picture inside bars, in the samples' pixels; grey is (S, H, W)."""
     _, h, w = grey.shape
     dark = grey < luma_max
-    rows = (dark.mean(axis=2) >= DARK_SHARE).all(axis=0)
-    cols = (dark.mean(axis=1) >= DARK_SHARE).all(axis=0)
+    rows = ((dark.mean(axis=2) >= DARK_SHARE) & (np.median(grey, axis=2) <= BAR_BLACK)).all(axis=0)
+    cols = ((dark.mean(axis=1) >= DARK_SHARE) & (np.median(grey, axis=1) <= BAR_BLACK)).all(axis=0)
     top, bottom = _edge_run(rows), _edge_run(rows[::-1])
     left, right = _edge_run(cols), _edge_run(cols[::-1])
     if top + bottom >= h or left + right >= w:  # all dark: no picture to frame
