@@ -23,7 +23,8 @@ while the footage under it moves. So, over ALL of the clip's luma samples at onc
    ones. Each sample is then judged alone (steps 1-3 on one sample, phase and cell size free, since
    every window finds its own lines), with a lower step bound (``frame_step_min``): on real footage a
    censoring mosaic mostly sits over smooth content, where neighbouring cells differ by 2-4 luma
-   levels and the codec softens even that. One sample has no time to smear natural edges away, so
+   levels and the codec softens even that (2 also finds 8-bit contour rows of a gradient crossing
+   flat stripes on the synthetic corpus, 3 does not). One sample has no time to smear natural edges away, so
    the area must hold in most samples: the clip's per-sample area is the ``frame_quantile`` over
    samples. The one-axis comb (step 4) stays a whole-clip test: a single sample's stripes are too
    common.
