@@ -47,6 +47,7 @@ from tasks.curate.ingest import probe_source
 from tasks.curate.score import add_duplicate_groups, score_clip
 from tasks.curate.segment import SegmentWorker
 
+DEVELOPED_ON = {"synthetic": "corpus seed 0, films 0-29", "real": "real set seed 0, films real_0000-real_0013 (640x360)"}  # parameters chosen on these; other seeds: held out
 MIN_OVERLAP = 0.5  # share of the clip's frames a footage/text defect must cover
 TEMPORAL = {"black", "frozen"}  # short by nature: any overlap of >= 2 frames counts
 # planted kind -> the filter decision that should catch it
@@ -231,10 +232,9 @@ def throughput(clips: list[dict], cfg: ScoreConfig) -> dict:
                        "clips_per_s_with_own_decode": round(len(clips) / total, 2), "seconds_with_own_decode": round(total, 2)}
     separate = sum(v["seconds_with_own_decode"] for v in alone.values())
     return {"clips": len(clips), "per_filter": alone, "shared_decode_seconds": round(shared, 2),
-            "shared_decode_clips_per_s": round(len(clips) / shared, 2),
-            "separate_decode_seconds": round(separate, 2),
-            "separate_decode_clips_per_s": round(len(clips) / separate, 2),
-            "speedup_shared_vs_separate": round(separate / shared, 2)}
+            "shared_decode_clips_per_s": round(len(clips) / shared, 2), "separate_decode_seconds": round(separate, 2),
+            "separate_decode_clips_per_s": round(len(clips) / max(separate, 1e-9), 2),
+            "speedup_shared_vs_separate": round(separate / max(shared, 1e-9), 2)}
 
 
 def main() -> None:
@@ -274,7 +274,7 @@ def main() -> None:
         "corpus": {"world": args.world, "videos": args.videos, "seed": args.seed, "clips": len(clips),
                    **({"defect_rate": 0.6} if args.world == "synthetic" else {"dedup_pool": "each film"}),
                    "shots_from": "truth shot ranges" if args.truth_shots else "tasks.curate.segment.segment_video (default config)"},
-        "clip_has_defect": f"a truth defect kind covers >= {MIN_OVERLAP} of the clip's frames (union of its "
+        "developed_on": DEVELOPED_ON[args.world], "clip_has_defect": f"a truth defect kind covers >= {MIN_OVERLAP} of the clip's frames (union of its "
                            "defects), >= 2 frames for black/frozen; near_duplicate: the clip is mostly a copied shot or "
                            "its original, and another clip is mostly the other",
         "thresholds": default_thresholds(),

@@ -37,7 +37,7 @@ class StaticConfig(_Cfg):
 
 
 class MosaicConfig(_Cfg):
-    """Lattice of flat cells fixed over moving footage (tasks/curate/filters/mosaic.py)."""
+    """Lattice of flat cells, fixed over moving footage or moving with it (tasks/curate/filters/mosaic.py)."""
 
     enabled: bool = True
     frames: int = Field(24, ge=1, le=256, description="Luma samples examined together (the lattice is fixed, the footage moves)")
@@ -54,6 +54,8 @@ class MosaicConfig(_Cfg):
     comb_flat: float = Field(3.0, ge=0, le=255, description="One-axis mosaics: mean luma step across the edges at most this (content flat that way)")
     comb_extent: float = Field(0.5, gt=0, le=1, description="One-axis mosaics: edges covering more of the frame's height are the scene's stripes")
     comb_stride: int = Field(4, ge=1, le=32, description="One-axis mosaics: window positions examined every this many pixels")
+    frame_step_min: float = Field(3.0, ge=1, le=255, description="Per-sample pass (mosaics that move): luma step that can be a cell edge in one sample")
+    frame_quantile: float = Field(0.7, ge=0, le=1, description="Per-sample pass: this quantile over samples of the pixelated area is the clip's")
 
 
 class TextConfig(_Cfg):

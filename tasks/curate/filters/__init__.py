@@ -50,7 +50,7 @@ def build_filters(cfg: ScoreConfig, names: tuple[str, ...] = FRAME_FILTERS) -> d
                 from tasks.curate.filters.ocr import make_reader
 
                 reader = make_reader(cfg.text)
-            built[name] = TextFilter(cfg.text, reader) if name == "text" else LogoFilter(cfg.logo, cfg.text, reader)
+            built[name] = TextFilter(cfg.text, reader) if name == "text" else LogoFilter(cfg.logo, cfg.text, reader, cfg.sticker)
         else:
             built[name] = _CLASSES[name](_sub(cfg, name))
     return built

@@ -2,7 +2,13 @@
 
 A row (column) is part of a bar when at least ``DARK_SHARE`` of its pixels are darker than
 ``luma_max`` in every non-black sample; bars grow inwards from the frame edges. Burned-in
-subtitles often sit on the bottom bar, hence a share rather than "every pixel". Output: the share of
+subtitles often sit on the bottom bar, hence a share rather than "every pixel": a long line of
+white letters with their outline lights up to a third of a bar's row, and the crop must still reach
+the picture (it left 5-11 px of bar in it at 0.75; 0.5 lets dark content with black patches
+in as bars). A bar is also black, not merely dark: its median
+is at most ``BAR_BLACK`` in every sample. Bars are encoded black (video level 16, 0 once decoded to
+full range), while a dark picture's edges (night sky, a vignette, a dark wallpaper) sit at 14-20 on
+real footage and were taken for bars. Output: the share of
 the frame outside the picture (``score_border``) and the crop box of the picture, in clip pixels.
 """
 
@@ -15,8 +21,9 @@ from infra.config_filters import BorderConfig
 from tasks.curate.filters.black import black_frames
 from tasks.curate.filters.frames import ClipFrames
 
-DARK_SHARE = 0.75
+DARK_SHARE = 0.65
 BAR_LUMA = 20.0  # BorderConfig.luma_max's default: the bar level other filters use
+BAR_BLACK = 8.0  # a bar line's median luma at most this (see the module docstring)
 
 
 def _edge_run(bar: np.ndarray) -> int:
@@ -24,16 +31,27 @@ def _edge_run(bar: np.ndarray) -> int:
     return int(np.argmin(bar)) if not bar.all() else len(bar)
 
 
+def _bar_lines(grey: np.ndarray, dark: np.ndarray, axis: int) -> np.ndarray:
+    """Per line along ``axis`` (2: rows, 1: columns) of (S, H, W): a bar line in every sample."""
+    return ((dark.mean(axis=axis) >= DARK_SHARE) & (np.median(grey, axis=axis) <= BAR_BLACK)).all(axis=0)
+
+
 def picture_box(grey: np.ndarray, luma_max: float, min_bar: float) -> tuple[int, int, int, int]:
-    """(x, y, w, h) of the picture inside bars, in the samples' pixels; grey is (S, H, W)."""
+    """(x, y, w, h) of the picture inside bars, in the samples' pixels; grey is (S, H, W). Columns are
+    judged between the letterbox bars found first (rows between pillarbox bars, after): a column of
+    a letterboxed frame holds both bars' black, which counts towards a dark share of its own."""
     _, h, w = grey.shape
     dark = grey < luma_max
-    rows = (dark.mean(axis=2) >= DARK_SHARE).all(axis=0)
-    cols = (dark.mean(axis=1) >= DARK_SHARE).all(axis=0)
-    top, bottom = _edge_run(rows), _edge_run(rows[::-1])
-    left, right = _edge_run(cols), _edge_run(cols[::-1])
-    if top + bottom >= h or left + right >= w:  # all dark: no picture to frame
-        return 0, 0, w, h
+    top, bottom, left, right = 0, 0, 0, 0
+    for _ in range(2):
+        rows = _bar_lines(grey[:, :, left:w - right], dark[:, :, left:w - right], 2)
+        top, bottom = _edge_run(rows), _edge_run(rows[::-1])
+        if top + bottom >= h:  # all dark: no picture to frame
+            return 0, 0, w, h
+        cols = _bar_lines(grey[:, top:h - bottom], dark[:, top:h - bottom], 1)
+        left, right = _edge_run(cols), _edge_run(cols[::-1])
+        if left + right >= w:
+            return 0, 0, w, h
     top, bottom = (t if t >= min_bar * h else 0 for t in (top, bottom))
     left, right = (t if t >= min_bar * w else 0 for t in (left, right))
     return left, top, w - left - right, h - top - bottom
