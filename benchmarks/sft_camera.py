@@ -81,18 +81,8 @@ def agreement(prompt: dict, generated: dict) -> tuple[bool, float]:
     return same, sum(str(prompt.get(k)) == str(generated.get(k)) for k in keys) / len(keys)
 
 
-class MemoryCache:
-    def __init__(self, samples):
-        self.samples = samples
-
-    def buckets(self):
-        return {"b": list(range(len(self.samples)))}
-
-    def get(self, i):
-        return self.samples[i]
-
-
 def main(argv=None) -> dict:
+    from benchmarks.memory_cache import MemoryCache
     from infra.config import load_config
     from infra.config_train import TrainStageConfig
     from models.camera_balance import balance_camera, camera_class, imbalance

@@ -46,20 +46,8 @@ def synthetic_clip(seed: int, frames: int, height: int, width: int) -> np.ndarra
     return np.stack(out)
 
 
-class MemoryCache:
-    """The latent cache's reader interface over in-memory samples (one bucket)."""
-
-    def __init__(self, samples):
-        self.samples = samples
-
-    def buckets(self):
-        return {"b": list(range(len(self.samples)))}
-
-    def get(self, i):
-        return self.samples[i]
-
-
 def main(argv=None) -> dict:
+    from benchmarks.memory_cache import MemoryCache
     from infra.config import load_config
     from infra.config_train import TrainStageConfig
     from models.checkpoint import init_checkpoint, load_pipeline_components
