@@ -30,6 +30,11 @@ def train_stage(ctx, cfg: PipelineConfig, datasets: dict[str, Manifest], name: s
     if name not in cfg.train.stages:
         raise ConfigError(f"train.stages has no stage {name!r}; the flow runs it here (known: {', '.join(cfg.train.stages)})")
     train, stage = cfg.train, cfg.train.stages[name]
+    if stage.init_from and stage.init_from not in checkpoints:
+        # e.g. post.dpo.rounds=1 while forcing starts from dpo-3: say which checkpoints exist, not a KeyError
+        raise ConfigError(f"train.stages.{name}.init_from is {stage.init_from!r}, which this run has not produced "
+                          f"(it has: {', '.join(checkpoints) or 'none'}); set --set train.stages.{name}.init_from=<one "
+                          f"of those>")
     init = checkpoints[stage.init_from] if stage.init_from else None
     init_dir = checkpoint_dir(init) if init else training.base_checkpoint(cfg)
     cache = latents_task(ctx, train.latents, datasets[stage.dataset], init_dir, stage.resolution,

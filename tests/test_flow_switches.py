@@ -25,3 +25,13 @@ def test_until_a_switched_off_post_training_extra_is_refused(make_cfg, name):
     assert not extra_enabled(cfg, name) and extra_enabled(make_cfg(), name)
     with pytest.raises(ValueError, match=f"train.stages.{name}.enabled=false"):
         post_train_flow.fn(cfg, "off", {cfg.post.pairs.dataset: None}, None, until=name)
+
+
+def test_a_training_stage_from_a_checkpoint_the_run_never_made_names_the_fix(make_cfg):
+    """post.dpo.rounds=1 leaves no dpo-3, which forcing starts from by default: a clear error, not a KeyError."""
+    from flows.pretrain import train_stage
+    from infra.config import ConfigError
+
+    cfg = make_cfg("post.dpo.rounds=1")
+    with pytest.raises(ConfigError, match=r"forcing\.init_from is 'dpo-3'.*it has: sft-540p, dpo-1"):
+        train_stage(None, cfg, {}, "forcing", {"sft-540p": None, "dpo-1": None})
