@@ -122,12 +122,15 @@ def _pool(items: list[Any], resources: StageResources, stage: str) -> tuple[dict
     return opts, max(1, min(len(items), fits))
 
 
-def _map(records: list[dict], adapter: type, adapter_kwargs: dict[str, Any], opts: dict[str, Any], concurrency: int):
-    import ray
+def _results(items: list[Any], records: list[dict], adapter: type, adapter_kwargs: dict[str, Any],
+             resources: StageResources, stage: str, progress: str | None):
+    """``adapter`` over ``records`` (one per item) in the stage's actor pool; yields the result batches as
+    they come, with a driver-side bar labelled ``progress`` (none when None), one step per item done."""
     import ray.data
+    from tqdm import tqdm
 
-    ds = ray.data.from_items(records, override_num_blocks=len(records))
-    return ds.flat_map(
+    opts, concurrency = _pool(items, resources, stage)
+    ds = ray.data.from_items(records, override_num_blocks=len(records)).flat_map(
         adapter,
         fn_constructor_kwargs=adapter_kwargs,
         compute=ray.data.ActorPoolStrategy(size=concurrency),
@@ -135,6 +138,10 @@ def _map(records: list[dict], adapter: type, adapter_kwargs: dict[str, Any], opt
         # for actor pools): a lost node costs the items in flight, not the stage.
         **{**opts, "num_gpus": opts["num_gpus"] or None},
     )
+    with tqdm(total=len(records), desc=progress, unit="item", disable=progress is None, dynamic_ncols=True) as bar:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            yield batch
+            bar.update(batch.num_rows)
 
 
 def flat_map_rows(
@@ -153,17 +160,12 @@ def flat_map_rows(
     one step per item done."""
     if not items:
         return []
-    opts, concurrency = _pool(items, resources, stage)
     records = [{"item": pickle.dumps(item)} for item in items]
-    ds = _map(records, _FlatMapAdapter, {"worker_cls": worker_cls, "kwargs": worker_kwargs}, opts, concurrency)
-    from tqdm import tqdm
-
     rows: list[Any] = []
-    with tqdm(total=len(records), desc=progress, unit="item", disable=progress is None, dynamic_ncols=True) as bar:
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            for payload in batch.column("rows").to_pylist():
-                rows.extend(pickle.loads(payload))
-            bar.update(batch.num_rows)
+    for batch in _results(items, records, _FlatMapAdapter, {"worker_cls": worker_cls, "kwargs": worker_kwargs},
+                          resources, stage, progress):
+        for payload in batch.column("rows").to_pylist():
+            rows.extend(pickle.loads(payload))
     return rows
 
 
@@ -189,16 +191,10 @@ def flat_map_items(
     shards = Shards(shard_dir, schema)
     if not items:
         return shards
-    opts, concurrency = _pool(items, resources, stage)
     records = [{"item": pickle.dumps(item), "index": i} for i, item in enumerate(items)]
-    ds = _map(records, _ShardAdapter, {"worker_cls": worker_cls, "kwargs": worker_kwargs, "schema": schema,
-                                       "folder": shard_dir}, opts, concurrency)
-    from tqdm import tqdm
-
-    with tqdm(total=len(records), desc=progress, unit="item", disable=progress is None, dynamic_ncols=True) as bar:
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            for done in batch.to_pylist():
-                shards.counts[done["index"]] = done["rows"]
-                shards.errors += done["errors"]
-            bar.update(batch.num_rows)
+    kwargs = {"worker_cls": worker_cls, "kwargs": worker_kwargs, "schema": schema, "folder": shard_dir}
+    for batch in _results(items, records, _ShardAdapter, kwargs, resources, stage, progress):
+        for done in batch.to_pylist():
+            shards.counts[done["index"]] = done["rows"]
+            shards.errors += done["errors"]
     return shards
