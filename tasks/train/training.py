@@ -31,36 +31,35 @@ from tasks.train.lib.worker import train_worker
 log = logging.getLogger("reelflow.train")
 
 
-def base_checkpoint(cfg: PipelineConfig) -> str:
-    """train.base_checkpoint, validated; else a random checkpoint of train.init_profile built once.
-
-    Under a remote run root the built folder is uploaded to ``<run root>/models/`` (once, marker last):
-    training workers on other nodes read it from there, never from the driver's state dir."""
-    if cfg.train.base_checkpoint:
-        check_checkpoint(storage.fetch_folder(cfg.train.base_checkpoint))
-        return cfg.train.base_checkpoint
-    name = f"base-{cfg.train.init_profile}-seed0"
+def _model_folder(cfg: PipelineConfig, given: str | None, key: str, what: str, check, build) -> str:
+    """``given`` (a configured folder), validated by ``check``; else a random ``what`` of train.init_profile
+    built once by ``build(path)`` under the state dir. Under a remote run root the built folder is uploaded to
+    ``<run root>/models/`` (once, marker last): workers on other nodes read it from there, never from the
+    driver's state dir."""
+    if given:
+        check(storage.fetch_folder(given))
+        return given
+    name = f"{what.replace(' ', '-')}-{cfg.train.init_profile}-seed0"
     path = Path(cfg.state_dir) / "models" / name
     if not path.is_dir():
-        log.warning("building a random %s checkpoint at %s (train.base_checkpoint is null)", cfg.train.init_profile, path)
-        init_checkpoint(cfg.train.init_profile, str(path), seed=0, diffusion_forcing=True)
+        log.warning("building a random %s %s at %s (train.%s is null)", cfg.train.init_profile, what, path, key)
+        build(str(path))
     return storage.share_folder(str(path), cfg.storage.run_root, name)
+
+
+def base_checkpoint(cfg: PipelineConfig) -> str:
+    """train.base_checkpoint, validated; else a random checkpoint of train.init_profile built once."""
+    return _model_folder(cfg, cfg.train.base_checkpoint, "base_checkpoint", "base", check_checkpoint,
+                         lambda path: init_checkpoint(cfg.train.init_profile, path, seed=0, diffusion_forcing=True))
 
 
 def image_encoder(cfg: PipelineConfig) -> str:
     """The I2V stage's CLIP image encoder folder: train.image_encoder, validated; else a random one of
-    train.init_profile built once under the state dir (uploaded beside the base DiT under a remote run root)."""
+    train.init_profile built once (beside the base DiT)."""
     from models.i2v_checkpoint import build_image_encoder, check_image_encoder
 
-    if cfg.train.image_encoder:
-        check_image_encoder(storage.fetch_folder(cfg.train.image_encoder))
-        return cfg.train.image_encoder
-    name = f"image-encoder-{cfg.train.init_profile}-seed0"
-    path = Path(cfg.state_dir) / "models" / name
-    if not path.is_dir():
-        log.warning("building a random %s image encoder at %s (train.image_encoder is null)", cfg.train.init_profile, path)
-        build_image_encoder(cfg.train.init_profile, str(path))
-    return storage.share_folder(str(path), cfg.storage.run_root, name)
+    return _model_folder(cfg, cfg.train.image_encoder, "image_encoder", "image encoder", check_image_encoder,
+                         lambda path: build_image_encoder(cfg.train.init_profile, path))
 
 
 def _weights_fingerprint(path: str) -> str:
