@@ -62,10 +62,11 @@ def _wait_for(check, stop: threading.Event, poll: float = 0.5) -> bool:
 
 def _killer(folder: Path, log: Path, run_uri: str, killed: dict, stop: threading.Event) -> None:
     """Kill the worker raylet once a first clip is scored, then once pretrain-256p has a step checkpoint."""
+    from tasks.curate import score
     from tasks.train.lib.state import list_steps
 
     def scoring() -> bool:
-        done = re.findall(r"score \(clips\):\s+\d+%\|[^|]*\|\s*(\d+)/", log.read_text(errors="replace"))
+        done = re.findall(re.escape(score.PROGRESS) + r":\s+\d+%\|[^|]*\|\s*(\d+)/", log.read_text(errors="replace"))
         return any(int(n) >= 1 for n in done)
 
     def stepped() -> bool:

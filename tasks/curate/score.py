@@ -107,6 +107,10 @@ class ScoreBatchWorker(ScoreWorker):
         return rows
 
 
+# The progress bar's label (tests watch it to act while the stage is under way).
+PROGRESS = "score (clip batches)"
+
+
 def clip_batches(clips: list[dict], actors: int) -> list[dict]:
     """Clips in batches (one shard each): about eight per actor so the pool stays balanced, at most 32
     clips so a lost worker costs little and shards stay small."""
@@ -159,7 +163,7 @@ def run(ctx: StageContext, cfg: ScoreConfig, clips: Manifest) -> Manifest:
         with surface_transient():  # a persistent fault fails the stage: nothing is published
             scored = flat_map_items(batches, ScoreBatchWorker, {"cfg": run_cfg.model_dump(), "side_folder": side_parts},
                                     SCORED_SCHEMA, cfg.resources, stage="score", shard_dir=storage.join(work.tmp_uri, PARTS),
-                                    progress="score (clip batches)")
+                                    progress=PROGRESS)
         seconds = max(time.time() - started, 1e-9)
         work.stats.update(side_store_rows=merge_parts(side_parts, SIDE_SCHEMA, storage.join(work.tmp_uri, SIDE_STORE)))
         if cfg.dedup.enabled:  # across all clips: the driver reads two narrow columns, not the rows
