@@ -196,5 +196,4 @@ def flat_map_items(
     for batch in _results(items, records, _ShardAdapter, kwargs, resources, stage, progress):
         for done in batch.to_pylist():
             shards.counts[done["index"]] = done["rows"]
-            shards.errors += done["errors"]
     return shards

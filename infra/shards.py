@@ -91,7 +91,6 @@ class Shards:
     folder: str
     schema: pa.Schema
     counts: dict[int, int] = field(default_factory=dict)  # item index -> rows (no file when 0)
-    errors: int = 0
 
     @property
     def num_rows(self) -> int:
@@ -129,10 +128,9 @@ def write_part(rows: list[dict], schema: pa.Schema, folder: str, index: int) -> 
     item overwrites its shard whole (written under a temporary name, then renamed: a killed worker leaves
     no partial shard under the final name)."""
     table = pa.Table.from_pylist(rows, schema=schema)
-    errors = int(table.num_rows - table.column("error").null_count) if "error" in schema.names else 0
     if table.num_rows:
         _write_whole(table, part_uri(folder, index))
-    return {"index": index, "rows": table.num_rows, "errors": errors}
+    return {"index": index, "rows": table.num_rows}
 
 
 def _write_whole(table: pa.Table, uri: str) -> None:
