@@ -139,10 +139,10 @@ class QualityConfig(_Cfg):
     niqe_model_path: str | None = Field(
         None, description="NIQE modelparameters.mat (mu_prisparam, cov_prisparam): score_iqa from NIQE; "
         "None = the CPU default, the hand-weighted sharpness/noise/blockiness logistic")
-    vqa_checkpoint: str | None = Field(
+    vqa_checkpoint_path: str | None = Field(
         None, description="FAST-VQA checkpoint in the public layout (models.vqa_fast): score_vqa from it; "
         "None = the CPU default, the hand formula IQA x temporal consistency")
-    vtss_checkpoint: str | None = Field(
+    vtss_checkpoint_path: str | None = Field(
         None, description="Koala-36M Training Suitability Assessment checkpoint (models.vtss_koala): score_vtss "
         "from it (vtss_weights_path is then unused); None = the CPU default, the logistic over filter scores")
     vtss_raw_mean: float = Field(0.0, description="Koala VTSS calibration: score = sigmoid((raw - mean) / std); "

@@ -53,7 +53,8 @@ def test_the_score_stage_uses_both_checkpoints_when_their_paths_are_set(tmp_path
     torch.save({"state_dict": koala_sd}, tmp_path / "koala.pth")
     clip = encode(str(tmp_path / "clip.mp4"), n=24, w=96, h=64)
     only_quality = {name: {"enabled": False} for name in FRAME_FILTERS if name != "quality"}
-    quality = {"vqa_checkpoint": str(tmp_path / "fast_vqa.pth"), "vtss_checkpoint": str(tmp_path / "koala.pth"),
+    quality = {"vqa_checkpoint_path": str(tmp_path / "fast_vqa.pth"),
+               "vtss_checkpoint_path": str(tmp_path / "koala.pth"),
                "vtss_raw_mean": 0.1, "vtss_raw_std": 0.3, "checkpoint_clip_len": 4, "checkpoint_clips": 1}
     cfg = ScoreConfig.model_validate({**only_quality, "quality": quality})
     row = score_clip(_row(clip, 24, 96, 64), build_filters(cfg), cfg, BasicFilter(), VTSSFilter(cfg.quality))
@@ -70,7 +71,12 @@ def test_the_score_stage_uses_both_checkpoints_when_their_paths_are_set(tmp_path
     assert base["score_vtss"] != pytest.approx(row["score_vtss"], abs=1e-3)
 
 
-def test_a_missing_checkpoint_file_fails_at_build_with_the_path():
-    cfg = ScoreConfig.model_validate({"quality": QualityConfig(vqa_checkpoint="/nonexistent/fast_vqa.pth").model_dump()})
-    with pytest.raises(FileNotFoundError, match="/nonexistent/fast_vqa.pth"):
+def test_a_missing_checkpoint_file_fails_at_preflight_and_at_build_with_the_setting(make_cfg, tmp_path):
+    from flows.preflight import PreflightError, check_paths
+
+    absent = str(tmp_path / "fast_vqa.pth")
+    with pytest.raises(PreflightError, match=r"^stages\.score\.quality\.vtss_checkpoint_path: .* does not exist"):
+        check_paths(make_cfg(f"stages.score.quality.vtss_checkpoint_path={absent}"))
+    cfg = ScoreConfig(quality=QualityConfig(vqa_checkpoint_path=absent))
+    with pytest.raises(FileNotFoundError, match="fast_vqa.pth: no such checkpoint file"):
         build_filters(cfg, names=("quality",))

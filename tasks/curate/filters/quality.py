@@ -10,13 +10,13 @@ CPU default, hand-weighted, no learnt model. With ``niqe_model_path`` (the GPU p
 comes from NIQE (:mod:`models.niqe`, the public ``modelparameters.mat``) instead, mapped to (0, 1) by
 ``niqe_to_score`` (NIQE ~3 on pristine photographs, 8+ on badly degraded ones).
 VQA: ``score_vqa`` = IQA x temporal consistency, where flicker is the std of frame-to-frame mean luma
-changes (thumbnails, every frame): the CPU default, a hand formula. With ``vqa_checkpoint`` (the GPU
-profiles) ``score_vqa`` comes from FAST-VQA's public checkpoint format (:mod:`models.vqa_fast`) instead.
+changes (thumbnails, every frame): the CPU default, a hand formula. With ``vqa_checkpoint_path`` (the
+GPU profiles) ``score_vqa`` comes from FAST-VQA's public checkpoint format (:mod:`models.vqa_fast`).
 VTSS: :mod:`models.vtss` over the row's scores (filled in last by the stage worker, once every other
-filter has run): the CPU default, hand-set prior weights. With ``vtss_checkpoint`` (the GPU profiles)
-``score_vtss`` comes from Koala-36M's public checkpoint format (:mod:`models.vtss_koala`), computed here
-from the frames, and the row filter keeps it. Both checkpoint models read the shared decode's RGB
-samples (``decode.sample_fps`` / ``analysis_width``), not every native frame as the releases do.
+filter has run): the CPU default, hand-set prior weights. With ``vtss_checkpoint_path`` (the GPU
+profiles) ``score_vtss`` comes from Koala-36M's public checkpoint format (:mod:`models.vtss_koala`),
+computed here from the frames; the row filter keeps it. Both checkpoint models read the shared decode's
+RGB samples (``decode.sample_fps`` / ``analysis_width``), not every native frame as the releases do.
 """
 
 from __future__ import annotations
@@ -87,14 +87,14 @@ class QualityFilter:
             self.niqe = NIQE(cfg.niqe_model_path)
         self.vqa = self.koala = None
         sampling = {"clip_len": cfg.checkpoint_clip_len, "num_clips": cfg.checkpoint_clips}
-        if cfg.vqa_checkpoint:
+        if cfg.vqa_checkpoint_path:
             from models.vqa_fast import FastVQA
 
-            self.vqa = FastVQA(cfg.vqa_checkpoint, **sampling)
-        if cfg.vtss_checkpoint:
+            self.vqa = FastVQA(cfg.vqa_checkpoint_path, **sampling)
+        if cfg.vtss_checkpoint_path:
             from models.vtss_koala import KoalaVTSS
 
-            self.koala = KoalaVTSS(cfg.vtss_checkpoint, cfg.vtss_raw_mean, cfg.vtss_raw_std, **sampling)
+            self.koala = KoalaVTSS(cfg.vtss_checkpoint_path, cfg.vtss_raw_mean, cfg.vtss_raw_std, **sampling)
 
     def __call__(self, clip: ClipFrames) -> dict:
         grey = clip.grey_samples[clip.pick(self.cfg.frames)]
@@ -119,7 +119,7 @@ class VTSSFilter:
     columns = {"score_vtss": pa.float64()}
 
     def __init__(self, cfg: QualityConfig):
-        self.from_checkpoint = bool(cfg.vtss_checkpoint)
+        self.from_checkpoint = bool(cfg.vtss_checkpoint_path)
         self.weights = prior_weights()
         if cfg.vtss_weights_path:
             with open(cfg.vtss_weights_path, encoding="utf-8") as fh:
