@@ -141,19 +141,25 @@ def test_a_wrong_or_incomplete_checkpoint_is_refused_naming_keys_and_format(tmp_
         load_evaluator(str(tmp_path / "absent.pth"))
 
 
-def _block_by_pairs(block: SwinBlock, x: torch.Tensor, win) -> torch.Tensor:
-    """An unshifted block computed over ALL token pairs of the map, independently of window partitioning:
-    pairs in different windows are masked out; the bias is read from the tables by the coordinate deltas;
-    the gate is the fragment-index distance of the pair (fragments: the window's own grid, stretched)."""
+def _block_by_pairs(block: SwinBlock, x: torch.Tensor, win, shift) -> torch.Tensor:
+    """A block computed over ALL token pairs of the map, without partitioning or rolling anything: a token at
+    p sits at r = (p - shift) mod size in the shifted frame; two tokens attend when their r fall in one window
+    and, on every shifted axis, in one of the three bands the roll brings together (before the last w, the
+    w - s wrapped ones, the last s); the bias is read from the tables by the delta of r; the gate is the
+    fragment-index distance of p (fragments: the window's grid stretched over the map). Sizes: multiples of
+    the window, so no padding."""
     _, d, h, w, c = x.shape
-    coords = torch.stack(torch.meshgrid(torch.arange(d), torch.arange(h), torch.arange(w), indexing="ij"), -1)
-    coords = coords.reshape(-1, 3)
-    window_id = coords // torch.tensor(win)
-    same = (window_id[:, None] == window_id[None]).all(-1)
-    delta = coords[:, None] - coords[None] + torch.tensor(block.attn.window) - 1
+    size, win_t, shift_t = torch.tensor([d, h, w]), torch.tensor(win), torch.tensor(shift)
+    pos = torch.stack(torch.meshgrid(torch.arange(d), torch.arange(h), torch.arange(w), indexing="ij"), -1)
+    pos = pos.reshape(-1, 3)
+    r = (pos - shift_t) % size
+    band = torch.where(r < size - win_t, 0, torch.where(r < size - shift_t, 1, 2)) * (shift_t > 0)
+    key = torch.cat([r // win_t, band], -1)
+    same = (key[:, None] == key[None]).all(-1)
+    delta = r[:, None] - r[None] + torch.tensor(block.attn.window) - 1
     sizes = [2 * k - 1 for k in block.attn.window]
     index = (delta[..., 0] * sizes[1] + delta[..., 1]) * sizes[2] + delta[..., 2]
-    frag = torch.stack([coords[:, 1] * win[1] // h, coords[:, 2] * win[2] // w], -1)
+    frag = torch.stack([pos[:, 1] * win[1] // h, pos[:, 2] * win[2] // w], -1)
     gate = (frag[:, None] - frag[None]).abs().sum(-1).float()[None]
     bias = block.attn.relative_position_bias_table[index].permute(2, 0, 1) * gate \
         + block.attn.fragment_position_bias_table[index].permute(2, 0, 1) * (1 - gate)
@@ -169,13 +175,14 @@ def _block_by_pairs(block: SwinBlock, x: torch.Tensor, win) -> torch.Tensor:
     return x.reshape(1, d, h, w, c)
 
 
-def test_a_window_block_with_gated_fragment_biases_matches_an_all_pairs_computation():
+@pytest.mark.parametrize("shift", [(0, 0, 0), (1, 3, 3)])
+def test_a_window_block_with_gated_fragment_biases_matches_an_all_pairs_computation(shift):
     torch.manual_seed(3)
-    block = SwinBlock(8, 2, (8, 7, 7), (0, 0, 0), 4.0, True)
+    block = SwinBlock(8, 2, (8, 7, 7), shift, 4.0, True)
     with torch.no_grad():
         for p in block.parameters():
             p.copy_(torch.randn_like(p) * 0.5)
-        x = torch.randn(1, 4, 14, 14, 8)  # two windows across h and w at window (2, 7, 7)
+        x = torch.randn(1, 4, 14, 14, 8)  # 2 x 2 x 2 windows of (2, 7, 7); fragments of 2 x 2 tokens
         got = block(x, (2, 7, 7))
-        want = _block_by_pairs(block, x, (2, 7, 7))
+        want = _block_by_pairs(block, x, (2, 7, 7), shift)
     assert torch.allclose(got, want, atol=1e-5)
