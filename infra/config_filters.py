@@ -139,6 +139,17 @@ class QualityConfig(_Cfg):
     niqe_model_path: str | None = Field(
         None, description="NIQE modelparameters.mat (mu_prisparam, cov_prisparam): score_iqa from NIQE; "
         "None = the CPU default, the hand-weighted sharpness/noise/blockiness logistic")
+    vqa_checkpoint_path: str | None = Field(
+        None, description="FAST-VQA checkpoint in the public layout (models.vqa_fast): score_vqa from it; "
+        "None = the CPU default, the hand formula IQA x temporal consistency")
+    vtss_checkpoint_path: str | None = Field(
+        None, description="Koala-36M Training Suitability Assessment checkpoint (models.vtss_koala): score_vtss "
+        "from it (vtss_weights_path is then unused); None = the CPU default, the logistic over filter scores")
+    vtss_raw_mean: float = Field(0.0, description="Koala VTSS calibration: score = sigmoid((raw - mean) / std); "
+                                 "the mean of raw scores over a reference set of the corpus (0 = uncalibrated)")
+    vtss_raw_std: float = Field(1.0, gt=0, description="Koala VTSS calibration: the std of those raw scores")
+    checkpoint_clips: int = Field(4, ge=1, le=16, description="Clips the checkpoint models average (public: 4)")
+    checkpoint_clip_len: int = Field(32, ge=2, le=64, description="Frames per clip, stride 2 (public: 32)")
 
 
 class ScoreConfig(_Cfg):

@@ -10,8 +10,13 @@ CPU default, hand-weighted, no learnt model. With ``niqe_model_path`` (the GPU p
 comes from NIQE (:mod:`models.niqe`, the public ``modelparameters.mat``) instead, mapped to (0, 1) by
 ``niqe_to_score`` (NIQE ~3 on pristine photographs, 8+ on badly degraded ones).
 VQA: ``score_vqa`` = IQA x temporal consistency, where flicker is the std of frame-to-frame mean luma
-changes (thumbnails, every frame). VTSS: :mod:`models.vtss` over the row's scores (filled in last by
-the stage worker, once every other filter has run).
+changes (thumbnails, every frame): the CPU default, a hand formula. With ``vqa_checkpoint_path`` (the
+GPU profiles) ``score_vqa`` comes from FAST-VQA's public checkpoint format (:mod:`models.vqa_fast`).
+VTSS: :mod:`models.vtss` over the row's scores (filled in last by the stage worker, once every other
+filter has run): the CPU default, hand-set prior weights. With ``vtss_checkpoint_path`` (the GPU
+profiles) ``score_vtss`` comes from Koala-36M's public checkpoint format (:mod:`models.vtss_koala`),
+computed here from the frames; the row filter keeps it. Both checkpoint models read the shared decode's
+RGB samples (``decode.sample_fps`` / ``analysis_width``), not every native frame as the releases do.
 """
 
 from __future__ import annotations
@@ -80,6 +85,16 @@ class QualityFilter:
             from models.niqe import NIQE
 
             self.niqe = NIQE(cfg.niqe_model_path)
+        self.vqa = self.koala = None
+        sampling = {"clip_len": cfg.checkpoint_clip_len, "num_clips": cfg.checkpoint_clips}
+        if cfg.vqa_checkpoint_path:
+            from models.vqa_fast import FastVQA
+
+            self.vqa = FastVQA(cfg.vqa_checkpoint_path, **sampling)
+        if cfg.vtss_checkpoint_path:
+            from models.vtss_koala import KoalaVTSS
+
+            self.koala = KoalaVTSS(cfg.vtss_checkpoint_path, cfg.vtss_raw_mean, cfg.vtss_raw_std, **sampling)
 
     def __call__(self, clip: ClipFrames) -> dict:
         grey = clip.grey_samples[clip.pick(self.cfg.frames)]
@@ -89,8 +104,12 @@ class QualityFilter:
         means = clip.thumbs.reshape(clip.num_frames, -1).mean(axis=1)
         flicker = float(np.diff(means).std()) if clip.num_frames > 2 else 0.0
         q = niqe_to_score(self.niqe(grey)) if self.niqe is not None else iqa(s, n, b)
-        return {"score_sharpness": s, "score_noise": n, "score_blockiness": b, "score_iqa": q,
-                "score_flicker": flicker, "score_vqa": q * float(np.exp(-flicker / FLICKER_SCALE))}
+        vqa = q * float(np.exp(-flicker / FLICKER_SCALE)) if self.vqa is None else self.vqa.score(clip.samples)[1]
+        out = {"score_sharpness": s, "score_noise": n, "score_blockiness": b, "score_iqa": q,
+               "score_flicker": flicker, "score_vqa": vqa}
+        if self.koala is not None:  # VTSSFilter keeps it (it sees the row, not the frames)
+            out["score_vtss"] = self.koala.score(clip.samples)[1]
+        return out
 
 
 class VTSSFilter:
@@ -100,10 +119,13 @@ class VTSSFilter:
     columns = {"score_vtss": pa.float64()}
 
     def __init__(self, cfg: QualityConfig):
+        self.from_checkpoint = bool(cfg.vtss_checkpoint_path)
         self.weights = prior_weights()
         if cfg.vtss_weights_path:
             with open(cfg.vtss_weights_path, encoding="utf-8") as fh:
                 self.weights = VTSSWeights.model_validate(json.load(fh))
 
     def __call__(self, row: dict) -> dict:
+        if self.from_checkpoint:
+            return {"score_vtss": row.get("score_vtss")}
         return {"score_vtss": float(vtss(row, self.weights)[0])}
