@@ -4,8 +4,8 @@
 #   2. diffusion-forcing generation of the 1.3B architecture at 540p, reelflow vs diffusers' pipeline on the
 #      same random weights (benchmarks/generate.py)
 #   3. TransNetV2 full-mode frames/s (models/transnet.py, every frame scored)
-#   4. captioning tokens/s, vLLM vs transformers, on a small Qwen2.5-VL config: NOT in the suite yet (vLLM is
-#      not installed in this environment); the JSON records it as not measured.
+#   4. captioning decode tokens/s, vLLM vs transformers, on one small random Qwen2.5-VL folder
+#      (benchmarks/caption_gpu.py; vLLM from the gpu extra, recorded as not measured where it cannot be imported)
 #
 #   benchmarks/gpu_suite.sh                 # on a GPU: writes benchmarks/results/gpu.json
 #   benchmarks/gpu_suite.sh --dry-run OUT   # CPU, tiny shapes: every step runs, numbers mean nothing
@@ -34,16 +34,20 @@ if [[ $DRY == 1 ]]; then
   GEN=(--profile tiny --device cpu --height 32 --width 32 --steps 2 --base-num-frames 25 --num-frames 25
        --scenarios sync --repeats 1)
   TRANSNET_FRAMES=100
+  CAPTION=(--tiny --device cpu --prompts 2 --new-tokens 4)
 else
   TRAIN=(--profile wan-1.3b --frames 33 --height 256 --width 448 --steps 10 --warmup 3)
   GEN=(--profile wan-1.3b --device cuda --height 544 --width 960 --steps 10 --base-num-frames 97 --num-frames 97
        --scenarios sync --repeats 1)
   TRANSNET_FRAMES=20000
+  CAPTION=(--device cuda --prompts 32 --new-tokens 256)
 fi
 
 run_step train_ckpt_off "$PY" benchmarks/train_gpu.py "${TRAIN[@]}" --out "$WORK/train_ckpt_off.json"
 run_step train_ckpt_on "$PY" benchmarks/train_gpu.py "${TRAIN[@]}" --checkpointing --out "$WORK/train_ckpt_on.json"
 run_step generate_540p "$PY" benchmarks/generate.py "${GEN[@]}" --out "$WORK/generate_540p.json"
+run_step caption_vllm_vs_transformers "$PY" benchmarks/caption_gpu.py "${CAPTION[@]}" \
+  --out "$WORK/caption_vllm_vs_transformers.json"
 run_step transnet_full "$PY" - "$TRANSNET_FRAMES" "$WORK/transnet_full.json" <<'EOF'
 import json, sys, time
 import numpy as np, torch
@@ -70,9 +74,8 @@ import torch
 work, out, dry = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 result = {"dry_run": dry, "measured": not dry and torch.cuda.is_available(),
           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
-          "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-          "caption_vllm_vs_transformers": {"status": "not measured: not in the suite yet (vLLM not installed here)"}}
-for name in ("train_ckpt_off", "train_ckpt_on", "generate_540p", "transnet_full"):
+          "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+for name in ("train_ckpt_off", "train_ckpt_on", "generate_540p", "caption_vllm_vs_transformers", "transnet_full"):
     entry = json.load(open(os.path.join(work, f"{name}.status.json")))
     path = os.path.join(work, f"{name}.json")
     if os.path.exists(path):
