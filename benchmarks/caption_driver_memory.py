@@ -3,9 +3,10 @@
 ``python -m benchmarks.caption_driver_memory`` writes ``benchmarks/results/caption_driver_memory.json``. Per
 size, in a fresh process: a clip table of N short H.264 clips (16 frames, 96x54, a coarse random layout each,
 drifting over the frames), then ``tasks.curate.caption.run`` through Ray with two actors, as a run calls it
-(MLflow child run, workers writing shards, publish). The tiny random captioner decodes strings of at most
-8 characters (``captioner.string_cap``): the workers' speed, not the driver's memory, depends on caption
-length, and the machine is shared. The driver's RSS is sampled every 20 ms; reported: the peak increment
+(MLflow child run, workers writing shards, publish). The workers are made cheap, since they set the stage's
+speed, not the driver's memory, and the machine is shared: the tiny random captioner decodes strings of at
+most 8 characters (``captioner.string_cap``), the shot, camera-motion and expression experts are off. The
+driver's RSS is sampled every 20 ms; reported: the peak increment
 over the RSS once Ray and the models are up (a first 1-clip caption run warms them), and the ratio of the
 largest to the smallest increment (target: within 20%, i.e. at most 1.2).
 """
@@ -58,7 +59,7 @@ def _one(n: int) -> dict:
     files = write_clips(base, n)
     ctx = open_run(load_config("tiny", [f"storage.run_root={base / 'runs'}", f"state_dir={base / 'state'}"]), "mem")
     cfg = CaptionConfig(resources={"actors": 2}, cache_dir=str(base / "models"), captioner={"string_cap": 8},
-                        sample_captions=2)
+                        shot={"enabled": False}, camera_motion_enabled=False, expression_enabled=False, sample_captions=2)
 
     def clips(count: int, name: str):
         rows = [{"clip_id": f"c{i:06d}", "source_id": f"s{i}", "source_uri": files[i], "media": "video",
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(_one(args.one)))
         return {}
     load = {"start": os.getloadavg()}
-    points = []
+    points, result = [], {}
     for n in args.sizes:
         done = subprocess.run([sys.executable, "-m", "benchmarks.caption_driver_memory", "--one", str(n)],
                               capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -95,13 +96,18 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(done.stderr[-3000:])
         points.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(points[-1]), flush=True)
+        result = _write(points, load, args.out)  # after every size: a long run that is cut short keeps its points
+    return result
+
+
+def _write(points: list[dict], load: dict, out: Path) -> dict:
     load["end"] = os.getloadavg()
     increments = [p["driver_peak_increment_mb"] for p in points]
     result = {"what": __doc__.split("\n\n")[1].replace("\n", " "), "points": points,
               "max_over_min_increment": round(max(increments) / max(min(increments), 1.0), 3),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": load}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
