@@ -8,7 +8,10 @@ speed, not the driver's memory, and the machine is shared: the tiny random capti
 most 8 characters (``captioner.string_cap``), the shot, camera-motion and expression experts are off. The
 driver's RSS is sampled every 20 ms; reported: the peak increment
 over the RSS once Ray and the models are up (a first 1-clip caption run warms them), and the ratio of the
-largest to the smallest increment (target: within 20%, i.e. at most 1.2).
+largest to the smallest increment (target: within 20%, i.e. at most 1.2). ``--batch-size`` (the captioner's
+batch, default 32) also sets the shard size (``tasks.curate.caption.clip_batches``: up to 32 clips, rounded
+up to whole batches): at 32 every size has shards of 32 clips, so the increments show what grows with the
+number of clips, not with the shard (with the stage default of 8: shards of 8 clips at 100, 32 from 400 on).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def write_clips(base: Path, n: int) -> list[str]:
     return files
 
 
-def _one(n: int) -> dict:
+def _one(n: int, batch: int) -> dict:
     import pyarrow as pa
 
     from infra.config import ClipsConfig, load_config
@@ -58,7 +61,7 @@ def _one(n: int) -> dict:
     base = Path(tempfile.mkdtemp(prefix="reelflow-captionmem-"))
     files = write_clips(base, n)
     ctx = open_run(load_config("tiny", [f"storage.run_root={base / 'runs'}", f"state_dir={base / 'state'}"]), "mem")
-    cfg = CaptionConfig(resources={"actors": 2}, cache_dir=str(base / "models"), captioner={"string_cap": 8},
+    cfg = CaptionConfig(resources={"actors": 2}, cache_dir=str(base / "models"), captioner={"string_cap": 8, "batch_size": batch},
                         shot={"enabled": False}, camera_motion_enabled=False, expression_enabled=False, sample_captions=2)
 
     def clips(count: int, name: str):
@@ -82,28 +85,30 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        print(json.dumps(_one(args.one)))
+        print(json.dumps(_one(args.one, args.batch_size)))
         return {}
     load = {"start": os.getloadavg()}
     points, result = [], {}
     for n in args.sizes:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.caption_driver_memory", "--one", str(n)],
+        done = subprocess.run([sys.executable, "-m", "benchmarks.caption_driver_memory", "--one", str(n),
+                               "--batch-size", str(args.batch_size)],
                               capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if done.returncode:
             raise SystemExit(done.stderr[-3000:])
         points.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(points[-1]), flush=True)
-        result = _write(points, load, args.out)  # after every size: a long run that is cut short keeps its points
+        result = _write(points, load, args.out, args.batch_size)  # after every size: a long run that is cut short keeps its points
     return result
 
 
-def _write(points: list[dict], load: dict, out: Path) -> dict:
+def _write(points: list[dict], load: dict, out: Path, batch: int) -> dict:
     load["end"] = os.getloadavg()
     increments = [p["driver_peak_increment_mb"] for p in points]
-    result = {"what": __doc__.split("\n\n")[1].replace("\n", " "), "points": points,
+    result = {"what": __doc__.split("\n\n")[1].replace("\n", " "), "captioner_batch_size": batch, "points": points,
               "max_over_min_increment": round(max(increments) / max(min(increments), 1.0), 3),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": load}}
     out.parent.mkdir(parents=True, exist_ok=True)

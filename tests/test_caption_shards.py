@@ -125,3 +125,17 @@ def test_the_fusion_pool_rewrites_the_captioners_shards(tmp_path, monkeypatch):
     assert [r["clip_id"] for r in out] == ["c0", "c1", "c2"]
     assert [r["caption_t2v"] for r in out] == ["Fused caption 0.", None, "Fused caption 1."]
     assert out[1] == rows[1] and out[0]["caption_json"] == rows[0]["caption_json"]
+
+
+def test_clip_batches_are_whole_captioner_batches_in_order():
+    """Shards of whole captioner batches (so a shard's chunks are the batches the gathered path makes), about
+    eight per actor, at most 32 clips rounded up to a whole batch; every row once, in order."""
+    from tasks.curate.caption import clip_batches
+
+    table = pa.table({"clip_id": [f"c{i}" for i in range(1000)], "error": pa.nulls(1000, pa.string())})
+    for rows, actors, batch, size in ((100, 2, 8, 8), (100, 2, 1, 6), (1000, 2, 8, 32), (1000, 1, 64, 64), (7, 2, 2, 2)):
+        batches = clip_batches(table.slice(0, rows), actors, batch)
+        assert [len(b["clips"]) for b in batches[:-1]] == [size] * (len(batches) - 1)
+        assert [b["index"] for b in batches] == list(range(len(batches)))
+        assert [c["clip_id"] for b in batches for c in b["clips"]] == [f"c{i}" for i in range(rows)]
+        assert all(b["names"] == ["clip_id", "error"] for b in batches)

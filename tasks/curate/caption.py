@@ -45,6 +45,7 @@ from tasks.curate.lib.caption_report import (
     Totals,
     categories,
     log_samples,
+    sample_rows,
     timing_rows,
 )
 from tasks.curate.lib.caption_views import ClipViews, apply_experts, decode_views, sample_rate
@@ -97,7 +98,13 @@ class CaptionWorker:
         samples[i] = (views.samples, sample_rate(views))
 
     def __call__(self, item: dict) -> list[dict]:
-        rows, names = item["rows"], item["names"]
+        """``{"rows", "names"}`` -> ``[{"row", "timing"}]``, ``captioner.batch_size`` clips at a time (a chunk's
+        sampled frames are all that is held: high-resolution clips would not fit many at once)."""
+        size = self.cfg.captioner.batch_size
+        return [pair for start in range(0, len(item["rows"]), size)
+                for pair in self._chunk(item["rows"][start:start + size], item["names"])]
+
+    def _chunk(self, rows: list[dict], names: list[str]) -> list[dict]:
         out = [_empty(r, names) for r in rows]
         timing = [{} for _ in rows]
         samples: dict[int, tuple[np.ndarray, float]] = {}  # what the captioner sees
@@ -237,10 +244,11 @@ class FuseShardWorker(FuseWorker):
 PROGRESS = "caption (clip batches)"
 
 
-def clip_batches(table: pa.Table, actors: int, at_least: int) -> list[dict]:
+def clip_batches(table: pa.Table, actors: int, batch: int) -> list[dict]:
     """The input table's rows in batches (one shard each): about eight per actor so the pool stays balanced,
-    at most 32 clips so a lost worker costs little, never fewer than the captioner's batch."""
-    size = max(1, at_least, min(32, table.num_rows // max(8 * actors, 1)))
+    at most 32 clips so a lost worker costs little, rounded up to whole captioner batches."""
+    size = max(1, min(32, table.num_rows // max(8 * actors, 1)))
+    size = -(-size // batch) * batch  # whole captioner batches: the same batches as one item per batch
     return [{"index": i, "clips": table.slice(start, size).to_pylist(), "names": table.schema.names}
             for i, start in enumerate(range(0, table.num_rows, size))]
 
@@ -283,14 +291,3 @@ def run(ctx: StageContext, cfg: CaptionConfig, clips: Manifest) -> Manifest:
         return shards
 
     return run_stage(ctx, "caption", cfg, [clips], body)
-
-
-def sample_rows(shards: Shards, count: int) -> list[dict]:
-    """The first ``count`` captioned rows (the columns the samples show), read a shard at a time."""
-    taken: list[dict] = []
-    columns = ["clip_id", "clip_uri", "category", "caption_json", "caption_t2v", "caption_i2v"]
-    for table in shards.tables(columns) if count else ():
-        taken += [r for r in table.to_pylist() if r["caption_json"] is not None][:count - len(taken)]
-        if len(taken) >= count:
-            break
-    return taken

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from infra import storage
 from infra.contact_sheet import contact_sheet
+from infra.shards import Shards
 
 TIMING = "_caption_timing"
 PARTS = ("decode", "captioner", "shot", "camera_motion", "expression", "fuse")
@@ -68,6 +69,17 @@ def categories(values) -> dict[str, int]:
         if r["caption_json"] is not None:
             counts[r["category"]] = counts.get(r["category"], 0) + 1
     return counts
+
+
+def sample_rows(shards: Shards, count: int) -> list[dict]:
+    """The first ``count`` captioned rows (the columns the samples show), read a shard at a time."""
+    taken: list[dict] = []
+    columns = ["clip_id", "clip_uri", "category", "caption_json", "caption_t2v", "caption_i2v"]
+    for table in shards.tables(columns) if count else ():
+        taken += [r for r in table.to_pylist() if r["caption_json"] is not None][:count - len(taken)]
+        if len(taken) >= count:
+            break
+    return taken
 
 
 def log_samples(rows: list[dict], folder: str) -> list[str]:
