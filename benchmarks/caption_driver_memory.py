@@ -108,8 +108,11 @@ def main(argv: list[str] | None = None) -> dict:
 def _write(points: list[dict], load: dict, out: Path, batch: int) -> dict:
     load["end"] = os.getloadavg()
     increments = [p["driver_peak_increment_mb"] for p in points]
+    totals = [p["driver_rss_before_mb"] + p["driver_peak_increment_mb"] for p in points]
     result = {"what": __doc__.split("\n\n")[1].replace("\n", " "), "captioner_batch_size": batch, "points": points,
               "max_over_min_increment": round(max(increments) / max(min(increments), 1.0), 3),
+              # the driver's whole peak RSS (Ray, torch and the stage's modules loaded) at each size
+              "max_over_min_peak_rss": round(max(totals) / min(totals), 4),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": load}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -28,19 +28,13 @@ import torch
 
 from infra.config_caption import CaptionerConfig
 from models.caption_schema import StructuredCaption, caption_json_schema
+from models.captioner_chat import MARKER, SPECIAL_TOKENS, SYSTEM_PROMPT, USER_PROMPT  # noqa: F401 (re-exported)
+from models.captioner_tiny import build_tiny_captioner  # noqa: F401 (re-exported)
 from models.json_constrained import SchemaWalker
 from models.token_automaton import ConstrainedLogits, automaton_for
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # Qwen2-VL uses the OpenAI CLIP normalisation
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|image_pad|>", "<|video_pad|>")  # Qwen2.5-VL's chat and vision markers
-SYSTEM_PROMPT = (
-    "You are a film-language video captioner. Describe the video as one JSON object: subjects (type, "
-    "sub_type, appearance, action, expression, position, is_main_subject), shot_type, shot_angle, "
-    "shot_position, camera_motion (6DoF signs and speed), environment and lighting.")
-USER_PROMPT = "Caption this video."
-MARKER = "captioner.json"  # written last into a tiny build: its presence marks a complete folder
 
 
 @dataclass
@@ -99,14 +93,6 @@ def chat_prompt(video_tokens: int) -> str:
             f"{'<|video_pad|>' * video_tokens}<|vision_end|>{USER_PROMPT}<|im_end|>\n<|im_start|>assistant\n")
 
 
-def build_tiny_captioner(folder: str, seed: int = 0) -> str:
-    """A randomly initialised tiny Qwen2.5-VL + tokenizer saved in ``folder`` (once): ``models.captioner_tiny``."""
-    from models.captioner_tiny import build_tiny_captioner as build
-
-    return build(folder, seed)
-
-
-# --- backends ------------------------------------------------------------------------------------
 def token_texts(tokenizer) -> list[str | None]:
     """Each token id's decoded text (None for special tokens): what the schema walker matches."""
     special = set(tokenizer.all_special_ids)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from models.caption_schema import Category, Emotion, Intensity, ShotAngle, ShotPosition, ShotType
-from models.captioner import MARKER, SPECIAL_TOKENS, SYSTEM_PROMPT, USER_PROMPT
+from models.captioner_chat import MARKER, SPECIAL_TOKENS, SYSTEM_PROMPT, USER_PROMPT
 
 # --- the tiny model's text ---------------------------------------------------------------------------
 WORDS = ("red", "blue", "dark", "bright", "young", "old", "tall", "small", "wooden", "stone", "green", "coat",
