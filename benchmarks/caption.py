@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import platform
 import tempfile
 import time
@@ -89,7 +88,8 @@ def evaluate_captions(rows: list[dict], cfg: CaptionConfig) -> dict:
     worker = CaptionWorker(cfg.model_dump(), *resolve_models(cfg))
     outputs, timing, started = [], [], time.perf_counter()
     for row in rows:
-        (row_out, row_timing), = (pickle.loads(r["row"]) for r in worker({"rows": pickle.dumps([row]), "names": list(row)}))
+        (out,) = worker({"rows": [row], "names": list(row)})
+        row_out, row_timing = out["row"], out["timing"]
         outputs.append(row_out)
         timing.append(row_timing)
     seconds = time.perf_counter() - started

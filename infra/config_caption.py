@@ -62,7 +62,7 @@ class CaptionerConfig(_Cfg):
     do_sample: bool = Field(False, description="Greedy (False) or seeded sampling on the first attempt; retries always sample")
     temperature: float = Field(0.7, gt=0, le=2)
     retries: int = Field(2, ge=0, le=10, description="Extra attempts after an invalid or failed caption; then the clip gets an error")
-    batch_size: int = Field(1, ge=1, le=1024, description="Clips per worker call (vLLM batches them)")
+    batch_size: int = Field(8, ge=1, le=1024, description="Clips captioned at once (vLLM and transformers batch them)")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM only")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM only")
 

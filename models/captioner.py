@@ -5,8 +5,9 @@ Two backends, one contract (``caption_batch([(frames, fps), ...]) -> [CaptionRes
 
 * :class:`TransformersCaptioner` (CPU, and GPU without vLLM): ``Qwen2_5_VLForConditionalGeneration``
   from a folder, video frames patchified here (:func:`video_inputs`: the Qwen2-VL video layout, so
-  no torchvision-backed video processor is needed), generation masked by our schema walker
-  (``models.json_constrained``) so even a randomly initialised model emits a valid caption.
+  no torchvision-backed video processor is needed), clips generated in batches, generation masked by our
+  schema walker compiled into a token automaton (``models.json_constrained``, ``models.token_automaton``)
+  so even a randomly initialised model emits a valid caption.
 * :class:`VLLMCaptioner` (GPU, the ``gpu`` extra): vLLM batched generation with guided JSON
   decoding over the same schema. Import-guarded: nothing imports vllm unless it is chosen.
 
@@ -18,39 +19,22 @@ caption-like text) once into a folder, so the production ``from_pretrained`` pat
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
-from typing import get_args
 
 import cv2
 import numpy as np
 import torch
 
 from infra.config_caption import CaptionerConfig
-from models.caption_schema import (
-    Category,
-    Emotion,
-    Intensity,
-    ShotAngle,
-    ShotPosition,
-    ShotType,
-    StructuredCaption,
-    caption_json_schema,
-)
-from models.json_constrained import ConstrainedLogits, SchemaWalker, TokenConstraint
+from models.caption_schema import StructuredCaption, caption_json_schema
+from models.captioner_chat import MARKER, SPECIAL_TOKENS, SYSTEM_PROMPT, USER_PROMPT  # noqa: F401 (re-exported)
+from models.captioner_tiny import build_tiny_captioner  # noqa: F401 (re-exported)
+from models.json_constrained import SchemaWalker
+from models.token_automaton import ConstrainedLogits, automaton_for
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # Qwen2-VL uses the OpenAI CLIP normalisation
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|image_pad|>", "<|video_pad|>")  # Qwen2.5-VL's chat and vision markers
-SYSTEM_PROMPT = (
-    "You are a film-language video captioner. Describe the video as one JSON object: subjects (type, "
-    "sub_type, appearance, action, expression, position, is_main_subject), shot_type, shot_angle, "
-    "shot_position, camera_motion (6DoF signs and speed), environment and lighting.")
-USER_PROMPT = "Caption this video."
-MARKER = "captioner.json"  # written last into a tiny build: its presence marks a complete folder
 
 
 @dataclass
@@ -109,85 +93,6 @@ def chat_prompt(video_tokens: int) -> str:
             f"{'<|video_pad|>' * video_tokens}<|vision_end|>{USER_PROMPT}<|im_end|>\n<|im_start|>assistant\n")
 
 
-# --- tiny random model ---------------------------------------------------------------------------
-WORDS = ("red", "blue", "dark", "bright", "young", "old", "tall", "small", "wooden", "stone", "green", "coat",
-         "dress", "hair", "walks", "runs", "stands", "sits", "turns", "looks", "smiles", "left", "right", "centre",
-         "foreground", "background", "street", "room", "forest", "city", "sky", "night", "day", "soft", "warm",
-         "cold", "natural", "light", "the", "a", "in", "of", "and", "with", "to", "at", "slowly", "toward", "camera")
-
-
-def _caption_like_texts(count: int, seed: int) -> list[str]:
-    """Random JSON captions over the schema's vocabulary: what the tiny tokenizer learns to merge."""
-    rng = np.random.default_rng(seed)
-
-    def words(n: int) -> str:
-        return " ".join(rng.choice(WORDS, int(rng.integers(1, n))))
-
-    def pick(literal) -> str:
-        return str(rng.choice(get_args(literal)))
-
-    texts = [SYSTEM_PROMPT, USER_PROMPT]
-    for _ in range(count):
-        subjects = [{"TYPES": {"type": pick(Category), "sub_type": words(2)}, "appearance": words(8),
-                     "action": words(6), "expression": None if rng.random() < 0.5 else {
-                         "emotion": pick(Emotion), "intensity": pick(Intensity), "change": words(3)},
-                     "position": words(3), "is_main_subject": bool(rng.random() < 0.5)}
-                    for _ in range(int(rng.integers(1, 4)))]
-        caption = {"subjects": subjects, "shot_type": pick(ShotType), "shot_angle": pick(ShotAngle),
-                   "shot_position": pick(ShotPosition),
-                   "camera_motion": {a: str(rng.choice(["+", "-", "0"])) for a in ("tx", "ty", "tz", "roll", "pitch", "yaw")}
-                   | {"speed": "slow", "handheld": False, "abrupt_change": False},
-                   "environment": words(8), "lighting": words(3)}
-        texts.append(json.dumps(caption, separators=(",", ":")))
-    return texts
-
-
-def build_tiny_tokenizer(vocab_size: int = 1024, seed: int = 0):
-    """A byte-level BPE trained offline on caption-like text, as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_caption_like_texts(2000, seed), trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=list(SPECIAL_TOKENS[1:]))
-
-
-def build_tiny_captioner(folder: str, seed: int = 0) -> str:
-    """A randomly initialised tiny Qwen2.5-VL + tokenizer saved in ``folder`` (once)."""
-    if os.path.exists(os.path.join(folder, MARKER)):
-        return folder
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    tokenizer = build_tiny_tokenizer(seed=seed)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    vocab = len(tokenizer)
-    torch.manual_seed(seed)
-    cfg = Qwen2_5_VLConfig(
-        text_config={"vocab_size": vocab, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 8192,
-                     # mrope_section splits head_dim/2 = 16 rotary pairs over (time, height, width)
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
-                     "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
-                     "pad_token_id": ids["<|endoftext|>"]},
-        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
-                       "fullatt_block_indexes": [1], "window_size": 56, "tokens_per_second": 2},
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
-    model = Qwen2_5_VLForConditionalGeneration(cfg)
-    model.generation_config = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    with open(os.path.join(folder, MARKER), "w", encoding="utf-8") as fh:
-        json.dump({"tiny": True, "seed": seed, "vocab_size": vocab}, fh)
-    return folder
-
-
-# --- backends ------------------------------------------------------------------------------------
 def token_texts(tokenizer) -> list[str | None]:
     """Each token id's decoded text (None for special tokens): what the schema walker matches."""
     special = set(tokenizer.all_special_ids)
@@ -200,51 +105,76 @@ def parse_caption(text: str) -> StructuredCaption:
 
 
 class TransformersCaptioner:
-    """Loads the model once; ``caption_batch`` captions clips one by one (CPU: batching buys little)."""
+    """Loads the model once; ``caption_batch`` generates for ``batch_size`` clips at once (left-padded prompts:
+    the per-step overhead of ``generate`` and of the tiny model's forward is paid once per batch, not per clip)."""
 
     def __init__(self, model_path: str, cfg: CaptionerConfig, seed: int = 0):
         from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
         self.cfg, self.seed = cfg, seed
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer.padding_side = "left"  # a batch's prompts end together: generation continues all of them
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path).eval()
         walker = SchemaWalker(caption_json_schema(), string_cap=cfg.string_cap)
         eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self.constraint = TokenConstraint(walker, token_texts(self.tokenizer), [eos], self.model.config.text_config.vocab_size)
+        self.automaton = automaton_for(walker, token_texts(self.tokenizer), [eos], self.model.config.text_config.vocab_size)
+        self.constraint = self.automaton.constraint
         self.max_new_tokens = walker.max_chars() + 1  # every token emits >= 1 character
         pad = self.tokenizer.pad_token_id
         self.eos, self.pad = eos, eos if pad is None else pad
 
     @torch.no_grad()
-    def generate(self, frames: np.ndarray, fps: float, attempt: int = 0) -> str:
-        """One constrained generation for sampled frames (T, H, W, 3) taken at ``fps``."""
+    def generate_batch(self, videos: list[tuple[np.ndarray, float]], attempt: int = 0) -> list[str]:
+        """One constrained generation per video (sampled frames (T, H, W, 3) taken at ``fps``), all at once."""
         vision = self.model.config.vision_config
-        pixels, grid = video_inputs(frames, vision, self.cfg.min_pixels, self.cfg.max_pixels)
-        video_tokens = int(grid.prod()) // vision.spatial_merge_size ** 2
-        ids = self.tokenizer(chat_prompt(video_tokens), return_tensors="pt").input_ids
+        inputs = [video_inputs(frames, vision, self.cfg.min_pixels, self.cfg.max_pixels) for frames, _ in videos]
+        prompts = [chat_prompt(int(grid.prod()) // vision.spatial_merge_size ** 2) for _, grid in inputs]
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True)
         sample = self.cfg.do_sample or attempt > 0
         if sample:
             torch.manual_seed(self.seed * 1000 + attempt)
+        length = enc.input_ids.shape[1]
         out = self.model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=pixels, video_grid_thw=grid,
-            second_per_grid_ts=torch.tensor([vision.temporal_patch_size / fps]),
-            logits_processor=[ConstrainedLogits(self.constraint, ids.shape[1])], max_new_tokens=self.max_new_tokens,
+            input_ids=enc.input_ids, attention_mask=enc.attention_mask,
+            pixel_values_videos=torch.cat([p for p, _ in inputs]), video_grid_thw=torch.cat([g for _, g in inputs]),
+            second_per_grid_ts=torch.tensor([vision.temporal_patch_size / fps for _, fps in videos]),
+            logits_processor=[ConstrainedLogits(self.automaton, length)], max_new_tokens=self.max_new_tokens,
             do_sample=sample, temperature=self.cfg.temperature if sample else None, top_k=None, top_p=None,
             eos_token_id=self.eos, pad_token_id=self.pad)
-        return self.constraint.decode(out[0, ids.shape[1]:].tolist())
+        return [self.constraint.decode(row[length:].tolist()) for row in out]
 
-    def caption(self, frames: np.ndarray, fps: float) -> CaptionResult:
-        """Validated caption, retried (seeded sampling) on an invalid output or a failed generation."""
+    def generate(self, frames: np.ndarray, fps: float, attempt: int = 0) -> str:
+        """One constrained generation for sampled frames (T, H, W, 3) taken at ``fps``."""
+        return self.generate_batch([(frames, fps)], attempt)[0]
+
+    def caption(self, frames: np.ndarray, fps: float, first: str | Exception | None = None) -> CaptionResult:
+        """Validated caption, retried (seeded sampling) on an invalid output or a failed generation. ``first``:
+        the first attempt's output when it was generated already (in a batch)."""
         reasons = []
         for attempt in range(self.cfg.retries + 1):
             try:
-                return CaptionResult(parse_caption(self.generate(frames, fps, attempt)), None, attempt + 1)
+                text = first if attempt == 0 and first is not None else self.generate(frames, fps, attempt)
+                if isinstance(text, Exception):
+                    raise text
+                return CaptionResult(parse_caption(text), None, attempt + 1)
             except Exception as exc:  # invalid JSON or a failed generation: retry, then report
                 reasons.append(f"attempt {attempt}: {type(exc).__name__}: {str(exc)[:200]}")
         return CaptionResult(None, "; ".join(reasons), len(reasons))
 
     def caption_batch(self, videos: list[tuple[np.ndarray, float]]) -> list[CaptionResult]:
-        return [self.caption(frames, fps) for frames, fps in videos]
+        """First attempts ``batch_size`` clips at a time; a clip whose output does not validate is retried alone."""
+        results = []
+        for start in range(0, len(videos), self.cfg.batch_size):
+            chunk = videos[start:start + self.cfg.batch_size]
+            if len(chunk) == 1:
+                results.append(self.caption(*chunk[0]))
+                continue
+            try:
+                firsts: list[str | Exception] = list(self.generate_batch(chunk, 0))
+            except Exception as exc:  # the batch failed as a whole: each clip's first attempt failed with it
+                firsts = [exc] * len(chunk)
+            results += [self.caption(frames, fps, first) for (frames, fps), first in zip(chunk, firsts, strict=True)]
+        return results
 
 
 class VLLMCaptioner:

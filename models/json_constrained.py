@@ -220,25 +220,3 @@ class TokenConstraint:
 
     def decode(self, token_ids: list[int]) -> str:
         return "".join(self.texts[t] or "" for t in token_ids if t not in self.eos_ids)
-
-
-class ConstrainedLogits:
-    """A transformers ``LogitsProcessor``: masks every token the walker would reject. One walker
-    state per batch row, advanced by the token generated since the previous call."""
-
-    def __init__(self, constraint: TokenConstraint, prompt_length: int):
-        self.constraint, self.prompt_length = constraint, prompt_length
-        self.states: list[State | None] = []
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if not self.states:
-            self.states = [self.constraint.walker.start() for _ in range(input_ids.shape[0])]
-        elif input_ids.shape[1] > self.prompt_length:
-            for row, token in enumerate(input_ids[:, -1].tolist()):
-                state = self.states[row]
-                self.states[row] = None if state is None or not state else self.constraint.step(state, token)
-        masked = torch.full_like(scores, float("-inf"))
-        for row, state in enumerate(self.states):
-            ids = self.constraint.allowed(state) if state is not None else torch.tensor(self.constraint.eos_ids)
-            masked[row, ids] = scores[row, ids]
-        return masked

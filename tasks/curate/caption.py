@@ -10,35 +10,45 @@ Output = the input table + ``caption_json``, ``caption_t2v``, ``caption_i2v``, `
 main subject's type, for concept balancing). Rows with ``error`` are carried with null captions; a
 clip whose caption stays invalid after the retries, or that cannot be decoded, gets ``error``
 set: the stage never dies on one clip. Models load once per Ray actor (:class:`CaptionWorker`);
-clips travel in batches of ``captioner.batch_size`` (vLLM batches them on GPU). One LLM engine per actor:
-with ``fuse.backend=vllm`` the fusion LLM (a 32B instruct model beside the 7B captioner) runs in a pool of
-its own (:class:`FuseWorker`, ``fuse_resources``) over the captioner pool's captions; the template
-fusion needs no engine and runs inline.
+clips travel in batches (:func:`clip_batches`), the captioner takes ``captioner.batch_size`` of them at
+once. The workers write their rows as Parquet shards (``infra.shards``; :class:`CaptionBatchWorker`) and
+their per-clip seconds beside them: the driver holds no rows, so its memory does not grow with the pool.
+One LLM engine per actor: with ``fuse.backend=vllm`` the fusion LLM (a 32B instruct model beside the 7B
+captioner) runs in a pool of its own (:class:`FuseShardWorker`, ``fuse_resources``) over the captioner's
+shards, rewriting each; the template fusion needs no engine and runs inline.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from infra import storage
 from infra.config_caption import CaptionConfig
-from infra.contact_sheet import contact_sheet
 from infra.errors import retry_input, surface_transient
 from infra.manifest import Manifest
-from infra.raydata import flat_map_rows
+from infra.raydata import flat_map_items, flat_map_rows
+from infra.shards import PARTS, Shards, part_uri, write_part
 from infra.stage import StageContext, StageWork, run_stage
 from infra.tables import read_narrow
-from infra.video import iter_frames
-from models.camera_motion import MotionParams, estimate_motion, to_gray
-from models.caption_schema import CameraMotion, Expression, StructuredCaption
-from models.captioner import load_captioner, sample_indices
+from models.camera_motion import MotionParams, estimate_motion
+from models.caption_schema import Expression, StructuredCaption
+from models.captioner import load_captioner
 from models.shot_heads import build_tiny as build_tiny_shot_expert
+from tasks.curate.lib.caption_report import (
+    TIMING,
+    TIMING_SCHEMA,
+    Totals,
+    categories,
+    log_samples,
+    sample_rows,
+    timing_rows,
+)
+from tasks.curate.lib.caption_views import ClipViews, apply_experts, decode_views, sample_rate
 from tasks.curate.lib.captioner_folder import captioner_path
 from tasks.curate.lib.fuse import Fuser
 
@@ -48,44 +58,6 @@ CAPTION_FIELDS = [pa.field(n, pa.string()) for n in ("caption_json", "caption_t2
 def output_schema(input_schema: pa.Schema) -> pa.Schema:
     names = {f.name for f in CAPTION_FIELDS}
     return pa.schema([f for f in input_schema if f.name not in names] + CAPTION_FIELDS)
-
-
-@dataclass
-class ClipViews:
-    fps: float
-    samples: np.ndarray  # (S, H, W, 3) uint8 RGB at sample_fps
-    greys: list[np.ndarray]  # every frame, grey, at most 480 wide (the motion estimator's input)
-
-
-def decode_views(path: str, num_frames: int, fps: float, sample_fps: float, max_frames: int) -> ClipViews:
-    wanted = set(sample_indices(num_frames, fps, sample_fps, max_frames).tolist())
-    samples, greys = [], []
-    for i, frame in iter_frames(path):
-        greys.append(to_gray(frame))
-        if i in wanted:
-            samples.append(frame)
-    if len(greys) < 2 or not samples:
-        raise ValueError(f"only {len(greys)} frames decoded")
-    if len(samples) == 1:
-        samples.append(samples[0])
-    return ClipViews(fps, np.stack(samples), greys)
-
-
-def apply_experts(caption: StructuredCaption, shot: dict | None, motion: dict | None,
-                  expression: Expression | None) -> StructuredCaption:
-    """Sub-experts overwrite their fields (report section 3.2, step 2). Expressions belong to faces:
-    non-human subjects lose theirs; the main human subject takes the expert's when a face was found."""
-    data = caption.model_dump()
-    data.update(shot or {})
-    if motion is not None:
-        data["camera_motion"] = CameraMotion(**motion).model_dump()
-    main = caption.subjects.index(caption.main_subject())
-    for i, subject in enumerate(data["subjects"]):
-        if subject["TYPES"]["type"] != "human":
-            subject["expression"] = None
-        elif i == main and expression is not None:
-            subject["expression"] = expression.model_dump()
-    return StructuredCaption.model_validate(data)
 
 
 def _empty(row: dict, names: list[str]) -> dict:
@@ -123,10 +95,16 @@ class CaptionWorker:
                                  self.cfg.captioner.sample_fps, self.cfg.captioner.max_frames)
         timing[i]["decode"] = time.perf_counter() - started
         labels[i] = self._experts(views, timing[i])  # every-frame views are dropped here, not batched
-        samples[i] = (views.samples, _sample_rate(views))
+        samples[i] = (views.samples, sample_rate(views))
 
     def __call__(self, item: dict) -> list[dict]:
-        rows, names = item["rows"], item["names"]
+        """``{"rows", "names"}`` -> ``[{"row", "timing"}]``, ``captioner.batch_size`` clips at a time (a chunk's
+        sampled frames are all that is held: high-resolution clips would not fit many at once)."""
+        size = self.cfg.captioner.batch_size
+        return [pair for start in range(0, len(item["rows"]), size)
+                for pair in self._chunk(item["rows"][start:start + size], item["names"])]
+
+    def _chunk(self, rows: list[dict], names: list[str]) -> list[dict]:
         out = [_empty(r, names) for r in rows]
         timing = [{} for _ in rows]
         samples: dict[int, tuple[np.ndarray, float]] = {}  # what the captioner sees
@@ -168,7 +146,7 @@ class CaptionWorker:
             motion = estimate_motion(views.greys, views.fps, self.motion).label()
         timing["camera_motion"], started = time.perf_counter() - started, time.perf_counter()
         if self.expression is not None:
-            step = max(1, round(_sample_rate(views) / self.cfg.expression.sample_fps))
+            step = max(1, round(sample_rate(views) / self.cfg.expression.sample_fps))
             expression = self.expression(list(views.samples[::step]))
         timing["expression"] = time.perf_counter() - started
         return shot, motion, expression
@@ -197,12 +175,6 @@ class FuseWorker:
         return [{"row": row, "fuse": t["fuse"]} for row, t in zip(item, timing, strict=True)]
 
 
-def _sample_rate(views: ClipViews) -> float:
-    """Frames per second of the samples actually taken (long clips are strided below sample_fps)."""
-    duration = len(views.greys) / views.fps
-    return max(len(views.samples) / max(duration, 1e-6), 1e-3)
-
-
 def resolve_models(cfg: CaptionConfig) -> tuple[str, str | None]:
     """Model folders; the tiny random ones are built once here, not racing in every actor."""
     captioner = captioner_path(cfg)
@@ -213,7 +185,8 @@ def resolve_models(cfg: CaptionConfig) -> tuple[str, str | None]:
 
 
 def caption_rows(rows: list[dict], schema: pa.Schema, cfg: CaptionConfig) -> tuple[list[dict], list[dict]]:
-    """Caption ``rows`` (dicts of ``schema``) on Ray Data: (output rows, per-row timing)."""
+    """Caption ``rows`` (dicts of ``schema``) on Ray Data, every row gathered on the driver: (output rows,
+    per-row timing). The stage itself runs :func:`caption_shards`; this path is the reference it must match."""
     captioner, shot = resolve_models(cfg)
     size = cfg.captioner.batch_size
     items = [{"rows": rows[i:i + size], "names": schema.names} for i in range(0, len(rows), size)]
@@ -233,47 +206,88 @@ def caption_rows(rows: list[dict], schema: pa.Schema, cfg: CaptionConfig) -> tup
     return rows, timing
 
 
+class CaptionBatchWorker(CaptionWorker):
+    """Ray actor body of the sharded stage: a batch of clips per call; its rows go to the stage's shard
+    (``infra.shards``), its per-clip seconds to a timing part beside it; the driver holds neither."""
+
+    def __init__(self, cfg: dict, captioner_path: str, shot_path: str | None, timing_folder: str):
+        super().__init__(cfg, captioner_path, shot_path)
+        self.timing_folder = timing_folder
+
+    def __call__(self, batch: dict) -> list[dict]:
+        pairs = super().__call__({"rows": batch["clips"], "names": batch["names"]})
+        write_part(timing_rows(pairs), TIMING_SCHEMA, self.timing_folder, batch["index"])
+        return [p["row"] for p in pairs]
+
+
+class FuseShardWorker(FuseWorker):
+    """Ray actor body of the fusion pool over the captioner's shards (``fuse.backend=vllm``): an item is a
+    shard's index; its captioned rows are fused and the shard rewritten whole. Returns the fusion seconds."""
+
+    def __init__(self, cfg: dict, folder: str, schema: pa.Schema):
+        super().__init__(cfg)
+        self.folder, self.schema = folder, schema
+
+    def __call__(self, index: int) -> list[dict]:
+        with storage.open_uri(part_uri(self.folder, index), "rb") as fh:
+            rows = pq.read_table(fh, schema=self.schema).to_pylist()
+        todo = [(i, str(r["clip_id"]), StructuredCaption.model_validate_json(r["caption_json"]), r)
+                for i, r in enumerate(rows) if r["caption_json"] is not None]
+        timing = [{} for _ in rows]
+        if todo:
+            fuse_rows(self.fuser, todo, timing)
+            write_part(rows, self.schema, self.folder, index)
+        return [{"fuse": sum(t.get("fuse", 0.0) for t in timing)}]
+
+
+# The progress bar's label (tests watch it to act while the stage is under way).
+PROGRESS = "caption (clip batches)"
+
+
+def clip_batches(table: pa.Table, actors: int, batch: int) -> list[dict]:
+    """The input table's rows in batches (one shard each): about eight per actor so the pool stays balanced,
+    at most 32 clips so a lost worker costs little, rounded up to whole captioner batches."""
+    size = max(1, min(32, table.num_rows // max(8 * actors, 1)))
+    size = -(-size // batch) * batch  # whole captioner batches: the same batches as one item per batch
+    return [{"index": i, "clips": table.slice(start, size).to_pylist(), "names": table.schema.names}
+            for i, start in enumerate(range(0, table.num_rows, size))]
+
+
+def caption_shards(table: pa.Table, cfg: CaptionConfig, tmp_uri: str, totals: Totals) -> Shards:
+    """Caption ``table`` on Ray Data, the workers writing the output as shards under ``tmp_uri`` (the driver
+    gets a :class:`Shards` handle and adds the per-clip seconds to ``totals``)."""
+    captioner, shot = resolve_models(cfg)
+    schema, timing = output_schema(table.schema), storage.join(tmp_uri, TIMING)
+    batches = clip_batches(table, cfg.resources.actors or 2, cfg.captioner.batch_size)
+    kwargs = {"cfg": cfg.model_dump(), "captioner_path": captioner, "shot_path": shot, "timing_folder": timing}
+    with surface_transient():  # a persistent fault fails the stage: nothing is published
+        shards = flat_map_items(batches, CaptionBatchWorker, kwargs, schema, cfg.resources, stage="caption",
+                                shard_dir=storage.join(tmp_uri, PARTS), progress=PROGRESS)
+    del batches
+    totals.add_parts(timing)
+    if cfg.fuse.backend != "template" and shards.num_rows:  # the fusion LLM: its own pool, after every captioner
+        with surface_transient():
+            fused = flat_map_rows([i for i in sorted(shards.counts) if shards.counts[i]], FuseShardWorker,
+                                  {"cfg": cfg.model_dump(), "folder": shards.folder, "schema": schema},
+                                  cfg.fuse_resources, stage="caption.fuse", progress="fuse (caption shards)")
+        totals.seconds["fuse"] += sum(f["fuse"] for f in fused)
+    return shards
+
+
 def run(ctx: StageContext, cfg: CaptionConfig, clips: Manifest) -> Manifest:
     """Stage ``caption``: the clip table plus ``caption_json``, ``caption_t2v``, ``caption_i2v``, ``category``."""
 
-    def body(work: StageWork) -> pa.Table:
+    def body(work: StageWork) -> Shards:
         table = read_narrow(clips)  # paths resolved against where the run is now; no wide per-clip arrays
-        started = time.time()
-        rows, timing = caption_rows(table.to_pylist(), table.schema, cfg)
+        started, totals = time.time(), Totals()
+        shards = caption_shards(table, cfg, work.tmp_uri, totals)
+        del table
         seconds = max(time.time() - started, 1e-9)
-        attempted = [t for t in timing if "attempts" in t]
-        ok = [r for r in rows if r["caption_json"] is not None]
-        first_try = sum(t.get("attempts") == 1 and r["caption_json"] is not None for r, t in zip(rows, timing, strict=True))
-        parts = ("decode", "captioner", "shot", "camera_motion", "expression", "fuse")
-        work.metrics.update(
-            captioned=len(ok), caption_errors=len(attempted) - len(ok), clips_per_s=len(ok) / seconds,
-            validity_rate=len(ok) / max(len(attempted), 1), first_attempt_validity=first_try / max(len(attempted), 1),
-            **{f"seconds_{p}": sum(t.get(p, 0.0) for t in timing) for p in parts})
-        categories: dict[str, int] = {}
-        for r in ok:
-            categories[r["category"]] = categories.get(r["category"], 0) + 1
-        work.stats.update(captioned=len(ok), clips_per_s=round(len(ok) / seconds, 3), categories=categories,
-                          validity_rate=round(len(ok) / max(len(attempted), 1), 4))
-        work.artifacts.extend(log_samples(ok[:cfg.sample_captions], work.scratch_dir))
-        return pa.Table.from_pylist(rows, schema=output_schema(table.schema))
+        work.metrics.update(totals.metrics(seconds))
+        work.stats.update(captioned=totals.ok, clips_per_s=round(totals.ok / seconds, 3),
+                          categories=categories(shards.column_values(["caption_json", "category"])),
+                          validity_rate=round(totals.ok / max(totals.attempted, 1), 4))
+        work.artifacts.extend(log_samples(sample_rows(shards, cfg.sample_captions), work.scratch_dir))
+        return shards
 
     return run_stage(ctx, "caption", cfg, [clips], body)
-
-
-def log_samples(rows: list[dict], folder: str) -> list[str]:
-    """Sample captions as JSON and markdown, and a contact sheet of the same clips (numbered)."""
-    if not rows:
-        return []
-    samples = [{"n": n, "clip_id": r["clip_id"], "category": r["category"], "caption": json.loads(r["caption_json"]),
-                "t2v": r["caption_t2v"], "i2v": r["caption_i2v"]} for n, r in enumerate(rows, 1)]
-    as_json = os.path.join(folder, "sample_captions.json")
-    with open(as_json, "w", encoding="utf-8") as fh:
-        json.dump(samples, fh, indent=1)
-    as_md = os.path.join(folder, "sample_captions.md")
-    with open(as_md, "w", encoding="utf-8") as fh:
-        for s in samples:
-            fh.write(f"## {s['n']}. `{s['clip_id']}` ({s['category']})\n\n**T2V:** {s['t2v']}\n\n**I2V:** {s['i2v']}\n\n"
-                     f"```json\n{json.dumps(s['caption'], indent=1)}\n```\n\n")
-    sheet = contact_sheet([(r["clip_uri"], None, f"{n}. {r['category']} / {json.loads(r['caption_json'])['shot_type']}")
-                           for n, r in enumerate(rows, 1)], os.path.join(folder, "caption_contact_sheet.png"))
-    return [as_json, as_md, sheet]
