@@ -225,3 +225,25 @@ def test_multi_index_finds_every_near_duplicate_pair_the_flat_scan_finds(dim):
 
 def pairing_corr(means, pairs):
     return pair_correlations(means, pairs[:, 0], pairs[:, 1]) if len(pairs) else np.empty(0)
+
+
+def test_side_rows_reads_the_wanted_clips_across_row_groups(tmp_path):
+    """The bounded reader returns what the dataset filter returns (rows spread over many row groups, one
+    id absent), and an empty table with the columns when none is there."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from tasks.curate.filters.dedup_side import side_rows
+
+    ids = [f"c{i:04d}" for i in range(300)]
+    table = pa.table({"clip_id": ids, "dedup_embedding": [[float(i)] * 50 for i in range(300)]})
+    path = str(tmp_path / "side.parquet")
+    pq.write_table(table, path, row_group_size=16)
+    wanted = [ids[299], ids[3], ids[150], "absent", ids[17]]
+    got = side_rows(path, ["clip_id", "dedup_embedding"], wanted)
+    want = ds.dataset(path).to_table(filter=ds.field("clip_id").isin(wanted))
+    assert got.equals(want) and got.column("clip_id").to_pylist() == [ids[3], ids[17], ids[150], ids[299]]
+    assert got.column("dedup_embedding")[2].as_py() == [150.0] * 50
+    none = side_rows(path, ["clip_id", "dedup_embedding"], ["absent"])
+    assert none.num_rows == 0 and none.column_names == ["clip_id", "dedup_embedding"]
