@@ -194,3 +194,58 @@ def test_candidate_search_in_small_chunks_finds_the_same_pairs(monkeypatch):
     chunked, nearest_chunked = candidate_pairs(vectors, 0.35)
     assert np.array_equal(whole, chunked) and np.array_equal(nearest, nearest_chunked)
     assert len(whole) >= 200 * 199 // 2  # every pair of the group, past the first k
+
+@pytest.mark.parametrize("dim", [144, 25])  # grid 12 (production) and an odd one: the multi-index halves a padded vector
+def test_multi_index_finds_every_near_duplicate_pair_the_flat_scan_finds(dim):
+    """Unrelated signatures (the hard case for an index: no cluster structure) with 3% planted re-uploads,
+    some uploaded 2-4 times: the inverted multi-index returns the same pairs above the screen as the
+    exact flat scan, and each re-upload's nearest clip is its original or a sibling copy."""
+    import faiss
+
+    from tasks.curate.filters import dedup_groups
+
+    rng = np.random.default_rng(7)
+    n, m = 6000, 180
+    means = rng.normal(size=(n, dim)).astype(np.float32)
+    originals = rng.choice(n - m, m // 3, replace=False)
+    source = np.repeat(originals, 3)[:m]
+    noise = np.where(np.arange(m) % 2, 0.1, 0.3)[:, None]  # correlation ~0.995 and ~0.96 with the original
+    means[n - m:] = means[source] + (noise * rng.normal(size=(m, dim))).astype(np.float32)
+    vectors = index_vectors(means)
+    flat, _ = candidate_pairs(vectors, 0.35, exact=True)
+    multi, nearest = candidate_pairs(vectors, 0.35, exact=False)
+    index = dedup_groups._index(vectors if dim % 2 == 0 else np.pad(vectors, ((0, 0), (0, 1))), exact=False)
+    quantizer = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
+    assert isinstance(quantizer, faiss.MultiIndexQuantizer)  # the path 1M clips take, not the flat scan
+    close = lambda p: {tuple(x) for x in p[pairing_corr(means, p) >= 0.9]}  # noqa: E731
+    assert close(multi) == close(flat) and len(close(flat)) >= m
+    assert pairing_corr(means, multi).min() > 0.35 - 0.02  # what the index calls in range is (8-bit codes aside)
+    copies = np.arange(n - m, n)
+    assert all(nearest[c] == source[c - (n - m)] or source[nearest[c] - (n - m)] == source[c - (n - m)]
+               if nearest[c] >= n - m else nearest[c] == source[c - (n - m)] for c in copies)
+
+
+def pairing_corr(means, pairs):
+    return pair_correlations(means, pairs[:, 0], pairs[:, 1]) if len(pairs) else np.empty(0)
+
+
+def test_side_rows_reads_the_wanted_clips_across_row_groups(tmp_path):
+    """The bounded reader returns what the dataset filter returns (rows spread over many row groups, one
+    id absent), and an empty table with the columns when none is there."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from tasks.curate.filters.dedup_side import side_rows
+
+    ids = [f"c{i:04d}" for i in range(300)]
+    table = pa.table({"clip_id": ids, "dedup_embedding": [[float(i)] * 50 for i in range(300)]})
+    path = str(tmp_path / "side.parquet")
+    pq.write_table(table, path, row_group_size=16)
+    wanted = [ids[299], ids[3], ids[150], "absent", ids[17]]
+    got = side_rows(path, ["clip_id", "dedup_embedding"], wanted)
+    want = ds.dataset(path).to_table(filter=ds.field("clip_id").isin(wanted))
+    assert got.equals(want) and got.column("clip_id").to_pylist() == [ids[3], ids[17], ids[150], ids[299]]
+    assert got.column("dedup_embedding")[2].as_py() == [150.0] * 50
+    none = side_rows(path, ["clip_id", "dedup_embedding"], ["absent"])
+    assert none.num_rows == 0 and none.column_names == ["clip_id", "dedup_embedding"]

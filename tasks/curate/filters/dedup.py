@@ -176,8 +176,11 @@ def read_side_store(stage_uri: str, columns: list[str], clip_ids: list[str] | No
     where = ds.field("clip_id").isin(clip_ids) if clip_ids is not None else None
     wanted = ["clip_id", *[c for c in columns if c != "clip_id"]]
     if storage.exists(storage.join(stage_uri, SIDE_STORE)):
-        return ds.dataset(storage.join(stage_uri, SIDE_STORE), format="parquet", filesystem=fs).to_table(
-            columns=wanted, filter=where)
+        if clip_ids is not None:
+            from tasks.curate.filters.dedup_side import side_rows  # one row group decoded at a time
+
+            return side_rows(storage.join(stage_uri, SIDE_STORE), wanted, clip_ids)
+        return ds.dataset(storage.join(stage_uri, SIDE_STORE), format="parquet", filesystem=fs).to_table(wanted)
     table_uri = storage.join(stage_uri, DATA_FILE)
     old = ds.dataset(table_uri, format="parquet", filesystem=fs) if storage.exists(table_uri) else None
     if old is None or "dedup_embedding" not in old.schema.names:

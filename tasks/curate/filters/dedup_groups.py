@@ -4,9 +4,13 @@ The exact screen (``dedup.similarity_matrix``) correlates every pair of clips' m
 time and memory. Here each clip's mean signature becomes a unit vector whose inner product with
 another's is their Pearson correlation (masked cells filled with the clip's own mean, so they add
 nothing), and a FAISS index returns each clip's neighbours above ``screen_min - SCREEN_MARGIN``: exact
-(``IndexFlatIP``) up to ``EXACT_MAX`` clips, an inverted-file index beyond (``IndexIVFFlat``, ``nprobe``
-lists searched: near-linear), on the GPU when ``index_device`` says so (faiss built with CUDA; this machine
-has none, so that path is untested here). Candidate pairs are then re-checked with the exact masked correlation
+(``IndexFlatIP``) up to ``EXACT_MAX`` clips, an inverted multi-index beyond (Babenko & Lempitsky, "The
+inverted multi-index", CVPR 2012: two 2^b-centroid codebooks over the vector's halves give 4^b lists for the
+cost of assigning to 2 x 2^b centroids, so the lists stay ~LIST_SIZE clips long whatever N and a query scans
+NPROBE short lists: near-linear, where a flat-quantized IVF pays N x nlist for the assignment and scans
+lists that grow as sqrt N), 8-bit codes (the candidates are re-checked exactly, the margin covers the code
+error). On the GPU when ``index_device`` says so: an IVF with a flat quantizer (faiss's GPU IVF has no
+multi-index; faiss built with CUDA: this machine has none, so that path is untested here). Candidate pairs are then re-checked with the exact masked correlation
 (the margin covers clips whose masks differ), the survivors get the full ``clip_similarity``, and the
 groups are the connected components of the pairs at ``similarity_min`` (union-find by vectorised label
 propagation). Full embeddings are asked for only for clips in a candidate pair (``load``): they can
@@ -22,7 +26,10 @@ import numpy as np
 EXACT_MAX = 20_000  # up to this many clips the index is exact (a flat inner-product scan)
 SCREEN_MARGIN = 0.15  # index radius below screen_min: masked cells shift a correlation by less than this
 NEIGHBOURS = 16  # first k asked of the index; doubled for clips whose k-th neighbour is still in range
-NPROBE = 16
+NPROBE = 16  # GPU IVF: lists searched
+LIST_SIZE = 16  # multi-index: mean clips per list (4^b lists, b from N)
+MULTI_PROBE = 32  # multi-index: lists searched per query (all planted copies found at 100k and 1M)
+TRAIN_MAX = 65536  # vectors the codebooks and the 8-bit codes are trained on: 256 per centroid at b = 8
 RESULTS_MAX = 1 << 22  # neighbours held per search call (queries x k): 48 MB of answers at most
 
 
@@ -59,20 +66,34 @@ def _on_device(index, device: str):
 
 
 def _index(vectors: np.ndarray, exact: bool, device: str = "cpu"):
+    """A FAISS index over unit ``vectors`` (even dimension unless ``exact``); its ``search`` gives inner
+    products for the flat and GPU indexes, squared L2 distances for the multi-index (``_similarities``)."""
     import faiss
 
     d = vectors.shape[1]
+    rng = np.random.default_rng(0)
     if exact:
         index = _on_device(faiss.IndexFlatIP(d), device)
-    else:
+    elif device != "cpu":
         nlist = int(max(64, min(4 * np.sqrt(len(vectors)), 8192)))
         index = _on_device(faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT), device)
-        rng = np.random.default_rng(0)
-        train = vectors[rng.choice(len(vectors), min(len(vectors), nlist * 40), replace=False)]
-        index.train(train)
+        index.train(vectors[rng.choice(len(vectors), min(len(vectors), nlist * 40), replace=False)])
         index.nprobe = NPROBE
+    else:
+        # The multi-index is L2 only; on unit vectors |a - b|^2 = 2 - 2 a.b ranks pairs as the inner product.
+        bits = int(np.clip(round(np.log2(max(len(vectors), 1) / LIST_SIZE) / 2), 5, 10))
+        index = faiss.index_factory(d, f"IMI2x{bits},SQ8")
+        index.train(vectors[rng.choice(len(vectors), min(len(vectors), TRAIN_MAX), replace=False)])
+        faiss.extract_index_ivf(index).nprobe = MULTI_PROBE
     index.add(vectors)
     return index
+
+
+def _similarities(index, answers: np.ndarray) -> np.ndarray:
+    """Inner products from an index's search answers (L2 on unit vectors: a.b = 1 - |a - b|^2 / 2)."""
+    import faiss
+
+    return 1.0 - answers / 2.0 if index.metric_type == faiss.METRIC_L2 else answers
 
 
 def candidate_pairs(vectors: np.ndarray, radius: float, exact: bool | None = None,
@@ -82,6 +103,8 @@ def candidate_pairs(vectors: np.ndarray, radius: float, exact: bool | None = Non
     go in chunks, so memory is the index plus one chunk's answers, whatever N."""
     n = len(vectors)
     exact = n <= EXACT_MAX if exact is None else exact
+    if vectors.shape[1] % 2:  # the multi-index splits the vector in halves; a zero cell changes no product
+        vectors = np.pad(vectors, ((0, 0), (0, 1)))
     index = _index(vectors, exact, device)
     nearest = np.full(n, -1, np.int64)
     found = []
@@ -91,6 +114,7 @@ def candidate_pairs(vectors: np.ndarray, radius: float, exact: bool | None = Non
         step = max(1, RESULTS_MAX // k)  # queries per search: the (queries, k) answers stay bounded, never N x N
         for part in (todo[s:s + step] for s in range(0, len(todo), step)):
             sims, ids = index.search(vectors[part], k)
+            sims = _similarities(index, sims)
             others = (ids != part[:, None]) & (ids >= 0)
             first = np.argmax(others, axis=1)
             has = others[np.arange(len(part)), first]
