@@ -99,8 +99,8 @@ class FlowDPO:
 
     def loss(self, model, batch: PairBatch, x0, t, autocast: bool) -> tuple[torch.Tensor, dict]:
         err_w, err_l = pair_errors(model, batch, x0, t, autocast)
-        with torch.no_grad():
-            ref_w, ref_l = pair_errors(self.reference, batch, x0, t, autocast)
+        with torch.no_grad():  # the reference may sit elsewhere (CPU offload): only its errors move
+            ref_w, ref_l = (e.to(err_w.device) for e in pair_errors(self.reference, batch, x0, t, autocast))
         return flow_dpo_loss(err_w, err_l, ref_w, ref_l, self.beta)
 
 
