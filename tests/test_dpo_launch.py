@@ -27,8 +27,13 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 3 pairs in batches of 2: a full batch, then a short one. Eq. 4's gradient is a difference of two nearly equal
 # ones (the chosen and rejected videos share text, t and noise): on the cross-attention weights it keeps only
 # ~1e-4 relative precision in float32, whatever the process count, and beta multiplies the error differences
-# into the margin. A moderate beta and lr keep that reduction-order noise of 2 ranks below rtol 1e-5.
+# into the margin. A moderate beta and lr keep that reduction-order noise of 2 ranks below rtol 1e-5 in the
+# losses. In the weights, AdamW turns an element's gradient into a step of about lr whatever its size: where a
+# gradient element is itself at that noise level, 2 ranks can step it differently (seen: 1 of 576 elements, by
+# 0.09 lr). Weights are compared at rtol 1e-5 with an absolute slack of lr / 10 for those elements; a wrong
+# share or weight of a rank moves losses by far more than 1e-5 and most elements by ~lr.
 BETA, LR, STEPS, PAIRS, BATCH = 10.0, 1e-4, 3, 3, 2
+WEIGHT_ATOL = LR / 10
 
 
 @pytest.fixture(autouse=True)
@@ -119,15 +124,23 @@ def test_the_offloaded_reference_is_the_init_checkpoint_on_the_cpu(world):
     assert metrics == pytest.approx(expected_metrics, rel=1e-5)
 
 
+def _assert_weights_follow(actual: dict, expected: dict) -> None:
+    loose = total = 0
+    for name, value in expected.items():
+        torch.testing.assert_close(actual[name], value, rtol=1e-5, atol=WEIGHT_ATOL,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+        loose += int((~torch.isclose(actual[name], value, rtol=1e-5, atol=1e-6)).sum())
+        total += value.numel()
+    assert loose <= total // 1000, f"{loose} of {total} weights differ by more than rtol 1e-5, atol 1e-6"
+
+
 @pytest.mark.slow
 def test_two_deepspeed_workers_follow_one_process(world, one_worker):
     """ZeRO-2 on 2 gloo processes, each rank a non-empty share of every global batch (the short batch of 1 is
     padded by rule, weight 0): the losses and weights of one process on the whole batches."""
     two = _launched(world, "two", engine="deepspeed", zero_stage=2, num_workers=2)
     torch.testing.assert_close(torch.tensor(two["loss"]), torch.tensor(one_worker["loss"]), rtol=1e-5, atol=0)
-    for name, value in one_worker["weights"].items():
-        torch.testing.assert_close(two["weights"][name], value, rtol=1e-5, atol=1e-6,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+    _assert_weights_follow(two["weights"], one_worker["weights"])
 
 
 @pytest.mark.slow
@@ -146,9 +159,7 @@ def test_zero3_partitions_the_reference_and_trains_like_one_process(world, one_w
     torch.testing.assert_close(torch.tensor(part["errors"]), torch.tensor(whole), rtol=1e-5, atol=0)
     zero3 = _launched(world, "zero3", engine="deepspeed", zero_stage=3, num_workers=2)
     torch.testing.assert_close(torch.tensor(zero3["loss"]), torch.tensor(one_worker["loss"]), rtol=1e-5, atol=0)
-    for name, value in one_worker["weights"].items():
-        torch.testing.assert_close(zero3["weights"][name], value, rtol=1e-5, atol=1e-6,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+    _assert_weights_follow(zero3["weights"], one_worker["weights"])
 
 
 def test_a_killed_run_resumes_from_its_step_checkpoint(world, one_worker, monkeypatch):
@@ -172,3 +183,36 @@ def test_a_killed_run_resumes_from_its_step_checkpoint(world, one_worker, monkey
     resumed = _launched(world, "killed")
     assert resumed["loss"] == one_worker["loss"]
     assert all(torch.equal(resumed["weights"][k], v) for k, v in one_worker["weights"].items())
+
+
+def test_pairs_init_steps_and_checkpoint_on_s3(world, one_worker, monkeypatch, tmp_path):
+    """Under an S3 run root a worker reads the init checkpoint and the pairs from the bucket and writes its
+    step checkpoints and the trained DiT there: the same round as on a local disk."""
+    from s3_server import moto_s3
+
+    from infra import storage
+
+    with moto_s3(monkeypatch) as (endpoint, _):
+        storage.configure_storage(endpoint)
+        try:
+            root = "s3://reelflow-test/run"
+            storage.upload_folder(world["init"], f"{root}/init")
+            storage.upload(str(world["root"] / "pairs.pt"), f"{root}/steps/pairs.pt")
+            job, cfg = _job(world, "unused")
+            job.update(init_dir=f"{root}/init", pairs=f"{root}/steps/pairs.pt", steps_dir=f"{root}/steps",
+                       out_dir=f"{root}/checkpoint")
+            history = launch(dpo_train.dpo_train_worker, job, cfg)
+            assert [r["loss"] for r in history] == one_worker["loss"]
+            assert ckpt_steps(f"{root}/steps") == list(range(1, STEPS + 1))[-cfg.keep_step_checkpoints:]
+            storage.download_folder(f"{root}/checkpoint", str(tmp_path / "c"))
+            weights = load_transformer(str(tmp_path / "c")).state_dict()
+            assert all(torch.equal(weights[k], v) for k, v in one_worker["weights"].items())
+        finally:
+            storage.configure_storage(None)
+            monkeypatch.delenv("REELFLOW_S3_ENDPOINT_URL", raising=False)
+
+
+def ckpt_steps(steps_dir: str) -> list[int]:
+    from tasks.train.lib.state import list_steps
+
+    return list_steps(steps_dir)

@@ -225,7 +225,11 @@ def run(ctx: StageContext, cfg: DPOConfig, round: int, init: Manifest, reward: M
                "experiment": ctx.cfg.tracking.experiment, "mlflow_run": work.mlflow_run}
         history = launch(dpo_train_worker, job, train_cfg, storage.join(ctx.run_uri, ".ray-train", name))
         clock.append(time.perf_counter())
-        trained = load_transformer(storage.fetch_folder(out_dir)).to(DEVICE)  # what rank 0 wrote
+        trained_dir = out_dir
+        if storage.is_remote(out_dir):  # a fresh copy (never the node cache: a retried round rewrites this URI)
+            trained_dir = os.path.join(work.scratch_dir, CHECKPOINT)
+            storage.download_folder(out_dir, trained_dir)
+        trained = load_transformer(trained_dir).to(DEVICE)  # what rank 0 wrote
         end = measure_margin(trained, objective, cache, **margin)
         after = generate_and_score(generator, trained, reward_model(), prompts, pairs["seeds"],
                                    ctx.cfg.post.reward.frames)[2]

@@ -121,7 +121,11 @@ def run(ctx: StageContext, cfg: RewardConfig, pairs: Manifest) -> Manifest:
         train_seconds = time.time() - started
         history = result["history"]
         cache = FrameCache(cfg.frames)
-        model = RewardModel.load(storage.fetch_folder(model_uri)).to(device)  # what rank 0 wrote
+        model_dir = model_uri
+        if storage.is_remote(model_uri):  # a fresh copy (never the node cache: a retried stage rewrites this URI)
+            model_dir = os.path.join(work.scratch_dir, MODEL_DIR)
+            storage.download_folder(model_uri, model_dir)
+        model = RewardModel.load(model_dir).to(device)  # what rank 0 wrote
         threads = torch.get_num_threads()
         torch.set_num_threads(cfg.torch_threads or threads)
         try:

@@ -90,7 +90,10 @@ class FlowDPO:
     """Eq. 4 with a frozen reference: the loop's objective for a ``PairCache``."""
 
     def __init__(self, reference, cfg: TrainConfig, beta: float):
-        self.reference, self.cfg, self.beta = reference.requires_grad_(False).eval(), cfg, beta
+        """``reference``: a DiT (e.g. offloaded to the CPU) or a DeepSpeed ZeRO-3 engine partitioning one."""
+        reference.requires_grad_(False)
+        reference.eval()  # not chained: a DeepSpeed engine's eval() returns None
+        self.reference, self.cfg, self.beta = reference, cfg, beta
 
     def noise(self, seed: int, step: int, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """One logit-normal t and one noise per pair (shared by its two videos), a pure function of (seed, step)."""
