@@ -1,6 +1,6 @@
 """Reward-model training through pretraining's launcher (report section 3.4.1; issue 16, item 3): one worker gives
 what training in the driver gave (bit-exact on CPU), two gloo workers, each a share of every batch (5 pairs
-per batch over 2 ranks), take the same steps (rtol 1e-5), augmentation on."""
+per batch over 2 ranks), take the same steps (losses rtol 1e-5), augmentation on."""
 
 from __future__ import annotations
 
@@ -65,6 +65,18 @@ def test_two_workers_take_the_single_process_steps(world, one_worker):
     two = _launched(world, "two", 2)
     torch.testing.assert_close(torch.tensor(two["loss"]), torch.tensor(one_worker["loss"]), rtol=1e-5, atol=0)
     assert two["log_theta"] == pytest.approx(one_worker["log_theta"], rel=1e-5)
+    # AdamW steps an element by about lr whatever its gradient's size: elements whose gradient sits at float32
+    # reduction-order noise (seen: 20 of the patch embedding's 37632, by up to 0.023 lr) may step differently
+    # on 2 ranks (seen: 0.14% of all elements). Everything within lr / 10; all but 1% within rtol 1e-5, atol 1e-6.
+    # The head's bias is left out: the BTT loss reads score differences only, so its gradient is exactly 0
+    # but for rounding, and AdamW turns that rounding into steps of up to head_lr.
+    loose = total = 0
     for name, value in one_worker["weights"].items():
-        torch.testing.assert_close(two["weights"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+        if name == "head.bias":
+            continue
+        torch.testing.assert_close(two["weights"][name], value, rtol=1e-5, atol=world["cfg"].lr / 10,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+        loose += int((~torch.isclose(two["weights"][name], value, rtol=1e-5, atol=1e-6)).sum())
+        total += value.numel()
+    assert loose <= total // 100, f"{loose} of {total} weights differ by more than rtol 1e-5, atol 1e-6"
     assert os.path.isdir(world["root"] / "two")
