@@ -9,11 +9,15 @@ Samples come from diffusers' own pipelines (as ``tasks.train.lib.samples``): ``o
 latents the DiT denoised, normalised as the latent cache's (the pipelines de-normalise only to decode), so
 they are training latents as they are; we decode them ourselves for the reward model. The round's pairs are
 saved beside the step checkpoints, so a killed round resumes training on the very same pairs.
+
+Sampling and scoring run here, in the flow's process; training goes through pretraining's launcher
+(``tasks.train.lib.launch``: in-process, local processes or Ray Train workers, DeepSpeed), each worker reading
+the pairs from the step folder (``tasks.post.lib.dpo_train``), with the reference offloaded or partitioned,
+never a whole second copy on the training device.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import logging
@@ -35,18 +39,19 @@ from infra.manifest import Manifest
 from infra.raydata import local_device
 from infra.stage import StageContext, StageWork, run_stage
 from infra.video import write_video
-from models.checkpoint import is_diffusion_forcing, pipeline_class_name
-from models.dit import check_checkpoint, load_transformer, write_checkpoint
+from models.checkpoint import is_diffusion_forcing
+from models.dit import check_checkpoint, load_transformer
 from models.latent_encode import denormalise_latents, encode_text
 from models.reward_model import sample_indices
+from tasks.post.lib.dpo_train import dpo_train_worker
 from tasks.post.lib.reward_io import load_reward_model
 from tasks.post.lib.view_captions import view_captions
-from tasks.train.lib.loop import LoopSpec, train
+from tasks.train.lib.launch import launch
 from tasks.train.lib.objective_dpo import FlowDPO, Pair, PairCache, measure_margin
 from tasks.train.lib.samples import frozen_parts, reference_pipeline
-from tasks.train.lib.worker import make_engine
 
 log = logging.getLogger("reelflow.dpo")
+PAIRS = "pairs.pt"  # the round's pairs in its step folder: read back on resume and by every training worker
 FPS = 24  # the SFT data's rate (fps_only: 24); the DF pipelines' default
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -128,7 +133,7 @@ def build_pairs(ctx: StageContext, cfg: DPOConfig, round: int, prompts: list[str
                 reward_model, folder: str) -> dict:
     """Steps 1-3 of a round: sample, score, best vs worst; saved under ``folder`` (reloaded on resume;
     a local folder or an S3 prefix under the run)."""
-    path = storage.join(folder, "pairs.pt")
+    path = storage.join(folder, PAIRS)
     if storage.exists(path):
         log.warning("dpo-%d: reusing the round's pairs from %s", round, path)
         with storage.local_copy(path) as local:
@@ -185,6 +190,7 @@ def run(ctx: StageContext, cfg: DPOConfig, round: int, init: Manifest, reward: M
     # What shapes the round besides its config: the round number, the sizes and encoders it reads.
     extra = {"round": round, "resolution": res.model_dump(mode="json"), "text_len": train_cfg.latents.text_len,
              "reward_frames": ctx.cfg.post.reward.frames, "engine": train_cfg.engine,
+             "zero_stage": train_cfg.zero_stage, "num_workers": train_cfg.num_workers,
              "logit_normal": [train_cfg.logit_normal_mean, train_cfg.logit_normal_std]}
     key_extra = hashlib.sha256(repr(sorted(extra.items())).encode()).hexdigest()[:16]
 
@@ -199,35 +205,35 @@ def run(ctx: StageContext, cfg: DPOConfig, round: int, init: Manifest, reward: M
         clock = [time.perf_counter()]
         pairs = build_pairs(ctx, cfg, round, prompts, generator, policy, reward_model, folder)
         cache = PairCache(pairs["pairs"])
-        objective = FlowDPO(copy.deepcopy(policy), train_cfg, cfg.beta)  # frozen: the round's starting DiT
+        # The driver's reference only measures margins; it stays on the CPU (the workers' offload rule).
+        objective = FlowDPO(load_transformer(init_dir), train_cfg, cfg.beta)  # frozen: the round's starting DiT
         stage = TrainStageConfig(dataset=dataset.stage, resolution=cfg.resolution, phase="post", steps=cfg.steps,
                                  lr=cfg.lr, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed * 1000 + round,
                                  fps_embedding=bool(policy.config.inject_sample_info))
         margin = {"draws": cfg.margin_draws, "seed": stage.seed, "batch_size": cfg.batch_size,
                   "text_len": train_cfg.latents.text_len}
         start = measure_margin(policy, objective, cache, **margin)
+        del policy  # each training worker loads its own from the init checkpoint
         clock.append(time.perf_counter())
-        engine = make_engine(policy, stage, train_cfg)
+        out_dir = storage.join(work.tmp_uri, CHECKPOINT)
         # batch = cfg.batch_size pairs whatever the token budget (each pair is two videos of one shape)
-        spec = LoopSpec(stage, train_cfg, res.model_copy(update={"max_batch": cfg.batch_size, "token_budget": 2**62}),
-                        folder, train_cfg.latents.text_len)
-        history = train(engine, cache, spec, objective=objective, on_step=lambda row: ctx.tracker.log_metrics(
-            work.mlflow_run, {k: v for k, v in row.items() if k != "step"}, step=row["step"])).history
+        job = {"stage": stage.model_dump(mode="json"), "train": train_cfg.model_dump(mode="json"),
+               "resolution": res.model_copy(update={"max_batch": cfg.batch_size, "token_budget": 2**62}
+                                            ).model_dump(mode="json"),
+               "init_dir": init_uri, "pairs": storage.join(folder, PAIRS), "steps_dir": folder, "out_dir": out_dir,
+               "beta": cfg.beta, "tracking_uri": ctx.tracker.tracking_uri,
+               "experiment": ctx.cfg.tracking.experiment, "mlflow_run": work.mlflow_run}
+        history = launch(dpo_train_worker, job, train_cfg, storage.join(ctx.run_uri, ".ray-train", name))
         clock.append(time.perf_counter())
-        # the trained DiT itself: a DeepSpeed engine wraps it (and answers `.config` with its own dict)
-        trained = getattr(engine.module, "module", engine.module)
+        trained_dir = out_dir
+        if storage.is_remote(out_dir):  # a fresh copy (never the node cache: a retried round rewrites this URI)
+            trained_dir = os.path.join(work.scratch_dir, CHECKPOINT)
+            storage.download_folder(out_dir, trained_dir)
+        trained = load_transformer(trained_dir).to(DEVICE)  # what rank 0 wrote
         end = measure_margin(trained, objective, cache, **margin)
         after = generate_and_score(generator, trained, reward_model(), prompts, pairs["seeds"],
                                    ctx.cfg.post.reward.frames)[2]
         clock.append(time.perf_counter())
-        final = type(policy).from_config(policy.config)
-        final.load_state_dict({k: v.float().cpu() for k, v in engine.full_state_dict().items()})
-        out_dir = storage.join(work.tmp_uri, CHECKPOINT)
-        if storage.is_remote(out_dir):
-            local = write_checkpoint(init_dir, final, os.path.join(work.scratch_dir, CHECKPOINT), pipeline_class_name(init_dir))
-            storage.upload_folder(local, out_dir)
-        else:
-            write_checkpoint(init_dir, final, out_dir, pipeline_class_name(init_dir))
         summary = summarise(pairs, after, start, end, history, clock)
         log.warning("dpo-%d: margin %.4f -> %.4f, reward-model score %.4f -> %.4f", round, summary["margin_start"],
                     summary["margin_end"], summary["rm_score_before"], summary["rm_score_after"])

@@ -11,6 +11,10 @@ rate; the head reads the mean and max of the video tokens (``cfg.pooling``); ``c
 crops both videos of a pair alike. How far a short CPU run gets on the pairs stage's real output is
 measured by ``benchmarks/reward.py`` (``benchmarks/results/reward.json``).
 
+Training goes through pretraining's launcher (``tasks.train.lib.launch``, ``train.num_workers`` workers: in
+this process, local processes or Ray Train), each worker a share of every batch with gradients averaged
+(``tasks.post.lib.reward_train``); scoring and evaluation run here on the model rank 0 wrote.
+
 Output: one row per input pair with its split and the two scores, the model folder under
 ``reward_model/`` (registered in MLflow, alias ``reward``) and ``evaluation.json`` (held-out and train
 accuracy with ties excluded and included, tie calibration, accuracy per distortion kind).
@@ -35,6 +39,7 @@ from infra.config_post import RewardConfig
 from infra.manifest import Manifest, read_table
 from infra.raydata import local_device
 from infra.stage import StageContext, StageWork, run_stage
+from models.captioner import build_tiny_captioner
 from models.reward_model import RewardModel, RewardModelConfig, build_tiny_reward_model, sample_indices  # noqa: F401
 from tasks.post.lib.reward_fit import (  # noqa: F401 (the helpers' names stay reachable from the stage)
     LABELS,
@@ -50,6 +55,8 @@ from tasks.post.lib.reward_fit import (  # noqa: F401 (the helpers' names stay r
     train,
 )
 from tasks.post.lib.reward_io import load_reward_model, reward_model_dir  # noqa: F401 (re-exported)
+from tasks.post.lib.reward_train import reward_train_worker
+from tasks.train.lib.launch import launch
 
 log = logging.getLogger("reelflow.reward")
 MODEL_DIR, EVALUATION = REWARD_MODEL, "evaluation.json"
@@ -61,13 +68,14 @@ SCHEMA = pa.schema([
 
 
 # --- the stage ------------------------------------------------------------------------------------
-def initial_model(ctx: StageContext, cfg: RewardConfig) -> RewardModel:
-    """``cfg.backbone`` with a fresh head, or the tiny random Qwen2.5-VL built once in the state dir."""
-    model_cfg = RewardModelConfig(pooling=cfg.pooling)
+def backbone_folder(ctx: StageContext, cfg: RewardConfig) -> str:
+    """``cfg.backbone``, or the tiny random Qwen2.5-VL built once in the state dir (as
+    ``build_tiny_reward_model`` builds it), shared under a remote run root so workers on any node read it."""
     if cfg.backbone:
-        return RewardModel.from_backbone(cfg.backbone, model_cfg, seed=cfg.seed)
-    return build_tiny_reward_model(os.path.join(ctx.cfg.state_dir, "models", f"reward-tiny-seed{cfg.seed}"),
-                                   seed=cfg.seed, cfg=model_cfg)
+        return cfg.backbone
+    name = f"reward-tiny-seed{cfg.seed}"
+    folder = build_tiny_captioner(os.path.join(ctx.cfg.state_dir, "models", name, "tiny-qwen2.5-vl"), seed=cfg.seed)
+    return storage.share_folder(folder, ctx.cfg.storage.run_root, name)
 
 
 def _plain(value):
@@ -81,22 +89,13 @@ def _plain(value):
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def _save(model: RewardModel, uri: str, scratch: str) -> None:
-    if not storage.is_remote(uri):
-        model.save(uri)
-        return
-    local = model.save(os.path.join(scratch, MODEL_DIR))
-    for root, _, files in os.walk(local):
-        for name in files:
-            path = os.path.join(root, name)
-            storage.upload(path, storage.join(uri, os.path.relpath(path, local)))
-
-
 def run(ctx: StageContext, cfg: RewardConfig, pairs: Manifest) -> Manifest:
     from tasks.post.lib.pair_audit import apply_labels, human_labels, labels_key
 
     labels = human_labels(ctx, pairs)  # human pairs labelled on the audit page (or a labels file)
-    device = local_device("reward", cfg.resources)  # trains in this process: CPU unless it declares a GPU
+    # Scores here, in the flow's process (CPU unless the stage declares a GPU); trains through the launcher
+    # (one worker in this process on this device, else workers that each take a GPU when they have one).
+    device = local_device("reward", cfg.resources)
 
     def body(work: StageWork) -> pa.Table:
         rid = work.mlflow_run
@@ -110,24 +109,32 @@ def run(ctx: StageContext, cfg: RewardConfig, pairs: Manifest) -> Manifest:
         used = table["excluded_by"].isna()
         held = holdout_keys(table.loc[used, "split_key"].tolist(), cfg.holdout, cfg.seed)
         table["split"] = np.where(~used, "excluded", np.where(table["split_key"].isin(held), "holdout", "train"))
+        model_uri = storage.join(work.tmp_uri, MODEL_DIR)
+        train_cfg = ctx.cfg.train  # the training launcher's workers (in-process, local processes, Ray Train)
+        in_process = train_cfg.num_workers == 1 and not train_cfg.ray_train
+        job = {"reward": cfg.model_dump(mode="json"), "backbone": backbone_folder(ctx, cfg), "out_dir": model_uri,
+               "pairs": table.loc[table["split"] == "train", ["a_uri", "b_uri", "label"]].to_dict("records"),
+               "tracking_uri": ctx.tracker.tracking_uri, "experiment": ctx.cfg.tracking.experiment,
+               "mlflow_run": rid, "device": device if in_process else None}
+        started = time.time()
+        result = launch(reward_train_worker, job, train_cfg, storage.join(ctx.run_uri, ".ray-train", "reward"))
+        train_seconds = time.time() - started
+        history = result["history"]
         cache = FrameCache(cfg.frames)
-        model = initial_model(ctx, cfg).to(device)
+        model_dir = model_uri
+        if storage.is_remote(model_uri):  # a fresh copy (never the node cache: a retried stage rewrites this URI)
+            model_dir = os.path.join(work.scratch_dir, MODEL_DIR)
+            storage.download_folder(model_uri, model_dir)
+        model = RewardModel.load(model_dir).to(device)  # what rank 0 wrote
         threads = torch.get_num_threads()
         torch.set_num_threads(cfg.torch_threads or threads)
-
-        def on_step(record: dict) -> None:
-            ctx.tracker.log_metrics(rid, {"loss": record["loss"], "log_theta": record["log_theta"]}, record["step"])
-
-        started = time.time()
         try:
-            history, tie = train(model, table[table["split"] == "train"], cache, cfg, on_step)
-            train_seconds = time.time() - started
             scores = score_videos(model, table.loc[used, "a_uri"].tolist() + table.loc[used, "b_uri"].tolist(), cache)
         finally:
             torch.set_num_threads(threads)
         table["score_a"] = [scores.get(u, math.nan) for u in table["a_uri"]]
         table["score_b"] = [scores.get(u, math.nan) for u in table["b_uri"]]
-        log_theta = tie().item()
+        log_theta = result["log_theta"]
         evaluation = {split: evaluate(table[table["split"] == split], log_theta, cfg.tie_margin)
                       for split in ("holdout", "train")}
         evaluation.update({
@@ -139,7 +146,6 @@ def run(ctx: StageContext, cfg: RewardConfig, pairs: Manifest) -> Manifest:
             work.metrics.update(flat_metrics(split, evaluation[split]))
         work.metrics.update({"train_seconds": train_seconds, "final_loss": history[-1]["loss"], "log_theta": log_theta,
                              "excluded_pairs": int((~used).sum()), "videos_decoded": len(cache.clips)})
-        _save(model.to("cpu"), storage.join(work.tmp_uri, MODEL_DIR), work.scratch_dir)
         text = json.dumps(_plain(evaluation), indent=1)
         storage.write_text(storage.join(work.tmp_uri, EVALUATION), text)
         with open(os.path.join(work.scratch_dir, EVALUATION), "w", encoding="utf-8") as fh:

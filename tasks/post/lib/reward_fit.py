@@ -90,8 +90,17 @@ CROP_MIN = 0.8  # augmentation: the crop keeps at least this share of each side
 def augment_pair(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The same random horizontal flip and crop (a share >= ``CROP_MIN`` of each side, anywhere) for both
     videos of a pair: the pair's difference survives, the pictures' position and orientation do not."""
-    flip, scale = rng.random() < 0.5, rng.uniform(CROP_MIN, 1.0, size=2)
-    offset = rng.random(2)
+    return apply_augment(a, b, draw_augment(rng))
+
+
+def draw_augment(rng: np.random.Generator) -> tuple:
+    """One pair's augmentation (flip, crop scales, crop offsets): a fixed number of draws whatever the pair,
+    so every data-parallel rank advances ``rng`` alike while it augments only its own share."""
+    return rng.random() < 0.5, rng.uniform(CROP_MIN, 1.0, size=2), rng.random(2)
+
+
+def apply_augment(a: np.ndarray, b: np.ndarray, params: tuple) -> tuple[np.ndarray, np.ndarray]:
+    flip, scale, offset = params
 
     def apply(clip: np.ndarray) -> np.ndarray:
         h, w = clip.shape[1:3]
@@ -103,10 +112,33 @@ def augment_pair(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tupl
     return apply(a), apply(b)
 
 
+def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Data parallel by hand: the mean of every gradient over the ranks, each rank's loss being its weighted
+    share (``shard_rows``), so every rank then takes the single-process step. One flat all-reduce."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    for p, g in zip(params, flat.split([g.numel() for g in grads]), strict=True):
+        p.grad = g.view_as(p).clone()
+
+
+def _mean_over_ranks(value: float, world: int) -> float:
+    if world == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.all_reduce(tensor)
+    return float(tensor.item()) / world
+
+
 def train(model: RewardModel, pairs: pd.DataFrame, cache: FrameCache, cfg: RewardConfig,
-          on_step=None) -> tuple[list[dict], TieParameter]:
+          on_step=None, rank: int = 0, world: int = 1) -> tuple[list[dict], TieParameter]:
     """``cfg.steps`` AdamW steps on the BTT loss, batches of ``cfg.batch_size`` pairs drawn epoch by epoch
-    (seeded); both videos of a batch go through the model in one forward pass."""
+    (seeded); both videos of a batch go through the model in one forward pass. With ``world`` > 1 ranks (a
+    process group up) each takes its ``shard_rows`` share of every batch and the gradients are averaged:
+    the steps of one process on the whole batches."""
+    from tasks.train.lib.data import shard_rows
+
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     a_uris, b_uris = pairs["a_uri"].tolist(), pairs["b_uri"].tolist()
@@ -122,22 +154,29 @@ def train(model: RewardModel, pairs: pd.DataFrame, cache: FrameCache, cfg: Rewar
         {"params": [p for p in model.parameters() if id(p) not in head]},
         {"params": [*model.head.parameters(), *tie.parameters()], "lr": cfg.lr * cfg.head_lr_scale},
     ], lr=cfg.lr, weight_decay=0.0)
+    trained = [p for group in opt.param_groups for p in group["params"]]
     order, history = np.array([], dtype=int), []
     for step in range(cfg.steps):
         if len(order) < min(cfg.batch_size, len(pairs)):
             order = np.concatenate([order, rng.permutation(len(pairs))])
         batch, order = order[:cfg.batch_size], order[cfg.batch_size:]
         started = time.perf_counter()
-        views = [(cache[a_uris[i]], cache[b_uris[i]]) for i in batch]
-        if cfg.augment:
-            views = [augment_pair(a, b, rng) for a, b in views]
+        rows, weight = shard_rows(len(batch), rank, world)
+        augments = [draw_augment(rng) for _ in batch] if cfg.augment else None  # every rank draws them all
+        views = [(cache[a_uris[batch[r]]], cache[b_uris[batch[r]]]) for r in rows]
+        if augments is not None:
+            views = [apply_augment(a, b, augments[r]) for r, (a, b) in zip(rows, views, strict=True)]
         clips = [a for a, _ in views] + [b for _, b in views]
         scores = model(model.prepare(clips))
-        loss = btt_loss(scores[:len(batch)], scores[len(batch):], labels[batch].to(device), tie())
+        loss = btt_loss(scores[:len(rows)], scores[len(rows):], labels[batch[rows]].to(device), tie())
+        if weight != 1.0:
+            loss = loss * weight
         opt.zero_grad()
         loss.backward()
+        if world > 1:
+            _average_gradients(trained, world)
         opt.step()
-        record = {"step": step, "loss": loss.item(), "log_theta": tie().item(),
+        record = {"step": step, "loss": _mean_over_ranks(loss.item(), world), "log_theta": tie().item(),
                   "seconds": time.perf_counter() - started}
         history.append(record)
         if on_step is not None:

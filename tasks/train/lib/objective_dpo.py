@@ -90,7 +90,10 @@ class FlowDPO:
     """Eq. 4 with a frozen reference: the loop's objective for a ``PairCache``."""
 
     def __init__(self, reference, cfg: TrainConfig, beta: float):
-        self.reference, self.cfg, self.beta = reference.requires_grad_(False).eval(), cfg, beta
+        """``reference``: a DiT (e.g. offloaded to the CPU) or a DeepSpeed ZeRO-3 engine partitioning one."""
+        reference.requires_grad_(False)
+        reference.eval()  # not chained: a DeepSpeed engine's eval() returns None
+        self.reference, self.cfg, self.beta = reference, cfg, beta
 
     def noise(self, seed: int, step: int, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """One logit-normal t and one noise per pair (shared by its two videos), a pure function of (seed, step)."""
@@ -99,8 +102,8 @@ class FlowDPO:
 
     def loss(self, model, batch: PairBatch, x0, t, autocast: bool) -> tuple[torch.Tensor, dict]:
         err_w, err_l = pair_errors(model, batch, x0, t, autocast)
-        with torch.no_grad():
-            ref_w, ref_l = pair_errors(self.reference, batch, x0, t, autocast)
+        with torch.no_grad():  # the reference may sit elsewhere (CPU offload): only its errors move
+            ref_w, ref_l = (e.to(err_w.device) for e in pair_errors(self.reference, batch, x0, t, autocast))
         return flow_dpo_loss(err_w, err_l, ref_w, ref_l, self.beta)
 
 
