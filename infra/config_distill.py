@@ -22,6 +22,8 @@ class CaptionerDistillConfig(Cfg):
     epochs: int = Field(12, ge=1)
     batch: int = Field(4, ge=1, description="Examples per optimizer step (gradients accumulated)")
     weight_decay: float = Field(0.0, ge=0)
+    field_weight: float = Field(1.0, gt=0, description="Loss weight of the tokens of the fields the experts give "
+                                "(shot, camera motion, emotion, category) against the caption's other tokens")
     seed: int = 0
     torch_threads: int | None = Field(None, ge=1, description="Threads while training; None = torch's default")
     # Trained through the training launcher (tasks/train/lib/launch.py) as pretraining is: train.ray_train puts

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 
@@ -56,21 +57,55 @@ def agreement(predicted: Sequence[StructuredCaption | None], reference: Sequence
     return {name: hits[name] / len(reference) for name in FIELDS}
 
 
+# The values of the fields above in the caption JSON (every subject's type and emotion: the main one among them).
+_FIELD_VALUE = re.compile(r'"(type|shot_type|shot_angle|shot_position|tx|ty|tz|roll|pitch|yaw|speed|emotion)":"([^"]*)"')
+
+
+def field_value_spans(answer: str) -> list[tuple[int, int]]:
+    """Character spans of the compared fields' values in a caption's JSON."""
+    return [m.span(2) for m in _FIELD_VALUE.finditer(answer)]
+
+
 def supervised_example(tokenizer, vision_cfg, frames: np.ndarray, fps: float, answer: str, min_pixels: int,
-                       max_pixels: int) -> dict[str, torch.Tensor]:
+                       max_pixels: int, field_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """One teacher caption as the model's training input: the chat prompt with the clip's video tokens
     (exactly as :class:`models.captioner.TransformersCaptioner` asks), then ``answer`` and the end-of-turn
-    token; labels mask everything before the answer."""
+    token; labels mask everything before the answer. ``weights`` (per token, 0 outside the answer) give the
+    tokens of the compared fields' values ``field_weight`` and the rest of the answer 1: the free-text fields
+    (appearance, action, environment) are most of a caption's tokens, while the fields the experts give are
+    one or two tokens each, so an unweighted loss spends the training on the text the experts never touch."""
     pixels, grid = video_inputs(frames, vision_cfg, min_pixels, max_pixels)
     video_tokens = int(grid.prod()) // vision_cfg.spatial_merge_size ** 2
     prompt = tokenizer(chat_prompt(video_tokens), return_tensors="pt").input_ids[0]
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    target = torch.tensor(tokenizer(answer, add_special_tokens=False).input_ids + [eos])
+    encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    spans = field_value_spans(answer)
+    answer_weights = [field_weight if any(a < e and b > s for s, e in spans) else 1.0
+                      for a, b in encoded["offset_mapping"]]
+    target = torch.tensor(encoded["input_ids"] + [eos])
     ids = torch.cat([prompt, target])
     labels = torch.cat([torch.full_like(prompt, IGNORE), target])
+    weights = torch.cat([torch.zeros(len(prompt)), torch.tensor(answer_weights + [1.0])])
     return {"input_ids": ids[None], "labels": labels[None], "attention_mask": torch.ones_like(ids)[None],
             "pixel_values_videos": pixels, "video_grid_thw": grid,
-            "second_per_grid_ts": torch.tensor([vision_cfg.temporal_patch_size / fps])}
+            "second_per_grid_ts": torch.tensor([vision_cfg.temporal_patch_size / fps]), "weights": weights[None]}
+
+
+def weighted_loss(model, example: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum over the answer tokens of weight x next-token cross-entropy (an example without ``weights``: all 1)."""
+    inputs = {k: v for k, v in example.items() if k not in ("labels", "weights")}
+    logits = model(**inputs).logits[0, :-1].float()
+    labels = example["labels"][0, 1:]
+    weights = example["weights"][0, 1:] if "weights" in example else (labels != IGNORE).float()
+    keep = labels != IGNORE
+    ce = torch.nn.functional.cross_entropy(logits[keep], labels[keep], reduction="none")
+    return (ce * weights[keep]).sum()
+
+
+def _weight(example: dict[str, torch.Tensor]) -> float:
+    if "weights" in example:
+        return float(example["weights"].sum())
+    return float((example["labels"] != IGNORE).sum())
 
 
 def _rank_world() -> tuple[int, int]:
@@ -151,14 +186,13 @@ def fine_tune(model, examples: list[dict[str, torch.Tensor]], *, lr: float, epoc
                 continue
             chunk = idx[start:start + batch]
             optimizer.zero_grad(set_to_none=True)
-            tokens = sum(int((examples[i]["labels"] != IGNORE).sum()) for i in chunk)
+            # The step's loss is the weighted per-token mean over the whole batch (all ranks' examples).
+            tokens = sum(_weight(examples[i]) for i in chunk)
             total = torch.zeros(())
             for i in chunk[rank::world]:
-                out = model(**examples[i])
-                count = int((examples[i]["labels"] != IGNORE).sum())
-                # out.loss is the mean over this example's answer tokens; weight it to a per-token mean over the batch
-                (out.loss * count / tokens).backward()
-                total += out.loss.detach().float() * count / tokens
+                loss = weighted_loss(model, examples[i]) / tokens
+                loss.backward()
+                total += loss.detach().float()
             if world > 1:
                 params = list(model.parameters())
                 # A parameter no rank's examples reached keeps no gradient (AdamW skips it, as in one process).

@@ -4,6 +4,7 @@ the training launcher's workers summing gradients to the single-process step."""
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -98,3 +99,29 @@ def test_two_launcher_workers_train_the_same_captioner_as_one(setup, tmp_path):
     assert out[2][0] == pytest.approx(out[1][0], rel=1e-5)
     for name, a in out[1][1].items():
         torch.testing.assert_close(out[2][1][name], a, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_the_expert_fields_tokens_carry_the_field_weight(setup):
+    from models.captioner_tune import field_value_spans, weighted_loss
+
+    folder, examples = setup
+    answer = _caption("close-up", "+")
+    spans = [answer[a:b] for a, b in field_value_spans(answer)]
+    assert spans == ["object", "close-up", "eye level", "front", "0", "0", "0", "0", "0", "+", "slow"]
+    from transformers import AutoTokenizer, Qwen2_5_VLConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    vision = Qwen2_5_VLConfig.from_pretrained(folder).vision_config
+    cfg = CaptionerConfig()
+    frames = np.full((4, 56, 84, 3), 40, np.uint8)
+    plain = supervised_example(tokenizer, vision, frames, 2.0, answer, cfg.min_pixels, cfg.max_pixels)
+    heavy = supervised_example(tokenizer, vision, frames, 2.0, answer, cfg.min_pixels, cfg.max_pixels, 5.0)
+    answer_tokens = int((plain["labels"] != -100).sum())
+    assert float(plain["weights"].sum()) == answer_tokens  # weight 1: every answer token once, the prompt 0
+    value_tokens = [tokenizer.decode([t]) for t, w in zip(heavy["input_ids"][0], heavy["weights"][0], strict=True) if w == 5.0]
+    # Exactly the tokens holding the values (BPE may merge a value with its quotes, as '":"+",'), no key's.
+    assert re.sub(r'[":,]', "", "".join(value_tokens)) == "".join(spans)
+    model = _model(folder)
+    with torch.no_grad():
+        mean = float(model(**{k: v for k, v in plain.items() if k != "weights"}).loss)
+        assert float(weighted_loss(model, plain)) / answer_tokens == pytest.approx(mean, rel=1e-4)

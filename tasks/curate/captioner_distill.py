@@ -153,7 +153,8 @@ def distill(rows: list[dict], cfg: CaptionerDistillConfig, caption_cfg: CaptionC
         teacher = [StructuredCaption.model_validate_json(r["caption_json"]) for r in held]
         before = _captions(student, [videos[r["clip_id"]] for r in held])
         examples = [supervised_example(student.tokenizer, student.model.config.vision_config, *videos[r["clip_id"]],
-                                       r["caption_json"], cap_cfg.min_pixels, cap_cfg.max_pixels) for r in train]
+                                       r["caption_json"], cap_cfg.min_pixels, cap_cfg.max_pixels, cfg.field_weight)
+                    for r in train]
         examples_uri = storage.join(work_uri, "examples.pt")
         save_examples(examples, examples_uri)
         del examples, student
