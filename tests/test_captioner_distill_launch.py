@@ -26,8 +26,9 @@ def _caption(shot: str, yaw: str) -> str:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from models.captioner import build_tiny_captioner
     from transformers import AutoTokenizer, Qwen2_5_VLConfig
+
+    from models.captioner import build_tiny_captioner
 
     folder = build_tiny_captioner(str(tmp_path_factory.mktemp("captioner") / "tiny"))
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -44,8 +44,8 @@ from infra.video import iter_frames
 from models.caption_schema import StructuredCaption
 from models.captioner import MARKER, TransformersCaptioner, sample_indices
 from models.captioner_tune import FIELDS, agreement, supervised_example
-from tasks.curate.lib.captioner_train import save_examples, train_captioner
 from tasks.curate.lib.captioner_folder import captioner_path
+from tasks.curate.lib.captioner_train import save_examples, train_captioner
 from tasks.train.lib.launch import launch
 
 log = logging.getLogger("reelflow.captioner_distill")
@@ -121,14 +121,15 @@ class Distilled:
 
 def distill(rows: list[dict], cfg: CaptionerDistillConfig, caption_cfg: CaptionConfig, work_uri: str, *,
             launcher: TrainConfig | None = None, steps_dir: str | None = None, storage_path: str | None = None,
-            tracking: dict | None = None) -> Distilled:
+            tracking: dict | None = None, share_root: str | None = None) -> Distilled:
     """Split, balance, fine-tune and measure on captioned clip rows (``clip_id``, ``clip_uri``, ``num_frames``,
     ``fps``, ``category``, ``caption_json``). The fine-tuning is a job of the training launcher (``launcher``:
     the train config whose ``ray_train``/``dist_backend``/``max_failures`` it follows; None = in this process)
     with ``cfg.num_workers`` workers of ``cfg.resources``, resumable from ``steps_dir``; the supervised
     examples and the distilled captioner (``captioner/``) go under ``work_uri`` (local or the run root's
     store, so that a cluster's workers read and write them). ``tracking``: the stage's MLflow run
-    (``tracking_uri``, ``experiment``, ``mlflow_run``) for the loss curve."""
+    (``tracking_uri``, ``experiment``, ``mlflow_run``) for the loss curve; ``share_root``: a remote run root
+    the base captioner is shared under when it is a folder of this node."""
     cap_cfg = caption_cfg.captioner
     videos, unreadable = {}, []
     for row in sorted(rows, key=lambda r: hashlib.sha256(str(r["clip_id"]).encode()).hexdigest())[:cfg.max_clips]:
@@ -158,7 +159,9 @@ def distill(rows: list[dict], cfg: CaptionerDistillConfig, caption_cfg: CaptionC
         examples_uri = storage.join(work_uri, "examples.pt")
         save_examples(examples, examples_uri)
         del examples, student
-        job = {"base": base_uri, "examples": examples_uri, "out_dir": out_uri, "steps_dir": steps_dir,
+        job_base = (storage.share_folder(base_path, share_root, f"captioner-base-{value_hash([base_path])}")
+                    if share_root and not storage.is_remote(base_uri) else base_uri)
+        job = {"base": job_base, "examples": examples_uri, "out_dir": out_uri, "steps_dir": steps_dir,
                "checkpoint_every": cfg.checkpoint_every, "lr": cfg.lr, "epochs": cfg.epochs, "batch": cfg.batch,
                "seed": cfg.seed, "weight_decay": cfg.weight_decay, "torch_threads": cfg.torch_threads,
                **(tracking or {})}
@@ -201,7 +204,7 @@ def run(ctx: StageContext, cfg: CaptionerDistillConfig, caption_cfg: CaptionConf
         result = distill(rows, cfg, caption_cfg, work.tmp_uri, launcher=ctx.cfg.train, steps_dir=steps_dir(ctx, NAME, key),
                          storage_path=storage.join(ctx.run_uri, ".ray-train", NAME),
                          tracking={"tracking_uri": ctx.tracker.tracking_uri, "experiment": ctx.cfg.tracking.experiment,
-                                   "mlflow_run": work.mlflow_run})
+                                   "mlflow_run": work.mlflow_run}, share_root=ctx.cfg.storage.run_root)
         evaluation = result.evaluation
         for when in ("before", "after"):
             work.metrics.update({f"agreement_{when}_{k.replace('.', '_')}": v for k, v in evaluation[when].items()})
