@@ -93,10 +93,11 @@ def supervised_example(tokenizer, vision_cfg, frames: np.ndarray, fps: float, an
 
 def weighted_loss(model, example: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum over the answer tokens of weight x next-token cross-entropy (an example without ``weights``: all 1)."""
-    inputs = {k: v for k, v in example.items() if k not in ("labels", "weights")}
+    device = next(model.parameters()).device  # a GPU worker's model; the examples are read on CPU
+    inputs = {k: v.to(device) for k, v in example.items() if k not in ("labels", "weights")}
     logits = model(**inputs).logits[0, :-1].float()
-    labels = example["labels"][0, 1:]
-    weights = example["weights"][0, 1:] if "weights" in example else (labels != IGNORE).float()
+    labels = example["labels"][0, 1:].to(device)
+    weights = (example["weights"][0, 1:] if "weights" in example else (labels != IGNORE).float()).to(device)
     keep = labels != IGNORE
     ce = torch.nn.functional.cross_entropy(logits[keep], labels[keep], reduction="none")
     return (ce * weights[keep]).sum()

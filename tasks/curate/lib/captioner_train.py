@@ -57,6 +57,8 @@ def _train(job: dict, model_cls, tokenizer_cls, fine_tune) -> list[float] | None
     rank = int(os.environ.get("RANK", "0"))
     base = storage.fetch_folder(job["base"])
     model = model_cls.from_pretrained(base)
+    if torch.cuda.is_available():  # a worker given a GPU (resources.num_gpus): Ray set CUDA_VISIBLE_DEVICES
+        model = model.cuda()
     with storage.local_copy(job["examples"]) as path:
         examples = torch.load(path, weights_only=False)
     tracker = None
@@ -74,10 +76,10 @@ def _train(job: dict, model_cls, tokenizer_cls, fine_tune) -> list[float] | None
     tokenizer = tokenizer_cls.from_pretrained(base)
     if storage.is_remote(job["out_dir"]):
         with tempfile.TemporaryDirectory(prefix="reelflow-captioner-") as local:
-            model.save_pretrained(local)
+            model.cpu().save_pretrained(local)
             tokenizer.save_pretrained(local)
             storage.upload_folder(local, job["out_dir"])
     else:
-        model.save_pretrained(job["out_dir"])
+        model.cpu().save_pretrained(job["out_dir"])
         tokenizer.save_pretrained(job["out_dir"])
     return losses
