@@ -13,6 +13,7 @@ Truth: the main subject's category and the camera's 6DoF signs and speed class o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -64,6 +65,16 @@ def truth_accuracy(captions: list[StructuredCaption | None], shots: list) -> dic
     return {k: round(v / max(len(shots), 1), 4) for k, v in hits.items()}
 
 
+@contextlib.contextmanager
+def _work_dir(path: str | None):
+    if path:
+        os.makedirs(path, exist_ok=True)
+        yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix="reelflow-bench-distill-") as work:
+            yield work
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=12)
@@ -71,6 +82,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--epochs", type=int, default=None, help="default: the stage's config")
     parser.add_argument("--max-clips", type=int, default=0, help="0: every truth clip")
     parser.add_argument("--out", default="benchmarks/results/captioner_distill.json")
+    parser.add_argument("--work", default=None, help="keep the corpus, clips and teacher captions here and reuse "
+                        "them on a rerun with the same --videos/--seed (the teacher captions are most of the time)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -79,13 +92,21 @@ def main(argv=None) -> dict:
     update = {"max_clips": args.max_clips or None, **({"epochs": args.epochs} if args.epochs else {})}
     cfg = CaptionerDistillConfig().model_copy(update=update)
     started = time.time()
-    with tempfile.TemporaryDirectory(prefix="reelflow-bench-distill-") as work:
-        corpus = os.path.join(work, "corpus")
-        generate_corpus(corpus, corpus_cfg, progress=False)
-        clips = cut_truth_clips(corpus, os.path.join(work, "clips"))
+    with _work_dir(args.work) as work:
         caption_cfg = CaptionConfig(cache_dir=os.path.join(work, "models"), torch_threads=1)
-        rows = teacher_rows(clips, caption_cfg)
-        teacher_seconds = time.time() - started
+        cache = os.path.join(work, f"teacher-v{args.videos}-s{args.seed}.pkl")
+        if os.path.exists(cache):
+            with open(cache, "rb") as fh:
+                clips, rows, teacher_seconds = pickle.load(fh)
+        else:
+            corpus = os.path.join(work, f"corpus-v{args.videos}-s{args.seed}")
+            generate_corpus(corpus, corpus_cfg, progress=False)
+            clips = cut_truth_clips(corpus, os.path.join(work, f"clips-v{args.videos}-s{args.seed}"))
+            rows = teacher_rows(clips, caption_cfg)
+            teacher_seconds = time.time() - started
+            with open(cache + ".tmp", "wb") as fh:
+                pickle.dump((clips, rows, teacher_seconds), fh)
+            os.replace(cache + ".tmp", cache)
         shot_of = {r["clip_id"]: s for r, s in rows}
         result = distill([pickle.loads(pickle.dumps(r)) for r, _ in rows], cfg, caption_cfg, os.path.join(work, "distilled"))
     held_shots = [shot_of[r["clip_id"]] for r in result.held]

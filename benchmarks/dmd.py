@@ -12,7 +12,10 @@ are compared with the teacher at 30 steps in fixed feature spaces: relative L2 o
 decoded frames (seed for seed), and the per-channel means of the latents (the space the modes live in):
 distance to the nearest of the caption's two modes and to the nearest teacher sample of the same caption.
 Wall/CPU time per video, median, sampling alone and with the VAE decode (the same for all, so it caps the
-end-to-end ratio at this size).
+end-to-end ratio at this size: ``tiny_decode`` shows it is convolution work, not per-call overhead; the
+text states are computed once, outside every timing). ``wide_dit`` times the same sampling code, prompts
+and seeds with a wider, deeper DiT (``WIDE_DIT``) and the same VAE: a size where the DiT dominates the time
+as at real scale.
 """
 
 from __future__ import annotations
@@ -78,6 +81,63 @@ def mode_measures(latents: dict, modes: torch.Tensor, captions: list[int]) -> di
     return out
 
 
+# A DiT size where the DiT dominates a video's time as it does at real scale (at the tiny size the VAE decode
+# is ~85% of the generator's time: the tiny DiT has 29k weights over 140 tokens, while a 1.3B/14B DiT runs
+# ~10^4-10^5 tokens through 30-40 wide layers per call and the Wan VAE decodes once per video).
+WIDE_DIT = dict(num_attention_heads=4, attention_head_dim=64, ffn_dim=1024, num_layers=8)
+
+
+def decode_overhead(vae, latents: torch.Tensor, repeats: int = 5) -> dict:
+    """Where a decode's time goes: the whole call vs its fixed per-call parts (the streaming decoder's cache
+    set-up and the fast-path patching of the VAE's modules), median seconds."""
+    import statistics
+
+    from models.df_vae import StreamingDecoder, decode, fast_vae
+
+    def timed(fn) -> float:
+        out = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+        return statistics.median(out)
+
+    def patch():
+        with fast_vae(vae):
+            pass
+
+    with torch.no_grad():
+        whole = timed(lambda: decode(vae, latents))
+    fixed = timed(lambda: StreamingDecoder(vae)) + timed(patch)
+    return {"decode_s": whole, "per_call_fixed_s": fixed, "per_call_fixed_share": fixed / whole}
+
+
+def wide_speed(parts, states, shape, fps, cfg, seeds: int) -> dict:
+    """The same timing as the tiny size's (``evaluate``: the teacher's UniPC over ``teacher_steps``, guided, vs
+    the generator's K steps, each with and without the same VAE decode, same prompts and seeds) with a wider,
+    deeper DiT (``WIDE_DIT``). Time per video depends on the architecture and the step counts, not on the
+    weights, so the generator here is an untrained copy of the wide teacher (its quality is measured at the
+    tiny size, where it is trained)."""
+    from diffusers import SkyReelsV2Transformer3DModel
+
+    from models import dmd
+    from models.checkpoint import PROFILES
+    from models.df_vae import decode
+    from tasks.post.lib.dmd_train import Nets, Problem, evaluate
+
+    torch.manual_seed(1)
+    wide = SkyReelsV2Transformer3DModel(**{**PROFILES["tiny"].transformer, **WIDE_DIT}).eval().requires_grad_(False)
+    problem = Problem(states[:-1], states[-1:], shape, fps, dmd.generator_sigmas(cfg.generator_steps, cfg.generator_shift))
+    wide_cfg = cfg.model_copy(update={"eval_seeds": seeds})
+    vae = parts["vae"]
+    out = evaluate(Nets(wide, copy.deepcopy(wide), wide), problem, wide_cfg, parts["scheduler"],
+                   lambda z: decode(vae, z), states[:EVAL_CAPTIONS])
+    return {"transformer": {**PROFILES["tiny"].transformer, **WIDE_DIT},
+            "parameters": sum(p.numel() for p in wide.parameters()), "samples": out["samples"],
+            "seconds_per_video": out["seconds_per_video"],
+            **{k: v for k, v in out.items() if k.startswith("speedup_")}}
+
+
 def main(argv=None) -> dict:
     from infra.config_post import DMDConfig
     from models import dmd
@@ -97,6 +157,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--regression-weight", type=float, default=0.25, help="DMD Eq. 10's lambda_reg; 0: DMD2")
     parser.add_argument("--text-len", type=int, default=512, help="umT5 tokens (the pipelines' default 512)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--wide-seeds", type=int, default=2, help="noise seeds per caption at the wide DiT size; "
+                        "0: skip that size")
     parser.add_argument("--out", default="benchmarks/results/dmd.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -129,6 +191,8 @@ def main(argv=None) -> dict:
         history = distill(nets, problem, cfg, tmp)
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
         after = evaluate(nets, problem, cfg, parts["scheduler"], lambda z: decode(vae, z), evaluation, True)
+        overhead = decode_overhead(vae, torch.randn((1, *shape), generator=torch.Generator().manual_seed(3)))
+        wide = wide_speed(parts, states, shape, fps, cfg, args.wide_seeds) if args.wide_seeds else None
     modes_before = mode_measures(before.pop("latents"), modes, captions)
     modes_after = mode_measures(after.pop("latents"), modes, captions)
     fake = [r["fake_loss"] for r in history]
@@ -144,12 +208,15 @@ def main(argv=None) -> dict:
         "teacher_30_steps": modes_after["teacher"],
         "seconds_per_video": after["seconds_per_video"],
         **{k: v for k, v in after.items() if k.startswith("speedup_")}, "samples": after["samples"],
+        "tiny_decode": overhead,
+        "wide_dit": wide,
         "load_average_at_end": list(os.getloadavg())})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     keys = ("undistilled", "generator", "teacher_4_steps", "teacher_30_steps", "teacher_flow_matching_loss")
     print(json.dumps({**{k: report[k] for k in keys}, **{k: v for k, v in report.items() if k.startswith("speedup")},
+                      "tiny_decode": overhead, "wide_dit": wide,
                       "training": report["training"]}, indent=2))
     return report
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from infra.config_base import Cfg
+from infra.config_base import Cfg, StageResources
 
 
 class CaptionerDistillConfig(Cfg):
@@ -22,8 +22,18 @@ class CaptionerDistillConfig(Cfg):
     epochs: int = Field(12, ge=1)
     batch: int = Field(4, ge=1, description="Examples per optimizer step (gradients accumulated)")
     weight_decay: float = Field(0.0, ge=0)
+    field_weight: float = Field(1.0, gt=0, description="Loss weight of the tokens of the fields the experts give "
+                                "(shot, camera motion, emotion, category) against the caption's other tokens")
     seed: int = 0
     torch_threads: int | None = Field(None, ge=1, description="Threads while training; None = torch's default")
+    # Trained through the training launcher (tasks/train/lib/launch.py) as pretraining is: train.ray_train puts
+    # the workers on the Ray cluster with these resources, else they run in the flow's process (one worker) or
+    # in local processes (several).
+    num_workers: int = Field(1, ge=1, description="Training workers (gradients summed across them over gloo/NCCL)")
+    resources: StageResources = Field(default_factory=lambda: StageResources(num_cpus=1, num_gpus=0),
+                                      description="What each Ray Train worker reserves: num_cpus, num_gpus, memory_gb")
+    checkpoint_every: int = Field(20, ge=1, description="Optimizer steps between step checkpoints (a restarted "
+                                  "or rerun stage resumes from the newest)")
 
 
 # The distillation phase's stages, after the report's main line (``--until`` accepts them).

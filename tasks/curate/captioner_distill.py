@@ -32,17 +32,21 @@ import pyarrow as pa
 import torch
 
 from infra import storage
-from infra.checkpoints import CAPTIONER, register
+from infra.checkpoints import CAPTIONER, register, steps_dir
+from infra.config import config_hash, value_hash
 from infra.config_caption import CaptionConfig
 from infra.config_distill import CaptionerDistillConfig
+from infra.config_train import TrainConfig
 from infra.errors import retry_input
 from infra.manifest import Manifest, read_table
 from infra.stage import StageContext, StageWork, run_stage
 from infra.video import iter_frames
 from models.caption_schema import StructuredCaption
 from models.captioner import MARKER, TransformersCaptioner, sample_indices
-from models.captioner_tune import FIELDS, agreement, fine_tune, supervised_example
+from models.captioner_tune import FIELDS, agreement, supervised_example
 from tasks.curate.lib.captioner_folder import captioner_path
+from tasks.curate.lib.captioner_train import save_examples, train_captioner
+from tasks.train.lib.launch import launch
 
 log = logging.getLogger("reelflow.captioner_distill")
 NAME, EVALUATION = "captioner-distill", "evaluation.json"
@@ -115,10 +119,17 @@ class Distilled:
     unreadable: list[dict]  # rows whose clip could not be decoded, each with its ``error``
 
 
-def distill(rows: list[dict], cfg: CaptionerDistillConfig, caption_cfg: CaptionConfig, out_folder: str,
-            on_step=None) -> Distilled:
+def distill(rows: list[dict], cfg: CaptionerDistillConfig, caption_cfg: CaptionConfig, work_uri: str, *,
+            launcher: TrainConfig | None = None, steps_dir: str | None = None, storage_path: str | None = None,
+            tracking: dict | None = None, share_root: str | None = None) -> Distilled:
     """Split, balance, fine-tune and measure on captioned clip rows (``clip_id``, ``clip_uri``, ``num_frames``,
-    ``fps``, ``category``, ``caption_json``); the distilled captioner is saved in ``out_folder`` (local)."""
+    ``fps``, ``category``, ``caption_json``). The fine-tuning is a job of the training launcher (``launcher``:
+    the train config whose ``ray_train``/``dist_backend``/``max_failures`` it follows; None = in this process)
+    with ``cfg.num_workers`` workers of ``cfg.resources``, resumable from ``steps_dir``; the supervised
+    examples and the distilled captioner (``captioner/``) go under ``work_uri`` (local or the run root's
+    store, so that a cluster's workers read and write them). ``tracking``: the stage's MLflow run
+    (``tracking_uri``, ``experiment``, ``mlflow_run``) for the loss curve; ``share_root``: a remote run root
+    the base captioner is shared under when it is a folder of this node."""
     cap_cfg = caption_cfg.captioner
     videos, unreadable = {}, []
     for row in sorted(rows, key=lambda r: hashlib.sha256(str(r["clip_id"]).encode()).hexdigest())[:cfg.max_clips]:
@@ -133,8 +144,9 @@ def distill(rows: list[dict], cfg: CaptionerDistillConfig, caption_cfg: CaptionC
     rows = split_rows([r for r in rows if r["clip_id"] in videos], cfg.holdout)
     held = [r for r in rows if r["split"] == "holdout"]
     train = balanced([r for r in rows if r["split"] == "train"], cfg.per_category)
-    base_path = captioner_path(caption_cfg)
-    base_path = storage.fetch_folder(base_path) if storage.is_remote(base_path) else base_path
+    base_uri = captioner_path(caption_cfg)
+    base_path = storage.fetch_folder(base_uri) if storage.is_remote(base_uri) else base_uri
+    out_uri = storage.join(work_uri, CAPTIONER)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.torch_threads or threads)
     try:
@@ -142,22 +154,33 @@ def distill(rows: list[dict], cfg: CaptionerDistillConfig, caption_cfg: CaptionC
         teacher = [StructuredCaption.model_validate_json(r["caption_json"]) for r in held]
         before = _captions(student, [videos[r["clip_id"]] for r in held])
         examples = [supervised_example(student.tokenizer, student.model.config.vision_config, *videos[r["clip_id"]],
-                                       r["caption_json"], cap_cfg.min_pixels, cap_cfg.max_pixels) for r in train]
-        torch.manual_seed(cfg.seed)
+                                       r["caption_json"], cap_cfg.min_pixels, cap_cfg.max_pixels, cfg.field_weight)
+                    for r in train]
+        examples_uri = storage.join(work_uri, "examples.pt")
+        save_examples(examples, examples_uri)
+        del examples, student
+        job_base = (storage.share_folder(base_path, share_root, f"captioner-base-{value_hash([base_path])}")
+                    if share_root and not storage.is_remote(base_uri) else base_uri)
+        job = {"base": job_base, "examples": examples_uri, "out_dir": out_uri, "steps_dir": steps_dir,
+               "checkpoint_every": cfg.checkpoint_every, "lr": cfg.lr, "epochs": cfg.epochs, "batch": cfg.batch,
+               "seed": cfg.seed, "weight_decay": cfg.weight_decay, "torch_threads": cfg.torch_threads,
+               **(tracking or {})}
+        launcher = (launcher or TrainConfig()).model_copy(update={"num_workers": cfg.num_workers,
+                                                                  "resources": cfg.resources, "engine": "plain"})
         started = time.time()
-        losses = fine_tune(student.model, examples, lr=cfg.lr, epochs=cfg.epochs, batch=cfg.batch, seed=cfg.seed,
-                           weight_decay=cfg.weight_decay, on_step=on_step)
+        losses = launch(train_captioner, job, launcher, storage_path)
         train_seconds = time.time() - started
-        after = _captions(student, [videos[r["clip_id"]] for r in held])
-        student.model.save_pretrained(out_folder)
-        student.tokenizer.save_pretrained(out_folder)
+        storage.remove(examples_uri)
+        distilled = TransformersCaptioner(storage.fetch_folder(out_uri), cap_cfg)
+        after = _captions(distilled, [videos[r["clip_id"]] for r in held])
     finally:
         torch.set_num_threads(threads)
-    with open(os.path.join(out_folder, MARKER), "w", encoding="utf-8") as fh:
-        json.dump({"distilled_from": base_path, "stage": NAME}, fh)
+    storage.write_text(storage.join(out_uri, MARKER), json.dumps({"distilled_from": base_uri, "stage": NAME}))
     evaluation = evaluate(before, after, teacher)
     evaluation.update(train_clips=len(train), holdout_clips=len(held), train_seconds=train_seconds,
-                      train_categories=dict(Counter(r["category"] for r in train)), loss=[round(x, 5) for x in losses])
+                      train_categories=dict(Counter(r["category"] for r in train)), loss=[round(x, 5) for x in losses],
+                      workers=cfg.num_workers, launcher="ray-train" if launcher.ray_train else
+                      ("processes" if cfg.num_workers > 1 else "in-process"))
     evaluation["unreadable_clips"] = len(unreadable)
     return Distilled(train, held, before, after, losses, train_seconds, evaluation, unreadable)
 
@@ -177,10 +200,11 @@ def run(ctx: StageContext, cfg: CaptionerDistillConfig, caption_cfg: CaptionConf
     def body(work: StageWork) -> pa.Table:
         table = read_table(captions)
         rows = table[table["error"].isna() & table["caption_json"].notna()].to_dict("records")
-        local = os.path.join(work.scratch_dir, CAPTIONER)
-        result = distill(rows, cfg, caption_cfg, local,
-                         on_step=lambda step, loss: ctx.tracker.log_metrics(work.mlflow_run, {"loss": loss}, step))
-        storage.upload_folder(local, storage.join(work.tmp_uri, CAPTIONER))
+        key = value_hash([config_hash(cfg), _caption_key(caption_cfg), captions.fingerprint])
+        result = distill(rows, cfg, caption_cfg, work.tmp_uri, launcher=ctx.cfg.train, steps_dir=steps_dir(ctx, NAME, key),
+                         storage_path=storage.join(ctx.run_uri, ".ray-train", NAME),
+                         tracking={"tracking_uri": ctx.tracker.tracking_uri, "experiment": ctx.cfg.tracking.experiment,
+                                   "mlflow_run": work.mlflow_run}, share_root=ctx.cfg.storage.run_root)
         evaluation = result.evaluation
         for when in ("before", "after"):
             work.metrics.update({f"agreement_{when}_{k.replace('.', '_')}": v for k, v in evaluation[when].items()})
