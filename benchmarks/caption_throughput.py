@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+from benchmarks.throughput import reference_tree  # one way to check out the reference commit
+
 NOTES = [
     "cProfile of CaptionWorker in-process, 8 clips of the 6-film corpus (320x180, 24 fps), load 5-12 on the 2 "
     "cores; before: 1.66 CPU-s per clip. Wall inside the profile: transformers generate 17.0 of 37.5 s "
@@ -107,17 +109,6 @@ print(json.dumps({"clips": len(clips), "batch": size, "wall_s": round(wall, 2), 
                   "digest": digest.hexdigest()[:16] if mode.startswith("caption") else None,
                   "seconds_by_part": {k: round(v, 2) for k, v in sorted(timing.items())}}))
 '''
-
-
-def reference_tree(rev: str, work: str) -> str:
-    """The tree of git revision ``rev`` extracted under ``work`` (once)."""
-    folder = os.path.join(work, f"ref-{rev}")
-    if not os.path.isdir(folder):
-        os.makedirs(folder + ".part", exist_ok=True)
-        archive = subprocess.run(["git", "archive", rev], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", folder + ".part"], input=archive, check=True)
-        os.rename(folder + ".part", folder)
-    return folder
 
 
 def measure(mode: str, clips_path: str, tree: str, models: str) -> dict:

@@ -27,10 +27,9 @@ from infra import storage
 from infra.config_train import ResolutionConfig, TrainConfig, TrainStageConfig
 from models.checkpoint import pipeline_class_name
 from models.dit import load_transformer, write_checkpoint
-from tasks.train.lib import state as ckpt
 from tasks.train.lib.loop import LoopSpec, train
 from tasks.train.lib.objective_dpo import FlowDPO, PairCache
-from tasks.train.lib.worker import _tracker, make_engine
+from tasks.train.lib.worker import make_engine, step_hooks
 
 log = logging.getLogger("reelflow.dpo")
 
@@ -80,15 +79,7 @@ def dpo_train_worker(job: dict) -> list[dict] | None:
         cache = PairCache(pairs["pairs"])
         spec = LoopSpec(stage, cfg, ResolutionConfig.model_validate(job["resolution"]), job["steps_dir"],
                         cfg.latents.text_len)
-        tracker = _tracker(job) if engine.rank == 0 else None
-        hooks = {}
-        if tracker is not None:
-            run_id = job["mlflow_run"]
-            hooks["on_step"] = lambda row: tracker.log_metrics(
-                run_id, {k: v for k, v in row.items() if k != "step"}, step=row["step"])
-            if done := ckpt.list_steps(job["steps_dir"]):
-                log.warning("recovering %s from step checkpoint %d", job["steps_dir"], done[-1])
-                tracker.log_metrics(run_id, {"recovered_from_step": done[-1]}, step=done[-1])
+        _, hooks = step_hooks(job, engine)
         state = train(engine, cache, spec, objective=objective, **hooks)
         weights = engine.full_state_dict()  # collective under ZeRO: every rank takes part
         if engine.rank != 0:

@@ -43,6 +43,22 @@ def _tracker(job: dict):
     return Tracker(job["tracking_uri"], job["experiment"])
 
 
+def step_hooks(job: dict, engine) -> tuple[object | None, dict]:
+    """Rank 0's MLflow tracker and the loop's ``on_step`` hook (each step's metrics on the stage's run); a
+    restarted worker group (a lost node, Ray Train's FailureConfig) or a rerun logs the step checkpoint it
+    resumes from, so the recovery is part of the stage's record. Other ranks: (None, {})."""
+    tracker = _tracker(job) if engine.rank == 0 else None
+    if tracker is None:
+        return None, {}
+    run_id = job["mlflow_run"]
+    hooks = {"on_step": lambda row: tracker.log_metrics(run_id, {k: v for k, v in row.items() if k != "step"},
+                                                         step=row["step"])}
+    if done := ckpt.list_steps(job["steps_dir"]):
+        log.warning("recovering %s from step checkpoint %d", job["steps_dir"], done[-1])
+        tracker.log_metrics(run_id, {"recovered_from_step": done[-1]}, step=done[-1])
+    return tracker, hooks
+
+
 def _sample_logger(tracker, run_id: str, job: dict, stage: TrainStageConfig, cfg: TrainConfig, engine):
     """Sample videos at fixed prompts/seed every ``sample_every`` steps, logged as run artifacts."""
     from tasks.train.lib.samples import Sampler, frozen_parts, sample_size
@@ -96,19 +112,9 @@ def train_worker(job: dict) -> list[dict] | None:
     try:
         cache = open_cache(Manifest.model_validate(job["latents"]))
         spec = LoopSpec(stage, cfg, cfg.resolutions[stage.resolution], job["steps_dir"], cfg.latents.text_len)
-        tracker = _tracker(job) if engine.rank == 0 else None
-        hooks = {}
-        if tracker is not None:
-            run_id = job["mlflow_run"]
-            hooks["on_step"] = lambda row: tracker.log_metrics(
-                run_id, {k: v for k, v in row.items() if k != "step"}, step=row["step"])
-            if stage.sample_every:
-                hooks["on_sample"] = _sample_logger(tracker, run_id, job, stage, cfg, engine)
-        if tracker is not None and (done := ckpt.list_steps(job["steps_dir"])):
-            # A restarted worker group (a lost node, Ray Train's FailureConfig) or a rerun: the recovery is
-            # part of the stage's record, at the step it resumes from.
-            log.warning("recovering %s from step checkpoint %d", job["steps_dir"], done[-1])
-            tracker.log_metrics(run_id, {"recovered_from_step": done[-1]}, step=done[-1])
+        tracker, hooks = step_hooks(job, engine)
+        if tracker is not None and stage.sample_every:
+            hooks["on_sample"] = _sample_logger(tracker, job["mlflow_run"], job, stage, cfg, engine)
         state = train(engine, cache, spec, objective=objective, **hooks)
         weights = state.ema or engine.full_state_dict()
         if engine.rank != 0:
