@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from models.captioner import SPECIAL_TOKENS, build_tiny_tokenizer  # noqa: E402
+from models.captioner_chat import SPECIAL_TOKENS  # noqa: E402
+from models.captioner_tiny import build_tiny_tokenizer  # noqa: E402
 
 SMALL = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
          "num_key_value_heads": 2, "mrope_section": [8, 12, 12]}  # Qwen2.5-0.5B-like (head_dim 64: 32 rotary pairs)
