@@ -79,7 +79,7 @@ clean:
 # Prefect server, a Ray head and a separately started Ray worker node advertising GPUs; pids and logs in
 # $(CLUSTER_STATE). Ports default to the cluster-local profile's; 0 picks free ones.
 CLUSTER_STATE ?= $(STATE)/cluster
-CLUSTER_PORTS ?= --s3-port 19000 --mlflow-port 15000 --prefect-port 14200 --ray-port 16379
+CLUSTER_PORTS ?= --s3-port 29000 --mlflow-port 25000 --prefect-port 24200 --ray-port 26379
 
 cluster-up: setup
 	$(BIN)/python -m infra.cluster up --state $(CLUSTER_STATE) $(CLUSTER_PORTS)
