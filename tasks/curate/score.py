@@ -151,8 +151,12 @@ def run(ctx: StageContext, cfg: ScoreConfig, clips: Manifest) -> Manifest:
 
     def body(work: StageWork) -> Shards:
         if cfg.aesthetic.enabled and (cfg.aesthetic.backbone_path is None or cfg.aesthetic.head_path is None):
-            # Build the tiny random pair once here, not racing in every actor.
-            backbone, head = build_tiny(os.path.join(cfg.aesthetic.cache_dir, "aesthetic-tiny"))
+            # Build the tiny random pair once here, not racing in every actor; actors on other nodes (or in
+            # another working directory) read it from the run root, never from a path only this node has.
+            built = os.path.abspath(os.path.join(cfg.aesthetic.cache_dir, "aesthetic-tiny"))
+            build_tiny(built)
+            shared = storage.share_folder(built, ctx.cfg.storage.run_root, "aesthetic-tiny")
+            backbone, head = storage.join(shared, "backbone"), storage.join(shared, "head.pt")
             run_cfg = cfg.model_copy(update={"aesthetic": cfg.aesthetic.model_copy(
                 update={"backbone_path": backbone, "head_path": head})})
         else:

@@ -9,6 +9,7 @@ import os
 
 import pyarrow as pa
 
+from infra import storage
 from infra.config_filters import AestheticConfig
 from models.aesthetic import AestheticScorer, build_tiny
 from tasks.curate.filters.frames import ClipFrames
@@ -26,6 +27,10 @@ class AestheticFilter:
         backbone, head = cfg.backbone_path, cfg.head_path
         if backbone is None or head is None:
             backbone, head = build_tiny(os.path.join(cfg.cache_dir, "aesthetic-tiny"))
+        # Weights shared under a remote run root: this node's cached copy.
+        backbone = storage.fetch_folder(backbone) if storage.is_remote(backbone) else backbone
+        if storage.is_remote(head):
+            head = os.path.join(storage.fetch_folder(head.rsplit("/", 1)[0]), head.rsplit("/", 1)[1])
         self.scorer = AestheticScorer(backbone, head)
 
     def __call__(self, clip: ClipFrames) -> dict:
