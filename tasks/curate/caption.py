@@ -74,12 +74,13 @@ class CaptionWorker:
         self.cfg = cfg = CaptionConfig.model_validate(cfg)
         torch.set_num_threads(cfg.torch_threads)  # actors are the parallelism; the machine is shared
         cv2.setNumThreads(1)
-        self.captioner = load_captioner(captioner_path, cfg.captioner)
+        # folders shared under a remote run root: this node's cached copy
+        self.captioner = load_captioner(storage.fetch_folder(captioner_path), cfg.captioner)
         self.shot = None
         if shot_path:
             from models.shot_heads import ShotClassifier
 
-            self.shot = ShotClassifier(shot_path)
+            self.shot = ShotClassifier(storage.fetch_folder(shot_path))
         self.expression = None
         if cfg.expression_enabled:
             from models.expression import ExpressionExpert
@@ -175,12 +176,18 @@ class FuseWorker:
         return [{"row": row, "fuse": t["fuse"]} for row, t in zip(item, timing, strict=True)]
 
 
-def resolve_models(cfg: CaptionConfig) -> tuple[str, str | None]:
-    """Model folders; the tiny random ones are built once here, not racing in every actor."""
-    captioner = captioner_path(cfg)
+def resolve_models(cfg: CaptionConfig, run_root: str | None = None) -> tuple[str, str | None]:
+    """Model folders; the tiny random ones are built once here, not racing in every actor, and handed to the
+    actors as workers on any node can read them: under a remote ``run_root`` shared there, else absolute."""
+    def shared(folder: str, name: str) -> str:
+        folder = os.path.abspath(folder)
+        return storage.share_folder(folder, run_root, name) if run_root else folder
+
+    captioner = cfg.captioner.model_path or shared(captioner_path(cfg), "captioner-tiny")
     shot = None
     if cfg.shot.enabled:
-        shot = cfg.shot.expert_path or build_tiny_shot_expert(os.path.join(cfg.cache_dir, "shot-tiny"))
+        shot = cfg.shot.expert_path or shared(build_tiny_shot_expert(os.path.join(cfg.cache_dir, "shot-tiny")),
+                                              "shot-tiny")
     return captioner, shot
 
 
@@ -253,10 +260,11 @@ def clip_batches(table: pa.Table, actors: int, batch: int) -> list[dict]:
             for i, start in enumerate(range(0, table.num_rows, size))]
 
 
-def caption_shards(table: pa.Table, cfg: CaptionConfig, tmp_uri: str, totals: Totals) -> Shards:
+def caption_shards(table: pa.Table, cfg: CaptionConfig, tmp_uri: str, totals: Totals, run_root: str | None = None
+                   ) -> Shards:
     """Caption ``table`` on Ray Data, the workers writing the output as shards under ``tmp_uri`` (the driver
     gets a :class:`Shards` handle and adds the per-clip seconds to ``totals``)."""
-    captioner, shot = resolve_models(cfg)
+    captioner, shot = resolve_models(cfg, run_root)
     schema, timing = output_schema(table.schema), storage.join(tmp_uri, TIMING)
     batches = clip_batches(table, cfg.resources.actors or 2, cfg.captioner.batch_size)
     kwargs = {"cfg": cfg.model_dump(), "captioner_path": captioner, "shot_path": shot, "timing_folder": timing}
@@ -280,7 +288,7 @@ def run(ctx: StageContext, cfg: CaptionConfig, clips: Manifest) -> Manifest:
     def body(work: StageWork) -> Shards:
         table = read_narrow(clips)  # paths resolved against where the run is now; no wide per-clip arrays
         started, totals = time.time(), Totals()
-        shards = caption_shards(table, cfg, work.tmp_uri, totals)
+        shards = caption_shards(table, cfg, work.tmp_uri, totals, ctx.cfg.storage.run_root)
         del table
         seconds = max(time.time() - started, 1e-9)
         work.metrics.update(totals.metrics(seconds))
