@@ -187,9 +187,10 @@ def fetch_folder(uri: str) -> str:
 
 def share_folder(local: str, root: str, name: str) -> str:
     """A folder built on this node, as workers on any node can read it: under a remote run root, uploaded
-    once to ``<root>/models/<name>`` (marker last; workers ``fetch_folder`` it), else the local path."""
+    once to ``<root>/models/<name>`` (marker last; workers ``fetch_folder`` it), else the local path made
+    absolute (workers may run in another working directory)."""
     if not is_remote(root):
-        return local
+        return os.path.abspath(local)
     uri = join(normalize(root), "models", name)
     if not exists(join(uri, COMPLETE)):
         upload_folder(local, uri)

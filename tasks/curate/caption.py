@@ -180,8 +180,7 @@ def resolve_models(cfg: CaptionConfig, run_root: str | None = None) -> tuple[str
     """Model folders; the tiny random ones are built once here, not racing in every actor, and handed to the
     actors as workers on any node can read them: under a remote ``run_root`` shared there, else absolute."""
     def shared(folder: str, name: str) -> str:
-        folder = os.path.abspath(folder)
-        return storage.share_folder(folder, run_root, name) if run_root else folder
+        return storage.share_folder(folder, run_root or "", name)
 
     captioner = cfg.captioner.model_path or shared(captioner_path(cfg), "captioner-tiny")
     shot = None

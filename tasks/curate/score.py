@@ -153,7 +153,7 @@ def run(ctx: StageContext, cfg: ScoreConfig, clips: Manifest) -> Manifest:
         if cfg.aesthetic.enabled and (cfg.aesthetic.backbone_path is None or cfg.aesthetic.head_path is None):
             # Build the tiny random pair once here, not racing in every actor; actors on other nodes (or in
             # another working directory) read it from the run root, never from a path only this node has.
-            built = os.path.abspath(os.path.join(cfg.aesthetic.cache_dir, "aesthetic-tiny"))
+            built = os.path.join(cfg.aesthetic.cache_dir, "aesthetic-tiny")
             build_tiny(built)
             shared = storage.share_folder(built, ctx.cfg.storage.run_root, "aesthetic-tiny")
             backbone, head = storage.join(shared, "backbone"), storage.join(shared, "head.pt")
